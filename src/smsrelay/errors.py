@@ -1,0 +1,95 @@
+"""The one exception tree of smsrelay; each class says what happens to the message.
+
+::
+
+    SmsRelayError
+    ├─ ConfigError                 start-up refuses; the message names the key
+    ├─ InvalidRequest              dead-letter with the reason; `rejected` event; HTTP 422
+    ├─ ProviderError(provider, code)
+    │  ├─ TransientProviderError   next provider in the route, then a delayed retry
+    │  │  └─ RateLimited           same, and carries the provider's retry_after
+    │  └─ PermanentProviderError   the message ends `failed`; no other provider is tried
+    │     ├─ RecipientRejected     invalid or unreachable number, unsubscribed recipient
+    │     └─ AuthenticationFailed  bad credentials or account problem
+    └─ ReceiptError                a webhook is refused with 401/403
+       ├─ BadSignature
+       └─ StaleReceipt
+
+Foreign exceptions (aiohttp, botocore, SQLAlchemy) are translated into this tree at
+exactly one place: the module that talks to the foreign library.
+"""
+
+from __future__ import annotations
+
+
+class SmsRelayError(Exception):
+    """Root of every error smsrelay raises on purpose."""
+
+    retryable: bool = False
+
+
+class ConfigError(SmsRelayError):
+    """The configuration is unusable; ``key`` names the offending setting."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"config {key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class InvalidRequest(SmsRelayError):
+    """The request can never be sent as it is: dead-lettered with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ProviderError(SmsRelayError):
+    """A provider refused or failed a send; ``code`` is the provider's own error code."""
+
+    def __init__(self, provider: str, code: str, message: str) -> None:
+        super().__init__(f"{provider} {code}: {message}")
+        self.provider = provider
+        self.code = code
+        self.message = message
+
+
+class TransientProviderError(ProviderError):
+    """A retry (elsewhere or later) can succeed: 5xx, timeout, refused connection, 429."""
+
+    retryable = True
+
+
+class RateLimited(TransientProviderError):
+    """The provider asked us to slow down; ``retry_after`` is in seconds when it said."""
+
+    def __init__(
+        self, provider: str, code: str, message: str, retry_after: float | None = None
+    ) -> None:
+        super().__init__(provider, code, message)
+        self.retry_after = retry_after
+
+
+class PermanentProviderError(ProviderError):
+    """Retrying cannot help; the message ends ``failed``."""
+
+
+class RecipientRejected(PermanentProviderError):
+    """The number is invalid, unreachable, blocked or has unsubscribed."""
+
+
+class AuthenticationFailed(PermanentProviderError):
+    """The provider rejected our credentials or account."""
+
+
+class ReceiptError(SmsRelayError):
+    """A delivery receipt was not trusted and is refused."""
+
+
+class BadSignature(ReceiptError):
+    """The receipt's signature is missing or does not verify."""
+
+
+class StaleReceipt(ReceiptError):
+    """The receipt's timestamp lies outside the replay window, or it was seen before."""

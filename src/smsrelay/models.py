@@ -1,0 +1,188 @@
+"""The data that travels through smsrelay: request, send result, status, event.
+
+``SendRequest`` is the v1 wire contract (``docs/asyncapi.yaml``): producers depend on
+its field names, so they change only with a new version.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from smsrelay import phone
+from smsrelay.errors import InvalidRequest
+
+MAX_REQUEST_BYTES = 64 * 1024
+ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+
+
+class State(StrEnum):
+    """A message's state; each is also the last word of its event routing key."""
+
+    ACCEPTED = "accepted"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+    @property
+    def final(self) -> bool:
+        """True once the worker will not send this message again."""
+        return self is not State.ACCEPTED
+
+
+class Kind(StrEnum):
+    """What the message is for; OTP bodies are never stored."""
+
+    OTP = "otp"
+    TRANSACTIONAL = "transactional"
+    MARKETING = "marketing"
+
+
+def _tags_limit(tags: dict[str, str]) -> dict[str, str]:
+    if len(tags) > 16:
+        raise ValueError("at most 16 entries")
+    return tags
+
+
+class SendRequest(BaseModel):
+    """One SMS to send, as a producer publishes it (v1)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    id: Annotated[str, Field(pattern=ID_PATTERN)]
+    to: str
+    body: Annotated[str, Field(min_length=1, max_length=1600)]
+    region: Annotated[str | None, Field(pattern=r"^[A-Za-z]{2}$")] = None
+    sender: Annotated[str | None, Field(alias="from", min_length=1, max_length=32)] = None
+    kind: Kind = Kind.TRANSACTIONAL
+    expires_at: AwareDatetime | None = None
+    tags: Annotated[dict[str, str], AfterValidator(_tags_limit)] = Field(default_factory=dict)
+    # Filled in by validation from `to`/`region`: not part of the wire format.
+    country: Annotated[str, Field(exclude=True)] = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_internal(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "country" in data:
+            raise ValueError('unknown field "country"')
+        return data
+
+    @model_validator(mode="after")
+    def _normalise_to(self) -> SendRequest:
+        try:
+            recipient = phone.normalise(self.to, self.region)
+        except ValueError as exc:
+            raise ValueError(f'field "to": {exc}') from None
+        object.__setattr__(self, "to", recipient.e164)
+        object.__setattr__(self, "country", recipient.country)
+        object.__setattr__(self, "region", None)
+        return self
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        """True when ``expires_at`` has passed and the message must never be sent."""
+        return self.expires_at is not None and (now or datetime.now(UTC)) >= self.expires_at
+
+    def to_wire(self) -> bytes:
+        """The request as producers publish it."""
+        return self.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return f'unknown field "{loc}"'
+    if first["type"] == "missing":
+        return f'field "{loc}": required'
+    if not loc or msg.startswith("field "):
+        return msg
+    return f'field "{loc}": {msg}'
+
+
+def parse_request(raw: bytes) -> SendRequest:
+    """Decode and validate a wire request, or raise ``InvalidRequest`` with a plain reason."""
+    if len(raw) > MAX_REQUEST_BYTES:
+        raise InvalidRequest(f"request is {len(raw)} bytes, the limit is {MAX_REQUEST_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"body is not valid UTF-8 at byte {exc.start}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"invalid json at line {exc.lineno} col {exc.colno}") from None
+    return validate_request(data)
+
+
+def validate_request(data: object) -> SendRequest:
+    """Validate already-decoded JSON, or raise ``InvalidRequest``."""
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"request must be a JSON object, got {_json_type(data)}")
+    try:
+        return SendRequest.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequest(_describe(exc)) from None
+
+
+def _json_type(value: object) -> str:
+    names = {list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+class SendResult(BaseModel):
+    """What a provider said when it took a message."""
+
+    model_config = ConfigDict(frozen=True)
+
+    provider_message_id: str
+    segments: int | None = None
+
+
+class EventError(BaseModel):
+    """The error carried by a status event."""
+
+    code: str
+    message: str
+    retryable: bool
+
+
+class StatusEvent(BaseModel):
+    """Published to ``sms.events`` with routing key ``sms.status.<state>``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    state: State
+    provider: str | None = None
+    provider_message_id: str | None = None
+    attempt: int = 0
+    error: EventError | None = None
+    segments: int | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    at: datetime
+    possible_duplicate: bool = False
+
+    @property
+    def routing_key(self) -> str:
+        """``sms.status.<state>``."""
+        return f"sms.status.{self.state.value}"
+
+
+AttemptOutcome = Literal["started", "sent", "failed", "transient"]
