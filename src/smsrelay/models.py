@@ -7,7 +7,6 @@ its field names, so they change only with a new version.
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -185,4 +184,5 @@ class StatusEvent(BaseModel):
         return f"sms.status.{self.state.value}"
 
 
-AttemptOutcome = Literal["started", "sent", "failed", "transient"]
+# "interrupted": a worker died mid-attempt; the provider may or may not have sent it.
+AttemptOutcome = Literal["started", "sent", "failed", "transient", "interrupted"]

@@ -7,7 +7,6 @@ knows a provider's wire format.
 
 from __future__ import annotations
 
-import asyncio
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -28,9 +27,6 @@ class ProviderSettings(BaseModel):
     timeout: float = 10.0
     max_connections: int = 1000
     sender: str | None = None
-    # What one segment costs in the provider's billing currency, by country or "*":
-    # the router uses it to prefer cheaper providers.
-    cost: dict[str, float] = {}
 
 
 class Provider(ABC):
@@ -71,16 +67,22 @@ class HttpProvider(Provider):
             )
         return self._session
 
-    async def request(self, method: str, url: str, **kwargs: Any) -> tuple[int, dict[str, str], bytes]:
+    async def request(
+        self, method: str, url: str, **kwargs: Any
+    ) -> tuple[int, dict[str, str], bytes]:
         """Perform one call; network failures become ``TransientProviderError``."""
         try:
             async with self.session.request(method, url, **kwargs) as resp:
                 body = await resp.read()
                 return resp.status, dict(resp.headers), body
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise TransientProviderError(self.name, "network", type(exc).__name__ + ": " + str(exc)) from exc
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise TransientProviderError(
+                self.name, "network", type(exc).__name__ + ": " + str(exc)
+            ) from exc
 
-    def raise_for_http_status(self, status: int, headers: dict[str, str], code: str, message: str) -> None:
+    def raise_for_http_status(
+        self, status: int, headers: dict[str, str], code: str, message: str
+    ) -> None:
         """Map the HTTP statuses every provider shares: 429 and 5xx are transient."""
         if status == 429:
             raise RateLimited(self.name, code, message, retry_after=_retry_after(headers))

@@ -56,7 +56,9 @@ class SimulatorProvider(Provider):
             self.config.failure_rate and self._random.random() < self.config.failure_rate
         ):
             raise TransientProviderError(self.name, "SIM-UNAVAILABLE", "simulated outage")
-        result = SendResult(provider_message_id=f"sim-{uuid.uuid4().hex}", segments=segments.count(request.body))
+        result = SendResult(
+            provider_message_id=f"sim-{uuid.uuid4().hex}", segments=segments.count(request.body)
+        )
         self.sent.append(request)
         if self._record is not None:
             self._append(request, result)
@@ -64,6 +66,8 @@ class SimulatorProvider(Provider):
 
     def _append(self, request: SendRequest, result: SendResult) -> None:
         # One short line per send, flushed at once so a SIGKILL loses no record of a send.
-        line = json.dumps({"id": request.id, "provider": self.name, "pmid": result.provider_message_id})
+        line = json.dumps(
+            {"id": request.id, "provider": self.name, "pmid": result.provider_message_id}
+        )
         with self._record.open("a") as fh:  # type: ignore[union-attr]
             fh.write(line + "\n")

@@ -1,0 +1,232 @@
+"""The AMQP boundary: topology, the consume loop, dead-letters, retries, events.
+
+The only module that imports aio-pika. It declares the v1 topology (names in
+``smsrelay.topology``), feeds each delivery to the ``Dispatcher`` and carries out the
+``Outcome``: ack, dead-letter with a reason header, or republish into a TTL retry
+queue. A delivery is acked only after its outcome is recorded and any message it
+produced (dead-letter, retry) is confirmed by the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from smsrelay import topology as t
+from smsrelay.dispatch import DeadLetter, Dispatcher, Outcome, Retry
+from smsrelay.logging import get_logger
+from smsrelay.models import StatusEvent
+
+log = get_logger(__name__)
+
+# A request that crashes the worker this many times is dead-lettered by the broker
+# (quorum queues count deliveries), so one poison message cannot wedge the queue.
+DELIVERY_LIMIT = 20
+
+
+async def declare_send_topology(channel: AbstractChannel) -> AbstractExchange:
+    """Exchange ``sms``, queue ``sms.send`` and its dead-letter path; returns ``sms``."""
+    exchange = await channel.declare_exchange(t.EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+    dlx = await channel.declare_exchange(t.DLX, aio_pika.ExchangeType.FANOUT, durable=True)
+    dead = await channel.declare_queue(
+        t.DEAD_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await dead.bind(dlx, routing_key="#")
+    queue = await channel.declare_queue(
+        t.SEND_QUEUE,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": t.DLX,
+            "x-delivery-limit": DELIVERY_LIMIT,
+        },
+    )
+    await queue.bind(exchange, routing_key=t.SEND_BINDING)
+    return exchange
+
+
+async def declare_events_exchange(channel: AbstractChannel) -> AbstractExchange:
+    """The topic exchange ``sms.events``."""
+    return await channel.declare_exchange(
+        t.EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+
+
+async def declare_retry_queues(channel: AbstractChannel, tiers: int) -> AbstractExchange:
+    """``sms.retry.1`` … ``sms.retry.<tiers>``: parked messages dead-letter back to ``sms``.
+
+    Queues carry no TTL of their own, only the per-message expiration, so that changing
+    the configured delays never clashes with an existing declaration.
+    """
+    exchange = await channel.declare_exchange(
+        t.RETRY_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+    )
+    for tier in range(1, tiers + 1):
+        name = f"{t.RETRY_QUEUE_PREFIX}{tier}"
+        queue = await channel.declare_queue(
+            name,
+            durable=True,
+            arguments={
+                "x-dead-letter-exchange": t.EXCHANGE,
+                "x-dead-letter-routing-key": t.RETRY_ROUTING_KEY,
+            },
+        )
+        await queue.bind(exchange, routing_key=name)
+    return exchange
+
+
+class AmqpEvents:
+    """Publishes status events to ``sms.events`` with publisher confirms."""
+
+    def __init__(self, exchange: AbstractExchange) -> None:
+        self.exchange = exchange
+
+    async def publish(self, event: StatusEvent) -> None:
+        message = aio_pika.Message(
+            event.model_dump_json().encode(),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=event.id,
+        )
+        await self.exchange.publish(message, routing_key=event.routing_key)
+
+
+class Worker:
+    """Consumes ``sms.send`` and runs each delivery through the dispatcher."""
+
+    def __init__(
+        self,
+        url: str,
+        prefetch: int,
+        retry_tiers: int,
+        make_dispatcher: Callable[[AmqpEvents], Dispatcher],
+    ) -> None:
+        self.url = url
+        self.prefetch = prefetch
+        self.retry_tiers = retry_tiers
+        self.make_dispatcher = make_dispatcher
+        self.connection: AbstractRobustConnection | None = None
+        self.dispatcher: Dispatcher | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        self._dlx: AbstractExchange | None = None
+        self._retry: AbstractExchange | None = None
+
+    async def start(self) -> None:
+        """Connect (robustly: it reconnects and resumes by itself), declare, consume."""
+        self.connection = await aio_pika.connect_robust(self.url)
+        channel = await self.connection.channel(publisher_confirms=True)
+        await channel.set_qos(prefetch_count=self.prefetch)
+        await declare_send_topology(channel)
+        self._dlx = await channel.get_exchange(t.DLX)
+        self._retry = await declare_retry_queues(channel, self.retry_tiers)
+        self.dispatcher = self.make_dispatcher(AmqpEvents(await declare_events_exchange(channel)))
+        self._queue = await channel.get_queue(t.SEND_QUEUE)
+        self._consumer_tag = await self._queue.consume(self._on_message)
+        log.info("worker_started", prefetch=self.prefetch)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        # Each delivery runs as its own task so that `prefetch` sends are in flight at once.
+        task = asyncio.create_task(self._process(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        assert self.dispatcher is not None
+        retry_round = _int_header(message.headers.get(t.ATTEMPT_HEADER))
+        try:
+            outcome = await self.dispatcher.handle(
+                message.body, redelivered=bool(message.redelivered), retry_round=retry_round
+            )
+            await self._carry_out(outcome, message)
+        except asyncio.CancelledError:
+            await _settle(message.nack(requeue=True))
+            raise
+        except Exception:
+            # Store or broker trouble: give the message back; dedupe makes a rerun safe.
+            log.exception("delivery_failed", message_id=message.message_id)
+            await asyncio.sleep(1.0)
+            await _settle(message.nack(requeue=True))
+            return
+        await _settle(message.ack())
+
+    async def _carry_out(self, outcome: Outcome, message: AbstractIncomingMessage) -> None:
+        if isinstance(outcome, DeadLetter):
+            assert self._dlx is not None
+            headers = dict(message.headers)
+            headers[t.REASON_HEADER] = outcome.reason
+            await self._dlx.publish(_copy(message, headers), routing_key=message.routing_key or "")
+        elif isinstance(outcome, Retry):
+            assert self._retry is not None
+            headers = dict(message.headers)
+            headers[t.ATTEMPT_HEADER] = outcome.attempt
+            tier = min(outcome.attempt, self.retry_tiers)
+            await self._retry.publish(
+                _copy(message, headers, expiration=outcome.delay),
+                routing_key=f"{t.RETRY_QUEUE_PREFIX}{tier}",
+            )
+
+    async def stop(self, grace_period: float) -> None:
+        """Stop taking work, let in-flight sends finish for ``grace_period``, then close."""
+        if self._queue is not None and self._consumer_tag is not None:
+            with contextlib.suppress(Exception):
+                await self._queue.cancel(self._consumer_tag)
+        if self._tasks:
+            log.info("draining", in_flight=len(self._tasks), grace_period=grace_period)
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace_period)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        if self.connection is not None:
+            # Unacked deliveries go back to the queue when the channel closes.
+            await self.connection.close()
+        log.info("worker_stopped")
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries being processed right now."""
+        return len(self._tasks)
+
+
+def _copy(
+    message: AbstractIncomingMessage, headers: dict[str, Any], expiration: float | None = None
+) -> aio_pika.Message:
+    """The original body byte for byte, with new headers."""
+    return aio_pika.Message(
+        message.body,
+        headers=headers,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message.message_id,
+        expiration=expiration,
+    )
+
+
+def _int_header(value: Any) -> int:
+    try:
+        return max(0, int(value)) if value is not None else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+async def _settle(action: Any) -> None:
+    # After a broker restart the old channel is gone: the delivery will come again,
+    # so a failed ack/nack is not an error worth crashing for.
+    try:
+        await action
+    except Exception as exc:
+        log.warning("settle_failed", error=type(exc).__name__)

@@ -1,0 +1,123 @@
+"""What producers import: publish a v1 request with publisher confirms, get its id.
+
+    async with AsyncClient("amqp://guest:guest@127.0.0.1/") as sms:
+        await sms.send(id="login-42", to="+14155550123", body="Your code is 123456", kind="otp")
+
+    with Client(url) as sms:
+        sms.send(id="invoice-7", to="+447700900123", body="Your invoice is ready")
+
+The request is validated before publishing: a bad number raises ``InvalidRequest``
+here rather than being dead-lettered later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import TracebackType
+from typing import Any, Self
+
+import aio_pika
+from aio_pika.abc import AbstractExchange, AbstractRobustConnection
+
+from smsrelay import topology as t
+from smsrelay.amqp import declare_send_topology
+from smsrelay.errors import InvalidRequest
+from smsrelay.models import SendRequest, validate_request
+
+__all__ = ["AsyncClient", "Client", "InvalidRequest", "SendRequest"]
+
+
+class AsyncClient:
+    """An asyncio producer on one robust connection."""
+
+    def __init__(self, url: str = "amqp://guest:guest@127.0.0.1:5672/") -> None:
+        self.url = url
+        self._connection: AbstractRobustConnection | None = None
+        self._exchange: AbstractExchange | None = None
+
+    async def connect(self) -> None:
+        """Open the connection and make sure the topology exists."""
+        self._connection = await aio_pika.connect_robust(self.url)
+        channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+        self._exchange = await declare_send_topology(channel)
+
+    async def send(self, **fields: Any) -> str:
+        """Validate and publish one request (keyword names as on the wire: ``from_`` → ``from``)."""
+        if "from_" in fields:
+            fields["from"] = fields.pop("from_")
+        request = validate_request(fields)
+        await self.publish(request)
+        return request.id
+
+    async def publish(self, request: SendRequest) -> None:
+        """Publish an already validated request; returns once the broker confirmed it."""
+        await self.publish_raw(request.to_wire(), message_id=request.id)
+
+    async def publish_raw(self, body: bytes, message_id: str | None = None) -> None:
+        """Publish ``body`` as it is, unvalidated: for tools, demos and tests."""
+        if self._exchange is None:
+            await self.connect()
+        assert self._exchange is not None
+        message = aio_pika.Message(
+            body,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message_id,
+        )
+        await self._exchange.publish(message, routing_key=t.SEND_ROUTING_KEY, mandatory=True)
+
+    async def close(self) -> None:
+        """Close the connection."""
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+            self._exchange = None
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+class Client:
+    """A blocking producer for code without an event loop (runs one in a thread)."""
+
+    def __init__(
+        self, url: str = "amqp://guest:guest@127.0.0.1:5672/", timeout: float = 30.0
+    ) -> None:
+        self.timeout = timeout
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, daemon=True, name="smsrelay-client"
+        )
+        self._thread.start()
+        self._client = AsyncClient(url)
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(self.timeout)
+
+    def send(self, **fields: Any) -> str:
+        """Validate and publish one request; returns its id once confirmed."""
+        result: str = self._run(self._client.send(**fields))
+        return result
+
+    def close(self) -> None:
+        """Close the connection and stop the client's thread."""
+        self._run(self._client.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(self.timeout)
+        self._loop.close()
+
+    def __enter__(self) -> Self:
+        self._run(self._client.connect())
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

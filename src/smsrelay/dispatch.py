@@ -1,0 +1,347 @@
+"""One request's journey: validate → dedupe → expiry → route → send → record → event.
+
+The dispatcher knows nothing of AMQP or HTTP: it takes the raw body and what the
+transport knows (redelivered? how many delayed retries so far?) and returns an
+``Outcome`` that tells the transport what to do with the message. The transport acks
+only after ``handle`` returned, i.e. after the outcome is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from smsrelay.errors import (
+    InvalidRequest,
+    ProviderError,
+    RateLimited,
+    RecipientRejected,
+    TransientProviderError,
+)
+from smsrelay.logging import get_logger
+from smsrelay.metrics import Metrics
+from smsrelay.models import (
+    ID_PATTERN,
+    AttemptOutcome,
+    EventError,
+    SendRequest,
+    SendResult,
+    State,
+    StatusEvent,
+    parse_request,
+)
+from smsrelay.providers import Provider
+from smsrelay.routing import Router
+from smsrelay.settings import RetrySettings
+from smsrelay.store import Claim, MessageRecord, Store
+
+log = get_logger(__name__)
+
+
+class EventSink(Protocol):
+    """Where status events go (the AMQP ``sms.events`` exchange in production)."""
+
+    async def publish(self, event: StatusEvent) -> None:
+        """Publish one event; raise if it could not be published."""
+
+
+@dataclass(frozen=True)
+class Done:
+    """Ack: the outcome is recorded (sent, failed, expired or a duplicate)."""
+
+    state: State | None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """The request is invalid: dead-letter its original body with ``reason``."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Every provider failed transiently: republish after ``delay`` seconds."""
+
+    delay: float
+    attempt: int
+
+
+Outcome = Done | DeadLetter | Retry
+
+
+@dataclass
+class _Round:
+    request: SendRequest
+    claim: Claim
+    retry_round: int
+    possible_duplicate: bool
+    log: Any
+
+
+class Dispatcher:
+    """Turns one raw request into sends, records and events."""
+
+    def __init__(
+        self,
+        store: Store,
+        providers: Mapping[str, Provider],
+        router: Router,
+        events: EventSink,
+        retry: RetrySettings,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.store = store
+        self.providers = providers
+        self.router = router
+        self.events = events
+        self.retry = retry
+        self.metrics = metrics or Metrics()
+        self._in_flight: set[str] = set()
+        self._random = random.Random()
+
+    async def handle(
+        self, raw: bytes, *, redelivered: bool = False, retry_round: int = 0
+    ) -> Outcome:
+        """Process one delivery of ``raw``; see the module docstring."""
+        try:
+            request = parse_request(raw)
+        except InvalidRequest as exc:
+            return await self._reject(raw, exc.reason)
+        if request.id in self._in_flight:
+            # The same id is being sent right now by this worker: a duplicate publish.
+            self.metrics.duplicates.inc()
+            return Done(None)
+        self._in_flight.add(request.id)
+        try:
+            return await self._handle(request, redelivered, retry_round)
+        finally:
+            self._in_flight.discard(request.id)
+
+    async def _handle(self, request: SendRequest, redelivered: bool, retry_round: int) -> Outcome:
+        bound = log.bind(id=request.id, country=request.country)
+        claim = await self.store.claim(request)
+        if not claim.new and not _resumable(claim, redelivered, retry_round):
+            return await self._duplicate(request.id, redelivered, bound)
+        if claim.open_attempt:
+            await self.store.interrupt_open_attempts(request.id)
+            self.metrics.possible_duplicates.inc()
+            bound.warning("possible_duplicate", attempts=claim.attempts)
+        job = _Round(request, claim, retry_round, claim.open_attempt, bound)
+        if request.is_expired():
+            return await self._finish(job, State.EXPIRED, error=_expired_error())
+        return await self._send(job)
+
+    async def _send(self, job: _Round) -> Outcome:
+        attempt = job.claim.attempts
+        last: ProviderError | None = None
+        for name in self.router.route(job.request):
+            if job.request.is_expired():
+                return await self._finish(
+                    job, State.EXPIRED, attempt=attempt, error=_expired_error()
+                )
+            attempt += 1
+            try:
+                result = await self._attempt(job, name, attempt)
+            except RecipientRejected as exc:
+                return await self._finish(
+                    job, State.FAILED, provider=name, attempt=attempt, error=_error(exc)
+                )
+            except ProviderError as exc:
+                last = exc
+                continue
+            return await self._finish(
+                job, State.SENT, provider=name, attempt=attempt, result=result
+            )
+        return await self._after_all_failed(job, attempt, last)
+
+    async def _attempt(self, job: _Round, name: str, attempt: int) -> SendResult:
+        provider = self.providers[name]
+        key = await self.store.start_attempt(job.request.id, attempt, name)
+        started = time.perf_counter()
+        try:
+            result = await provider.send(job.request)
+        except ProviderError as exc:
+            await self._attempt_failed(job, key, name, exc)
+            raise
+        except Exception as exc:  # an adapter bug must not lose the message: retry it
+            job.log.exception("provider_crashed", provider=name)
+            wrapped = TransientProviderError(name, "internal", type(exc).__name__)
+            await self._attempt_failed(job, key, name, wrapped)
+            raise wrapped from exc
+        self.metrics.send_latency.labels(name).observe(time.perf_counter() - started)
+        self.metrics.sends.labels(name, job.request.country, "sent").inc()
+        await self.store.finish_attempt(key, "sent", provider_message_id=result.provider_message_id)
+        return result
+
+    async def _attempt_failed(self, job: _Round, key: int, name: str, exc: ProviderError) -> None:
+        outcome: AttemptOutcome = "transient" if exc.retryable else "failed"
+        self.metrics.sends.labels(name, job.request.country, outcome).inc()
+        job.log.warning(
+            "send_failed", provider=name, code=exc.code, error=exc.message, retryable=exc.retryable
+        )
+        await self.store.finish_attempt(key, outcome, error=_error(exc))
+
+    async def _after_all_failed(
+        self, job: _Round, attempt: int, last: ProviderError | None
+    ) -> Outcome:
+        error = (
+            _error(last)
+            if last
+            else EventError(code="no-provider", message="route is empty", retryable=False)
+        )
+        if last is None or not last.retryable:
+            return await self._finish(job, State.FAILED, attempt=attempt, error=error)
+        next_round = job.retry_round + 1
+        if next_round >= self.retry.max_attempts:
+            return await self._finish(job, State.FAILED, attempt=attempt, error=error)
+        delay = self._delay(next_round, last)
+        expires_at = job.request.expires_at
+        if expires_at and datetime.now(UTC) + timedelta(seconds=delay) >= expires_at:
+            return await self._finish(job, State.EXPIRED, attempt=attempt, error=error)
+        self.metrics.retries.inc()
+        job.log.info("retry_scheduled", delay=round(delay, 3), round=next_round)
+        await self._emit(job, State.ACCEPTED, attempt=attempt, error=error)
+        return Retry(delay=delay, attempt=next_round)
+
+    def _delay(self, round_no: int, last: ProviderError) -> float:
+        """Backoff for retry round ``round_no`` (1-based) with jitter, at least retry_after."""
+        delays = self.retry.delays
+        base = delays[min(round_no, len(delays)) - 1]
+        jittered = base * (1 + self._random.uniform(-self.retry.jitter, self.retry.jitter))
+        if isinstance(last, RateLimited) and last.retry_after:
+            return max(jittered, last.retry_after)
+        return jittered
+
+    async def _finish(
+        self,
+        job: _Round,
+        state: State,
+        *,
+        provider: str | None = None,
+        attempt: int | None = None,
+        result: SendResult | None = None,
+        error: EventError | None = None,
+    ) -> Outcome:
+        pmid = result.provider_message_id if result else None
+        parts = result.segments if result else None
+        await self.store.finish_message(
+            job.request.id,
+            state,
+            provider=provider,
+            provider_message_id=pmid,
+            segments=parts,
+            error=error,
+            possible_duplicate=job.possible_duplicate,
+        )
+        self.metrics.messages.labels(state.value).inc()
+        job.log.info("message_" + state.value, provider=provider, attempt=attempt)
+        await self._emit(job, state, provider=provider, attempt=attempt, result=result, error=error)
+        return Done(state)
+
+    async def _emit(
+        self,
+        job: _Round,
+        state: State,
+        *,
+        provider: str | None = None,
+        attempt: int | None = None,
+        result: SendResult | None = None,
+        error: EventError | None = None,
+    ) -> None:
+        await self.events.publish(
+            StatusEvent(
+                id=job.request.id,
+                state=state,
+                provider=provider,
+                provider_message_id=result.provider_message_id if result else None,
+                attempt=attempt if attempt is not None else job.claim.attempts,
+                error=error,
+                segments=result.segments if result else None,
+                tags=dict(job.request.tags),
+                at=datetime.now(UTC),
+                possible_duplicate=job.possible_duplicate,
+            )
+        )
+
+    async def _reject(self, raw: bytes, reason: str) -> Outcome:
+        message_id = _salvage_id(raw)
+        log.warning("request_rejected", id=message_id, reason=reason)
+        await self.store.record_rejection(message_id, reason)
+        self.metrics.messages.labels(State.REJECTED.value).inc()
+        if message_id is not None:
+            await self.events.publish(
+                StatusEvent(
+                    id=message_id,
+                    state=State.REJECTED,
+                    at=datetime.now(UTC),
+                    error=EventError(code="invalid-request", message=reason, retryable=False),
+                )
+            )
+        return DeadLetter(reason)
+
+    async def _duplicate(self, message_id: str, redelivered: bool, bound: Any) -> Outcome:
+        self.metrics.duplicates.inc()
+        bound.info("duplicate_request", redelivered=redelivered)
+        record = await self.store.get(message_id)
+        if redelivered and record is not None and record.state.final:
+            # We crashed or lost the broker between recording and acking: the event
+            # may never have gone out, so publish it again (events are at-least-once).
+            await self.events.publish(_event_from_record(record))
+        return Done(None)
+
+
+def _resumable(claim: Claim, redelivered: bool, retry_round: int) -> bool:
+    """May a request whose id was seen before be worked on again?"""
+    if claim.state.final:
+        return False
+    # A scheduled retry, or a redelivery after a worker died before recording an outcome.
+    return retry_round > 0 or redelivered
+
+
+def _error(exc: ProviderError) -> EventError:
+    return EventError(
+        code=f"{exc.provider}:{exc.code}", message=exc.message, retryable=exc.retryable
+    )
+
+
+def _expired_error() -> EventError:
+    return EventError(
+        code="expired", message="expires_at passed before a provider took it", retryable=False
+    )
+
+
+def _salvage_id(raw: bytes) -> str | None:
+    """The request's ``id`` if it can be read, so the rejection can be matched."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    value = data.get("id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and re.fullmatch(ID_PATTERN, value) else None
+
+
+def _event_from_record(record: MessageRecord) -> StatusEvent:
+    error = (
+        EventError(code=record.error_code, message=record.error_message or "", retryable=False)
+        if record.error_code
+        else None
+    )
+    return StatusEvent(
+        id=record.id,
+        state=record.state,
+        provider=record.provider,
+        provider_message_id=record.provider_message_id,
+        attempt=len(record.attempts),
+        error=error,
+        segments=record.segments,
+        tags=record.tags,
+        at=datetime.now(UTC),
+        possible_duplicate=record.possible_duplicate,
+    )

@@ -1,0 +1,86 @@
+"""Reading and replaying the dead-letter queue ``sms.dead`` (for ``smsrelay dlq``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+from smsrelay import topology as t
+from smsrelay.amqp import declare_send_topology
+
+
+@dataclass(frozen=True)
+class DeadMessage:
+    """One dead-lettered request: its id when readable, the reason, its size."""
+
+    id: str | None
+    reason: str
+    size: int
+
+
+def _describe(message: AbstractIncomingMessage) -> DeadMessage:
+    reason = message.headers.get(t.REASON_HEADER)
+    if reason is None:
+        death = message.headers.get("x-first-death-reason")
+        death = death.decode() if isinstance(death, bytes) else death
+        reason = f"dead-lettered by the broker ({death})" if death else "unknown"
+    try:
+        data = json.loads(message.body)
+        message_id = data.get("id") if isinstance(data, dict) else None
+    except ValueError:
+        message_id = None
+    return DeadMessage(
+        id=str(message_id) if message_id is not None else message.message_id,
+        reason=str(reason.decode() if isinstance(reason, bytes) else reason),
+        size=len(message.body),
+    )
+
+
+async def list_dead(url: str, limit: int = 1000) -> list[DeadMessage]:
+    """Peek at up to ``limit`` dead letters; they stay in the queue."""
+    async with await aio_pika.connect(url) as connection:
+        channel = await connection.channel()
+        await declare_send_topology(channel)
+        queue = await channel.get_queue(t.DEAD_QUEUE)
+        found: list[DeadMessage] = []
+        while len(found) < limit:
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            found.append(_describe(message))
+        # Closing the channel without acking returns every peeked message.
+        await channel.close()
+    return found
+
+
+async def replay(url: str, ids: set[str] | None = None) -> int:
+    """Republish dead letters (all, or those with ``ids``) to ``sms``; returns the count."""
+    async with await aio_pika.connect(url) as connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await declare_send_topology(channel)
+        queue = await channel.get_queue(t.DEAD_QUEUE)
+        replayed = 0
+        while True:
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            if ids is not None and _describe(message).id not in ids:
+                continue
+            headers = {k: v for k, v in message.headers.items() if not k.startswith("x-")}
+            await exchange.publish(
+                aio_pika.Message(
+                    message.body,
+                    headers=headers,
+                    content_type=message.content_type or "application/json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    message_id=message.message_id,
+                ),
+                routing_key=t.SEND_ROUTING_KEY,
+            )
+            await message.ack()
+            replayed += 1
+        await channel.close()
+    return replayed

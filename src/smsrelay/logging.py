@@ -1,0 +1,67 @@
+"""structlog set-up: JSON in production, readable in a terminal, numbers masked.
+
+Every log line about a message carries its ``id`` (bound by the dispatcher). A
+processor masks anything that looks like a full phone number, so a careless
+``log.info(..., to=number)`` still cannot leak one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+from smsrelay.phone import mask
+
+# "+" then digits with common separators, or a bare run of 9+ digits: phone numbers,
+# but not timestamps, durations or error codes.
+_NUMBER = re.compile(r"\+\d[\d ().-]{5,}\d|(?<![\w.-])\d{9,15}(?![\w.])")
+_SECRET_KEYS = frozenset({"body", "otp", "otp_code", "auth_token", "password", "api_key", "token"})
+
+
+def _mask_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return _NUMBER.sub(lambda m: mask(re.sub(r"[\s().-]", "", m.group())), value)
+    return value
+
+
+def redact(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """Drop secrets and bodies, mask phone numbers in every value."""
+    for key in list(event):
+        if key in _SECRET_KEYS:
+            event[key] = "[redacted]"
+        else:
+            event[key] = _mask_value(event[key])
+    return event
+
+
+def configure(fmt: str = "auto", level: str = "info") -> None:
+    """Configure structlog once, at process start."""
+    if fmt == "auto":
+        fmt = "console" if sys.stderr.isatty() else "json"
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=False)
+        if fmt == "console"
+        else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            redact,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger named for its module."""
+    return structlog.get_logger(name)

@@ -1,0 +1,49 @@
+"""Prometheus metrics; one registry per process, served by the API and the worker."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+class Metrics:
+    """The counters and histograms smsrelay exports."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.sends = Counter(
+            "smsrelay_sends",
+            "Provider send attempts by outcome",
+            ["provider", "country", "outcome"],
+            registry=self.registry,
+        )
+        self.send_latency = Histogram(
+            "smsrelay_send_latency_seconds",
+            "Time a provider took to answer a send",
+            ["provider"],
+            registry=self.registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10),
+        )
+        self.messages = Counter(
+            "smsrelay_messages", "Messages by final state", ["state"], registry=self.registry
+        )
+        self.possible_duplicates = Counter(
+            "smsrelay_possible_duplicates",
+            "Redelivered messages whose earlier attempt may have reached the provider",
+            registry=self.registry,
+        )
+        self.duplicates = Counter(
+            "smsrelay_duplicate_requests",
+            "Requests whose id was already handled",
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "smsrelay_retries_scheduled",
+            "Messages deferred to a delayed retry",
+            registry=self.registry,
+        )
+        self.receipts = Counter(
+            "smsrelay_receipts",
+            "Delivery receipts by provider and status",
+            ["provider", "status"],
+            registry=self.registry,
+        )

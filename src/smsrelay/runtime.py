@@ -1,0 +1,103 @@
+"""Wiring: settings → store, providers, router, dispatcher, worker; and running it.
+
+Kept apart from the CLI so tests, the demo and benchmarks build the same worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from smsrelay import providers as registry
+from smsrelay.amqp import AmqpEvents, Worker
+from smsrelay.dispatch import Dispatcher
+from smsrelay.logging import get_logger
+from smsrelay.metrics import Metrics
+from smsrelay.providers import Provider
+from smsrelay.routing import Router
+from smsrelay.settings import Settings
+from smsrelay.store import SqlStore, upgrade
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Runtime:
+    """The running pieces of one worker process."""
+
+    settings: Settings
+    store: SqlStore
+    providers: dict[str, Provider]
+    metrics: Metrics = field(default_factory=Metrics)
+    worker: Worker | None = None
+
+    @classmethod
+    async def build(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
+        """Open the store (migrating it when asked) and build the configured providers."""
+        store = SqlStore.from_url(settings.database_url)
+        if migrate:
+            await upgrade(store.engine)
+        built = {name: registry.build(name, s) for name, s in settings.provider_settings().items()}
+        return cls(settings=settings, store=store, providers=built)
+
+    def dispatcher(self, events: AmqpEvents) -> Dispatcher:
+        """A dispatcher over this runtime's store and providers."""
+        return Dispatcher(
+            store=self.store,
+            providers=self.providers,
+            router=Router(self.settings.routes),
+            events=events,
+            retry=self.settings.retry,
+            metrics=self.metrics,
+        )
+
+    async def start_worker(self) -> Worker:
+        """Start consuming ``sms.send``."""
+        self.worker = Worker(
+            url=self.settings.amqp_url,
+            prefetch=self.settings.prefetch,
+            retry_tiers=len(self.settings.retry.delays),
+            make_dispatcher=self.dispatcher,
+        )
+        await self.worker.start()
+        return self.worker
+
+    async def purge_expired_records(self) -> int:
+        """Apply the retention setting once."""
+        cutoff = datetime.now(UTC) - timedelta(days=self.settings.retention_days)
+        return await self.store.purge(cutoff)
+
+    async def close(self) -> None:
+        """Drain the worker, then release providers and the store."""
+        if self.worker is not None:
+            await self.worker.stop(self.settings.grace_period)
+        for provider in self.providers.values():
+            await provider.close()
+        await self.store.close()
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run a worker until SIGTERM/SIGINT (or ``stop``), then shut down gracefully."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runtime = await Runtime.build(settings)
+    try:
+        await runtime.start_worker()
+        purged = await runtime.purge_expired_records()
+        log.info("retention_purge", purged=purged, days=settings.retention_days)
+        await _until_stopped(runtime, stop)
+    finally:
+        await runtime.close()
+
+
+async def _until_stopped(runtime: Runtime, stop: asyncio.Event) -> None:
+    # Retention runs daily inside the worker so a laptop install needs no cron.
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=86400)
+        except TimeoutError:
+            await runtime.purge_expired_records()

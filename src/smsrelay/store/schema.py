@@ -1,0 +1,71 @@
+"""Tables of the store (SQLAlchemy Core); Alembic migrations create them."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("to", String(20), nullable=False),
+    Column("country", String(2), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("sender", String(32)),
+    # NULL for OTP messages: the store never holds a one-time code.
+    Column("body", Text),
+    Column("tags", JSON, nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("provider", String(64)),
+    Column("provider_message_id", String(128)),
+    Column("segments", Integer),
+    Column("error_code", String(64)),
+    Column("error_message", Text),
+    Column("possible_duplicate", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_messages_updated_at", "updated_at"),
+    Index("ix_messages_provider_message_id", "provider_message_id"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("key", Integer, primary_key=True, autoincrement=True),
+    Column("message_id", String(64), ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("provider_message_id", String(128)),
+    Column("error_code", String(64)),
+    Column("error_message", Text),
+    Index("ix_attempts_message_id", "message_id"),
+)
+
+rejections = Table(
+    "rejections",
+    metadata,
+    Column("key", Integer, primary_key=True, autoincrement=True),
+    Column("message_id", String(64)),
+    Column("reason", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_rejections_at", "at"),
+)

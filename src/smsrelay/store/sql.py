@@ -1,0 +1,280 @@
+"""The SQLAlchemy implementation of ``Store``: SQLite (embedded default) and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, event, insert, select, text, update
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from smsrelay.models import AttemptOutcome, EventError, Kind, SendRequest, State
+from smsrelay.store.base import AttemptRecord, Claim, MessageRecord
+from smsrelay.store.schema import attempts, messages, rejections
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything we write is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def make_engine(url: str) -> AsyncEngine:
+    """An engine tuned for the backend: one shared connection for SQLite, a pool otherwise."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(
+            url, poolclass=StaticPool, connect_args={"check_same_thread": False}
+        )
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets the CLI read while a worker writes; NORMAL sync is durable across a
+    # process crash, which is the failure we guard against.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+class SqlStore:
+    """``Store`` over an async SQLAlchemy engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        # SQLite runs on one shared connection: without this lock, concurrent sends
+        # would interleave their statements inside each other's transactions.
+        self._lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncConnection]:
+        """A connection inside a transaction that commits on success."""
+        async with self._serial(), self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with self._serial(), self.engine.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _serial(self) -> AsyncIterator[None]:
+        if self._lock is None:
+            yield
+        else:
+            async with self._lock:
+                yield
+
+    @classmethod
+    def from_url(cls, url: str) -> SqlStore:
+        """A store on a new engine for ``url``."""
+        return cls(make_engine(url))
+
+    async def claim(self, request: SendRequest) -> Claim:
+        now = _now()
+        row = {
+            "id": request.id,
+            "to": request.to,
+            "country": request.country,
+            "kind": request.kind.value,
+            "sender": request.sender,
+            "body": None if request.kind is Kind.OTP else request.body,
+            "tags": dict(request.tags),
+            "expires_at": request.expires_at,
+            "state": State.ACCEPTED.value,
+            "attempts": 0,
+            "possible_duplicate": False,
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            async with self._tx() as conn:
+                await conn.execute(insert(messages).values(**row))
+            return Claim(new=True, state=State.ACCEPTED, attempts=0, open_attempt=False)
+        except IntegrityError:
+            return await self._existing_claim(request.id)
+
+    async def _existing_claim(self, message_id: str) -> Claim:
+        async with self._read() as conn:
+            msg = (
+                await conn.execute(
+                    select(messages.c.state, messages.c.attempts).where(messages.c.id == message_id)
+                )
+            ).one()
+            open_count = (
+                await conn.execute(
+                    select(attempts.c.key)
+                    .where(attempts.c.message_id == message_id, attempts.c.outcome == "started")
+                    .limit(1)
+                )
+            ).first()
+        return Claim(
+            new=False,
+            state=State(msg.state),
+            attempts=msg.attempts,
+            open_attempt=open_count is not None,
+        )
+
+    async def start_attempt(self, message_id: str, number: int, provider: str) -> int:
+        now = _now()
+        async with self._tx() as conn:
+            result = await conn.execute(
+                insert(attempts).values(
+                    message_id=message_id,
+                    number=number,
+                    provider=provider,
+                    outcome="started",
+                    started_at=now,
+                )
+            )
+            await conn.execute(
+                update(messages)
+                .where(messages.c.id == message_id)
+                .values(attempts=number, updated_at=now)
+            )
+        key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+    async def finish_attempt(
+        self,
+        attempt_key: int,
+        outcome: AttemptOutcome,
+        *,
+        provider_message_id: str | None = None,
+        error: EventError | None = None,
+    ) -> None:
+        async with self._tx() as conn:
+            await conn.execute(
+                update(attempts)
+                .where(attempts.c.key == attempt_key)
+                .values(
+                    outcome=outcome,
+                    finished_at=_now(),
+                    provider_message_id=provider_message_id,
+                    error_code=error.code if error else None,
+                    error_message=error.message if error else None,
+                )
+            )
+
+    async def interrupt_open_attempts(self, message_id: str) -> None:
+        async with self._tx() as conn:
+            await conn.execute(
+                update(attempts)
+                .where(attempts.c.message_id == message_id, attempts.c.outcome == "started")
+                .values(outcome="interrupted", finished_at=_now())
+            )
+
+    async def finish_message(
+        self,
+        message_id: str,
+        state: State,
+        *,
+        provider: str | None = None,
+        provider_message_id: str | None = None,
+        segments: int | None = None,
+        error: EventError | None = None,
+        possible_duplicate: bool = False,
+    ) -> None:
+        values: dict[str, Any] = {
+            "state": state.value,
+            "provider": provider,
+            "provider_message_id": provider_message_id,
+            "segments": segments,
+            "updated_at": _now(),
+            "error_code": error.code if error else None,
+            "error_message": error.message if error else None,
+        }
+        if possible_duplicate:
+            values["possible_duplicate"] = True
+        async with self._tx() as conn:
+            await conn.execute(update(messages).where(messages.c.id == message_id).values(**values))
+
+    async def record_rejection(self, message_id: str | None, reason: str) -> None:
+        async with self._tx() as conn:
+            await conn.execute(
+                insert(rejections).values(message_id=message_id, reason=reason, at=_now())
+            )
+
+    async def rejections(self, limit: int = 100) -> list[tuple[str | None, str, datetime]]:
+        """The latest rejections, newest first."""
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(rejections.c.message_id, rejections.c.reason, rejections.c.at)
+                .order_by(rejections.c.key.desc())
+                .limit(limit)
+            )
+            return [(r.message_id, r.reason, _aware(r.at) or _now()) for r in rows]
+
+    async def get(self, message_id: str) -> MessageRecord | None:
+        async with self._read() as conn:
+            msg = (await conn.execute(select(messages).where(messages.c.id == message_id))).first()
+            if msg is None:
+                return None
+            rows = await conn.execute(
+                select(attempts).where(attempts.c.message_id == message_id).order_by(attempts.c.key)
+            )
+            return _message_record(msg, [_attempt_record(r) for r in rows])
+
+    async def purge(self, older_than: datetime) -> int:
+        async with self._tx() as conn:
+            old = select(messages.c.id).where(messages.c.updated_at < older_than)
+            await conn.execute(delete(attempts).where(attempts.c.message_id.in_(old)))
+            result = await conn.execute(delete(messages).where(messages.c.updated_at < older_than))
+            await conn.execute(delete(rejections).where(rejections.c.at < older_than))
+        return int(result.rowcount or 0)
+
+    async def ping(self) -> None:
+        async with self._read() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _attempt_record(row: Row[Any]) -> AttemptRecord:
+    return AttemptRecord(
+        number=row.number,
+        provider=row.provider,
+        outcome=row.outcome,
+        started_at=_aware(row.started_at) or _now(),
+        finished_at=_aware(row.finished_at),
+        provider_message_id=row.provider_message_id,
+        error_code=row.error_code,
+        error_message=row.error_message,
+    )
+
+
+def _message_record(row: Row[Any], tries: list[AttemptRecord]) -> MessageRecord:
+    return MessageRecord(
+        id=row.id,
+        to=row.to,
+        country=row.country,
+        kind=row.kind,
+        state=State(row.state),
+        provider=row.provider,
+        provider_message_id=row.provider_message_id,
+        segments=row.segments,
+        error_code=row.error_code,
+        error_message=row.error_message,
+        possible_duplicate=bool(row.possible_duplicate),
+        created_at=_aware(row.created_at) or _now(),
+        updated_at=_aware(row.updated_at) or _now(),
+        tags=dict(row.tags or {}),
+        attempts=tries,
+    )
