@@ -1,0 +1,193 @@
+"""Twilio: the Programmable Messaging API (``POST /2010-04-01/Accounts/{sid}/Messages.json``).
+
+One form-encoded POST per message, HTTP Basic auth with AccountSid:AuthToken. A 201
+answer carries the message ``sid`` and ``num_segments``; an error answer carries
+``{"code", "message", "status"}``. Twilio's codes map onto the error tree like this
+(meanings from Twilio's error dictionary):
+
+=====  ==========================================================  ======================
+code   meaning                                                     class
+=====  ==========================================================  ======================
+20003  permission denied: wrong AccountSid or AuthToken            AuthenticationFailed
+20005  account not active (out of funds, trial not activated)      AuthenticationFailed
+20404  not found: on the Messages URL, the account does not exist  AuthenticationFailed
+20429  too many concurrent API requests                            RateLimited
+21211  invalid 'To' phone number                                   RecipientRejected
+21408  region of 'To' not enabled in the account's geo permissions PermanentProviderError
+21606  'From' is not a message-capable Twilio number for 'To'      PermanentProviderError
+21608  trial account: 'To' is not a verified number                PermanentProviderError
+21610  recipient has unsubscribed (replied STOP)                   RecipientRejected
+21611  'From' has too many queued messages                         RateLimited
+21612  'To' is not reachable via SMS                               RecipientRejected
+21614  'To' is not a valid mobile number (e.g. a landline)         RecipientRejected
+21703  the Messaging Service has no sender for this recipient      PermanentProviderError
+30003  unreachable destination handset                             RecipientRejected
+30004  message blocked for this destination                        RecipientRejected
+30005  unknown destination handset                                 RecipientRejected
+30006  landline or unreachable carrier                             RecipientRejected
+30007  message filtered by the carrier (content)                   PermanentProviderError
+30008  unknown error (a resend may duplicate a delivered message)  PermanentProviderError
+=====  ==========================================================  ======================
+
+A code not in the table falls back on the HTTP status: 429 → ``RateLimited`` (with
+``Retry-After``), 5xx → ``TransientProviderError``, 401/403 → ``AuthenticationFailed``,
+any other 4xx → ``PermanentProviderError``. The 30xxx codes arrive in status callbacks
+rather than in the send answer; they are here so receipts read the same table.
+
+21408 and 21606 are problems of this Twilio account, not of the number, so another
+provider might succeed; the error tree has no "next provider but never retry" class and
+retrying Twilio cannot help, so they are permanent.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from typing import Any, ClassVar, Literal, NoReturn
+
+from pydantic import Field, SecretStr, model_validator
+
+from smsrelay import phone
+from smsrelay.errors import (
+    AuthenticationFailed,
+    PermanentProviderError,
+    ProviderError,
+    RateLimited,
+    RecipientRejected,
+)
+from smsrelay.models import SendRequest, SendResult
+from smsrelay.providers.base import HttpProvider, ProviderSettings, secret
+
+ERRORS: dict[str, type[ProviderError]] = {
+    "20003": AuthenticationFailed,
+    "20005": AuthenticationFailed,
+    "20404": AuthenticationFailed,
+    "20429": RateLimited,
+    "21211": RecipientRejected,
+    "21408": PermanentProviderError,
+    "21606": PermanentProviderError,
+    "21608": PermanentProviderError,
+    "21610": RecipientRejected,
+    "21611": RateLimited,
+    "21612": RecipientRejected,
+    "21614": RecipientRejected,
+    "21703": PermanentProviderError,
+    "30003": RecipientRejected,
+    "30004": RecipientRejected,
+    "30005": RecipientRejected,
+    "30006": RecipientRejected,
+    "30007": PermanentProviderError,
+    "30008": PermanentProviderError,
+}
+"""Twilio error code → the class raised for it (the table above)."""
+
+_BY_STATUS: dict[int, type[ProviderError]] = {
+    401: AuthenticationFailed,
+    403: AuthenticationFailed,
+}
+
+# Twilio's error messages quote the numbers they refuse ("Invalid 'To' Phone Number: +1...").
+_PHONE_LIKE = re.compile(r"\+?\d[\d ()-]{6,}\d")
+
+
+class TwilioSettings(ProviderSettings):
+    """Twilio credentials and sender.
+
+    ``sender`` (a number or alphanumeric ID) becomes From, ``messaging_service_sid``
+    MessagingServiceSid; one of them is required, and a request's own sender wins over
+    ``sender``. ``status_callback`` is sent with every message when set.
+    """
+
+    type: Literal["twilio"] = "twilio"
+    account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")
+    auth_token: SecretStr
+    messaging_service_sid: str | None = Field(default=None, pattern=r"^MG[0-9a-fA-F]{32}$")
+    status_callback: str | None = None
+
+    @model_validator(mode="after")
+    def _has_sender(self) -> TwilioSettings:
+        if not (self.sender or self.messaging_service_sid):
+            raise ValueError("twilio needs sender or messaging_service_sid")
+        return self
+
+
+class TwilioProvider(HttpProvider):
+    """The ``twilio`` provider."""
+
+    type_name: ClassVar[str] = "twilio"
+    settings_class: ClassVar[type[ProviderSettings]] = TwilioSettings
+    default_base_url: ClassVar[str] = "https://api.twilio.com"
+
+    def __init__(self, name: str, settings: ProviderSettings) -> None:
+        super().__init__(name, settings)
+        assert isinstance(settings, TwilioSettings)
+        self.config = settings
+        self.messages_url = (
+            f"{self.base_url}/2010-04-01/Accounts/{settings.account_sid}/Messages.json"
+        )
+        # Built by hand: aiohttp.BasicAuth is deprecated, encode_basic_auth is 3.14+ only.
+        credentials = f"{settings.account_sid}:{secret(settings.auth_token)}".encode()
+        self._headers = {"Authorization": "Basic " + base64.b64encode(credentials).decode()}
+
+    async def send(self, request: SendRequest) -> SendResult:
+        status, headers, body = await self.request(
+            "POST", self.messages_url, data=self.form(request), headers=self._headers
+        )
+        if not 200 <= status < 300:
+            self._raise_error(status, headers, body)
+        return self._result(body)
+
+    def form(self, request: SendRequest) -> dict[str, str]:
+        """The form fields of the Messages API call for ``request``."""
+        fields = {"To": request.to, "Body": request.body}
+        sender = request.sender or self.config.sender
+        if sender:
+            fields["From"] = sender
+        if self.config.messaging_service_sid:
+            fields["MessagingServiceSid"] = self.config.messaging_service_sid
+        if self.config.status_callback:
+            fields["StatusCallback"] = self.config.status_callback
+        return fields
+
+    def _result(self, body: bytes) -> SendResult:
+        data = _json_object(body)
+        sid = data.get("sid")
+        if not isinstance(sid, str) or not sid:
+            # Twilio took the message; a retry could send it twice.
+            raise PermanentProviderError(self.name, "bad-response", "201 without a message sid")
+        return SendResult(provider_message_id=sid, segments=_int_or_none(data.get("num_segments")))
+
+    def _raise_error(self, status: int, headers: dict[str, str], body: bytes) -> NoReturn:
+        data = _json_object(body)
+        code = str(data.get("code") or f"http-{status}")
+        message = self._redact(str(data.get("message") or f"HTTP {status}"))
+        error_class = ERRORS.get(code)
+        if error_class is None or error_class is RateLimited:
+            # 429 and 5xx (and Retry-After) are handled the same way for every provider.
+            self.raise_for_http_status(429 if error_class else status, headers, code, message)
+            error_class = _BY_STATUS.get(status, PermanentProviderError)
+        raise error_class(self.name, code, message)
+
+    def _redact(self, message: str) -> str:
+        # Exception text ends up in logs and events: never the token, no full number.
+        # The token goes first: masking digits inside it would hide it from the replace.
+        token = secret(self.config.auth_token)
+        message = message.replace(token, "***") if token else message
+        return _PHONE_LIKE.sub(lambda m: phone.mask(m.group()), message)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _int_or_none(value: object) -> int | None:
+    # Twilio sends num_segments as a string ("1").
+    try:
+        return int(value) if isinstance(value, int | str) else None
+    except ValueError:
+        return None

@@ -1,0 +1,306 @@
+"""The contract every provider adapter passes, checked against the provider's own API description.
+
+A provider's test module subclasses ``ProviderContractTest`` and fills in the blanks::
+
+    class TestAcmeContract(ProviderContractTest):
+        provider_type = "acme"                     # the name in smsrelay.providers.REGISTRY
+        spec = "acme/openapi.yml"                  # under the specs directory; None: no spec
+
+        def serve(self):                           # an async context manager yielding the fake
+            return AcmeFake()
+
+        def settings(self, fake):                  # settings pointing the adapter at the fake
+            return AcmeSettings(base_url=fake.url, api_key=fake.api_key, sender="Acme")
+
+        def arrange_failure(self, fake, to, kind):  # make sends to `to` fail: FAILURES[kind]
+            fake.fail(to, status=..., code=...)
+
+        def mis_build(self, request):              # a request the spec must refuse
+            return replace(request, body=b"...")
+
+Every subclass then gets the same tests: a send returns the provider's message id, each
+request the adapter sent validates against the spec (plus ``check_extensions`` for rules
+the schema cannot say), the fake's answers validate too (so the fake cannot drift from
+the provider), a mis-built request is refused (so the validation can fail at all), and
+the common failures map onto the error tree. ``CONTRACTS`` lists the subclasses by
+provider type: the registry guard test fails for a registered provider without one.
+
+Specs live in ``../shared/provider-specs`` beside the repository, or where
+``SMSRELAY_PROVIDER_SPECS`` points.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import yaml
+from openapi_core import OpenAPI
+from openapi_core.exceptions import OpenAPIError
+from openapi_core.testing import MockRequest, MockResponse
+
+from smsrelay.errors import ProviderError, RecipientRejected, TransientProviderError
+from smsrelay.models import SendRequest, SendResult, validate_request
+from smsrelay.providers import Provider, ProviderSettings, build, provider_class
+
+CONTRACTS: dict[str, list[type[ProviderContractTest]]] = {}
+"""Provider type name → the contract test classes that declare it."""
+
+FAILURES: dict[str, type[ProviderError]] = {
+    "recipient": RecipientRejected,
+    "transient": TransientProviderError,
+}
+"""The failure kinds every provider's fake can be told to produce, and what they raise."""
+
+
+class ContractError(AssertionError):
+    """A request (or a fake's answer) does not match the provider's API description."""
+
+
+@dataclass(frozen=True)
+class CapturedRequest:
+    """A request as it reached a fake, and the answer the fake gave (if it recorded one)."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    content_type: str
+    body: bytes
+    query: str = ""
+    status: int | None = None
+    answer: bytes | None = None
+
+
+def specs_dir() -> Path:
+    """Where the provider API descriptions live."""
+    override = os.environ.get("SMSRELAY_PROVIDER_SPECS")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[2].parent / "shared" / "provider-specs"
+
+
+@functools.cache
+def spec_document(relative: str) -> dict[str, Any]:
+    """The parsed description ``relative`` to ``specs_dir()`` (cached: Twilio's is 1.8 MB)."""
+    path = specs_dir() / relative
+    if not path.is_file():
+        pytest.fail(f"{path} is missing; set SMSRELAY_PROVIDER_SPECS to the specs directory")
+    text = path.read_text(encoding="utf-8")
+    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    assert isinstance(data, dict), f"{path} is not an OpenAPI document"
+    return data
+
+
+@functools.cache
+def openapi(relative: str) -> OpenAPI:
+    """An openapi-core validator for the description ``relative`` to ``specs_dir()``."""
+    # from_dict, not from_file_path: the latter fails on the Twilio file.
+    return OpenAPI.from_dict(spec_document(relative))
+
+
+def spec_server(relative: str) -> str:
+    """Scheme and host of the description's first server, e.g. ``https://api.twilio.com``."""
+    url = urlsplit(spec_document(relative)["servers"][0]["url"])
+    return f"{url.scheme}://{url.netloc}"
+
+
+def as_openapi_request(relative: str, request: CapturedRequest) -> MockRequest:
+    """``request`` as openapi-core sees it, sent to the spec's server rather than the fake."""
+    return MockRequest(
+        spec_server(relative),
+        request.method,
+        request.path,
+        args={k: v[-1] for k, v in parse_qs(request.query).items()},
+        headers=dict(request.headers),
+        data=request.body,
+        content_type=request.content_type.lower(),
+    )
+
+
+def validate_against_spec(relative: str, request: CapturedRequest) -> None:
+    """Raise ``ContractError`` unless ``request`` (and its answer) match the spec."""
+    try:
+        openapi(relative).validate_request(as_openapi_request(relative, request))
+    except OpenAPIError as exc:
+        raise ContractError(f"{request.method} {request.path}: {_describe(exc)}") from exc
+
+
+def validate_answer(relative: str, request: CapturedRequest) -> None:
+    """Raise ``ContractError`` unless the fake's 2xx answer matches the spec."""
+    assert request.status is not None and request.answer is not None
+    response = MockResponse(request.answer, request.status, content_type="application/json")
+    try:
+        openapi(relative).validate_response(as_openapi_request(relative, request), response)
+    except OpenAPIError as exc:
+        raise ContractError(f"answer to {request.path}: {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    # openapi-core puts the useful detail (which field, which rule) in the cause.
+    cause = exc.__cause__ or exc.__context__
+    return f"{exc} ({cause})" if cause is not None else str(exc)
+
+
+def captured_from(records: list[Any]) -> list[CapturedRequest]:
+    """Turn a fake's records (with method, path, headers, content_type, body) into requests."""
+    return [
+        CapturedRequest(
+            r.method,
+            r.path,
+            r.headers,
+            r.content_type,
+            r.body,
+            getattr(r, "query", ""),
+            getattr(r, "status", None),
+            getattr(r, "answer", None),
+        )
+        for r in records
+    ]
+
+
+class ProviderContractTest:
+    """Base of every provider's contract tests; see the module docstring for the recipe."""
+
+    provider_type: ClassVar[str]
+    spec: ClassVar[str | None] = None
+    recipient: ClassVar[str] = "+14155550123"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "provider_type" in cls.__dict__:
+            CONTRACTS.setdefault(cls.provider_type, []).append(cls)
+
+    # -- what a provider's test module fills in -------------------------------------------
+
+    def serve(self) -> AbstractAsyncContextManager[Any]:
+        """An async context manager that starts the provider's fake and yields it."""
+        raise NotImplementedError
+
+    def settings(self, fake: Any) -> ProviderSettings:
+        """Settings that point the adapter at ``fake``."""
+        raise NotImplementedError
+
+    def arrange_failure(self, fake: Any, to: str, kind: str) -> None:
+        """Make sends to ``to`` fail with the ``FAILURES[kind]`` kind of error."""
+        raise NotImplementedError
+
+    def captured(self, fake: Any) -> list[CapturedRequest]:
+        """The requests the adapter sent to ``fake``, oldest first."""
+        return captured_from(fake.received)
+
+    def mis_build(self, request: CapturedRequest) -> CapturedRequest:
+        """``request`` broken the way a buggy adapter might break it; the spec must refuse it."""
+        raise NotImplementedError("a provider with a spec must show that its spec can fail")
+
+    def check_extensions(self, request: CapturedRequest) -> None:
+        """Rules the spec states outside its schema (e.g. vendor extensions)."""
+
+    def send_request(self, to: str | None = None, **fields: Any) -> SendRequest:
+        """A valid request to ``to`` (default ``recipient``)."""
+        data = {"id": "contract-1", "to": to or self.recipient, "body": "Contract test", **fields}
+        return validate_request(data)
+
+    def validate(self, request: CapturedRequest) -> None:
+        """Raise ``ContractError`` unless ``request`` matches the spec and its extensions."""
+        assert self.spec is not None
+        validate_against_spec(self.spec, request)
+        self.check_extensions(request)
+
+    # -- fixtures -------------------------------------------------------------------------
+
+    @pytest.fixture
+    async def fake(self) -> AsyncIterator[Any]:
+        """The running fake."""
+        async with self.serve() as running:
+            yield running
+
+    @pytest.fixture
+    async def connect(self, fake: Any) -> AsyncIterator[Callable[[], Provider]]:
+        """Build the adapter against the fake (after arranging failures); closed afterwards."""
+        made: list[Provider] = []
+
+        def make() -> Provider:
+            made.append(build(f"{self.provider_type}-contract", self.settings(fake)))
+            return made[-1]
+
+        yield make
+        for provider in made:
+            await provider.close()
+
+    async def _send_one(self, connect: Callable[[], Provider]) -> SendResult:
+        return await connect().send(self.send_request())
+
+    # -- the contract ---------------------------------------------------------------------
+
+    def test_registered_class_takes_these_settings(self, fake: Any) -> None:
+        """The registry resolves the type name to a class whose settings model fits."""
+        cls = provider_class(self.provider_type)
+        assert cls.type_name == self.provider_type
+        assert isinstance(self.settings(fake), cls.settings_class)
+
+    async def test_send_returns_the_provider_message_id(
+        self, fake: Any, connect: Callable[[], Provider]
+    ) -> None:
+        """A send returns the id the provider gave the message."""
+        result = await self._send_one(connect)
+        assert result.provider_message_id
+        answers = [r.answer for r in self.captured(fake) if r.answer is not None]
+        if answers:
+            assert any(result.provider_message_id.encode() in a for a in answers)
+
+    async def test_valid_send_matches_the_spec(
+        self, fake: Any, connect: Callable[[], Provider]
+    ) -> None:
+        """Every request the adapter sends for a valid message validates against the spec."""
+        self._needs_spec()
+        await self._send_one(connect)
+        requests = self.captured(fake)
+        assert requests, "the adapter sent nothing to the fake"
+        for request in requests:
+            self.validate(request)
+
+    async def test_fake_answers_match_the_spec(
+        self, fake: Any, connect: Callable[[], Provider]
+    ) -> None:
+        """The fake's success answers validate against the spec, so the fake cannot drift."""
+        self._needs_spec()
+        await self._send_one(connect)
+        answered = [r for r in self.captured(fake) if r.answer and 200 <= (r.status or 0) < 300]
+        if not answered:
+            pytest.skip("this fake does not record its answers")
+        for request in answered:
+            assert self.spec is not None
+            validate_answer(self.spec, request)
+
+    async def test_mis_built_request_is_refused(
+        self, fake: Any, connect: Callable[[], Provider]
+    ) -> None:
+        """A request broken by ``mis_build`` fails validation: the check can catch a bug."""
+        self._needs_spec()
+        await self._send_one(connect)
+        broken = self.mis_build(self.captured(fake)[0])
+        with pytest.raises(ContractError):
+            self.validate(broken)
+
+    @pytest.mark.parametrize("kind", sorted(FAILURES))
+    async def test_failure_maps_onto_the_error_tree(
+        self, fake: Any, connect: Callable[[], Provider], kind: str
+    ) -> None:
+        """A rejected recipient is permanent, a provider outage is transient."""
+        to = "+14155550100"
+        self.arrange_failure(fake, to, kind)
+        with pytest.raises(FAILURES[kind]) as caught:
+            await connect().send(self.send_request(to))
+        assert to not in str(caught.value), "the full number leaked into the error text"
+
+    def _needs_spec(self) -> None:
+        if self.spec is None:
+            pytest.skip(f"{self.provider_type} has no published API description")
