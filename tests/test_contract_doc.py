@@ -253,10 +253,6 @@ def test_send_and_retry_routing_keys_reach_the_send_queue() -> None:
     assert not _routes_to_send_queue(topology.EVENT_KEY_PREFIX + "sent")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="populate_by_name=True lets the Python name `sender` through; the wire name is `from`",
-)
 def test_python_field_name_sender_is_refused() -> None:
     """A request spelling `from` as `sender` is refused, as the document's schema says."""
     payload = {"id": "a1", "to": "+14155550123", "body": "hi", "sender": "Acme"}

@@ -28,6 +28,7 @@ from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
 from smsrelay.models import (
     ID_PATTERN,
+    MAX_REQUEST_BYTES,
     AttemptOutcome,
     EventError,
     SendRequest,
@@ -319,6 +320,8 @@ def _expired_error() -> EventError:
 
 def _salvage_id(raw: bytes) -> str | None:
     """The request's ``id`` if it can be read, so the rejection can be matched."""
+    if len(raw) > MAX_REQUEST_BYTES:  # not worth parsing megabytes for an id
+        return None
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):

@@ -62,7 +62,7 @@ def _tags_limit(tags: dict[str, str]) -> dict[str, str]:
 class SendRequest(BaseModel):
     """One SMS to send, as a producer publishes it (v1)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: Annotated[str, Field(pattern=ID_PATTERN)]
     to: str

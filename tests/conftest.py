@@ -1,0 +1,95 @@
+"""Fixtures that give each test its own broker vhost and its own database.
+
+Tests talk to the real RabbitMQ, PostgreSQL and Redis of the machine. Isolation is by
+a fresh vhost (created with rabbitmqctl, since the management plugin may be off) and
+a fresh SQLite file or PostgreSQL database per test, so tests run in parallel and twice
+in a row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+AMQP_HOST = os.environ.get("SMSRELAY_TEST_AMQP_HOST", "127.0.0.1:5672")
+PG_DSN = os.environ.get("SMSRELAY_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def amqp_url() -> Iterator[str]:
+    """A fresh vhost with full permissions for guest, deleted afterwards."""
+    vhost = f"test-{uuid.uuid4().hex[:12]}"
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    try:
+        yield f"amqp://guest:guest@{AMQP_HOST}/{vhost}"
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A SQLite file of the test's own."""
+    return f"sqlite+aiosqlite:///{tmp_path}/smsrelay.db"
+
+
+@asynccontextmanager
+async def pg_database() -> AsyncIterator[str]:
+    """Create a PostgreSQL database of one's own; drop it on exit."""
+    name = f"smsrelay_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(f"{PG_DSN}/test")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield f"postgresql+asyncpg://{PG_DSN.removeprefix('postgresql://')}/{name}"
+    finally:
+        admin = await asyncpg.connect(f"{PG_DSN}/test")
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """A PostgreSQL database of the test's own, dropped afterwards."""
+    async with pg_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """Each store test runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/smsrelay.db"
+        return
+    async with pg_database() as url:
+        yield url
+
+
+async def eventually(check: object, seconds: float = 20.0, interval: float = 0.05) -> None:
+    """Await ``check()`` until it returns truthy or ``seconds`` pass (then assert)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        result = check()  # type: ignore[operator]
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {seconds}s")
+        await asyncio.sleep(interval)
