@@ -52,7 +52,9 @@ async def event_log(amqp_url: str) -> AsyncIterator[EventLog]:
 
 
 @asynccontextmanager
-async def running_worker(amqp_url: str, database_url: str, **overrides: Any) -> AsyncIterator[Runtime]:
+async def running_worker(
+    amqp_url: str, database_url: str, **overrides: Any
+) -> AsyncIterator[Runtime]:
     """A started in-process worker; drained and closed on exit."""
     overrides.setdefault("retry", {"max_attempts": 3, "delays": [0.3], "jitter": 0.0})
     settings = config.load(amqp_url=amqp_url, database_url=database_url, **overrides)

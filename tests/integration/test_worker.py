@@ -79,10 +79,15 @@ async def test_expired_request_is_never_sent(amqp_url: str, sqlite_url: str) -> 
     assert record is not None and record.state is State.EXPIRED and record.attempts == []
 
 
-async def test_transient_failure_fails_over_to_next_provider(amqp_url: str, sqlite_url: str) -> None:
+async def test_transient_failure_fails_over_to_next_provider(
+    amqp_url: str, sqlite_url: str
+) -> None:
     """When the first provider of a route fails transiently, the next one sends."""
     mid = _id()
-    async with event_log(amqp_url) as events, running_worker(amqp_url, sqlite_url, **TWO_SIMS) as rt:
+    async with (
+        event_log(amqp_url) as events,
+        running_worker(amqp_url, sqlite_url, **TWO_SIMS) as rt,
+    ):
         await publish_raw(amqp_url, [request(mid, to="+14155550142")])
         await eventually(lambda: events.states(mid) == ["sent"])
         record = await rt.store.get(mid)
@@ -98,7 +103,10 @@ async def test_transient_failure_fails_over_to_next_provider(amqp_url: str, sqli
 async def test_all_providers_down_retries_later_then_fails(amqp_url: str, sqlite_url: str) -> None:
     """With every provider down, the message is retried via the TTL queues, then ends `failed`."""
     mid = _id()
-    async with event_log(amqp_url) as events, running_worker(amqp_url, sqlite_url, **ALWAYS_DOWN) as rt:
+    async with (
+        event_log(amqp_url) as events,
+        running_worker(amqp_url, sqlite_url, **ALWAYS_DOWN) as rt,
+    ):
         started = datetime.now(UTC)
         await publish_raw(amqp_url, [request(mid)])
         await eventually(lambda: "failed" in events.states(mid))
@@ -128,15 +136,23 @@ MALFORMED: list[tuple[bytes, str]] = [
     (b'{"id": x}', "invalid json at line 1 col 8"),
     (b'["not", "an", "object"]', "request must be a JSON object, got array"),
     (b'{"id": "m1", "body": "hi"}', 'field "to": required'),
-    (b'{"id": "m2", "to": "+14155550123", "body": "hi", "colour": "red"}', 'unknown field "colour"'),
+    (
+        b'{"id": "m2", "to": "+14155550123", "body": "hi", "colour": "red"}',
+        'unknown field "colour"',
+    ),
     (b'{"id": "m3", "to": "+1415555", "body": "hi"}', 'field "to": not a valid phone number'),
-    (b'{"id": "m4", "to": "+14155550123", "body": "' + b"x" * 10_000_000 + b'"}', "bytes, the limit is"),
+    (
+        b'{"id": "m4", "to": "+14155550123", "body": "' + b"x" * 10_000_000 + b'"}',
+        "bytes, the limit is",
+    ),
     (b'{"id": "m5", "to": "+14155550123", "body": "\xff\xfe"}', "not valid UTF-8"),
     (b"", "invalid json at line 1 col 1"),
 ]
 
 
-async def test_malformed_requests_are_dead_lettered_with_reason(amqp_url: str, sqlite_url: str) -> None:
+async def test_malformed_requests_are_dead_lettered_with_reason(
+    amqp_url: str, sqlite_url: str
+) -> None:
     """Each malformed request lands in sms.dead, body intact, with x-smsrelay-reason; good ones still go."""
     good = _id()
     async with event_log(amqp_url) as events, running_worker(amqp_url, sqlite_url) as rt:
@@ -162,11 +178,19 @@ async def test_routing_key_suffix_routes_the_same(amqp_url: str, sqlite_url: str
 
 
 @pytest.mark.parametrize("count", [300])
-async def test_many_requests_are_sent_concurrently(amqp_url: str, sqlite_url: str, count: int) -> None:
+async def test_many_requests_are_sent_concurrently(
+    amqp_url: str, sqlite_url: str, count: int
+) -> None:
     """With 100 ms provider latency, 300 messages finish far faster than one at a time."""
-    overrides = {"providers": {"slow": {"type": "simulator", "latency_ms": 100}}, "routes": {"*": ["slow"]}}
+    overrides = {
+        "providers": {"slow": {"type": "simulator", "latency_ms": 100}},
+        "routes": {"*": ["slow"]},
+    }
     ids = [_id() for _ in range(count)]
-    async with event_log(amqp_url) as events, running_worker(amqp_url, sqlite_url, **overrides) as rt:
+    async with (
+        event_log(amqp_url) as events,
+        running_worker(amqp_url, sqlite_url, **overrides) as rt,
+    ):
         began = datetime.now(UTC)
         await publish_raw(amqp_url, [request(i) for i in ids])
         await eventually(lambda: len(events.events) == count, seconds=30)
