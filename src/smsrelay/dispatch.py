@@ -149,7 +149,7 @@ class Dispatcher:
                 )
             attempt += 1
             try:
-                result = await self._attempt(job, name, attempt)
+                key, result = await self._attempt(job, name, attempt)
             except RecipientRejected as exc:
                 return await self._finish(
                     job, State.FAILED, provider=name, attempt=attempt, error=_error(exc)
@@ -158,11 +158,11 @@ class Dispatcher:
                 last = exc
                 continue
             return await self._finish(
-                job, State.SENT, provider=name, attempt=attempt, result=result
+                job, State.SENT, provider=name, attempt=attempt, result=result, closing_attempt=key
             )
         return await self._after_all_failed(job, attempt, last)
 
-    async def _attempt(self, job: _Round, name: str, attempt: int) -> SendResult:
+    async def _attempt(self, job: _Round, name: str, attempt: int) -> tuple[int, SendResult]:
         provider = self.providers[name]
         key = await self.store.start_attempt(job.request.id, attempt, name)
         started = time.perf_counter()
@@ -178,8 +178,7 @@ class Dispatcher:
             raise wrapped from exc
         self.metrics.send_latency.labels(name).observe(time.perf_counter() - started)
         self.metrics.sends.labels(name, job.request.country, "sent").inc()
-        await self.store.finish_attempt(key, "sent", provider_message_id=result.provider_message_id)
-        return result
+        return key, result
 
     async def _attempt_failed(self, job: _Round, key: int, name: str, exc: ProviderError) -> None:
         outcome: AttemptOutcome = "transient" if exc.retryable else "failed"
@@ -229,6 +228,7 @@ class Dispatcher:
         attempt: int | None = None,
         result: SendResult | None = None,
         error: EventError | None = None,
+        closing_attempt: int | None = None,
     ) -> Outcome:
         pmid = result.provider_message_id if result else None
         parts = result.segments if result else None
@@ -240,6 +240,7 @@ class Dispatcher:
             segments=parts,
             error=error,
             possible_duplicate=job.possible_duplicate,
+            closing_attempt=closing_attempt,
         )
         self.metrics.messages.labels(state.value).inc()
         job.log.info("message_" + state.value, provider=provider, attempt=attempt)

@@ -95,8 +95,14 @@ class Store(Protocol):
         segments: int | None = None,
         error: EventError | None = None,
         possible_duplicate: bool = False,
+        closing_attempt: int | None = None,
     ) -> None:
-        """Set the message's state and outcome."""
+        """Set the message's state and outcome.
+
+        With ``closing_attempt``, that attempt is marked ``sent`` (state SENT) or
+        ``failed`` in the same transaction, so no crash can leave an attempt recorded
+        as sent on a message that still looks unsent.
+        """
 
     async def record_rejection(self, message_id: str | None, reason: str) -> None:
         """Keep a trace of a request that was dead-lettered as invalid."""

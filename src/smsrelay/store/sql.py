@@ -190,6 +190,7 @@ class SqlStore:
         segments: int | None = None,
         error: EventError | None = None,
         possible_duplicate: bool = False,
+        closing_attempt: int | None = None,
     ) -> None:
         values: dict[str, Any] = {
             "state": state.value,
@@ -203,6 +204,18 @@ class SqlStore:
         if possible_duplicate:
             values["possible_duplicate"] = True
         async with self._tx() as conn:
+            if closing_attempt is not None:
+                await conn.execute(
+                    update(attempts)
+                    .where(attempts.c.key == closing_attempt)
+                    .values(
+                        outcome="sent" if state is State.SENT else "failed",
+                        finished_at=values["updated_at"],
+                        provider_message_id=provider_message_id,
+                        error_code=values["error_code"],
+                        error_message=values["error_message"],
+                    )
+                )
             await conn.execute(update(messages).where(messages.c.id == message_id).values(**values))
 
     async def record_rejection(self, message_id: str | None, reason: str) -> None:
