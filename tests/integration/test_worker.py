@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,7 @@ import pytest
 from smsrelay.client import AsyncClient
 from smsrelay.models import State
 from tests.conftest import eventually
+from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioFake
 from tests.integration.harness import (
     drain_dead,
     event_log,
@@ -197,3 +199,56 @@ async def test_many_requests_are_sent_concurrently(
         took = datetime.now(UTC) - began
         assert sorted(r.id for r in simulator(rt, "slow").sent) == sorted(ids)
     assert took < timedelta(seconds=count * 0.1 / 5)
+
+
+async def test_twilio_route_sends_once_through_the_wire_format(
+    amqp_url: str, sqlite_url: str
+) -> None:
+    """A request routed to Twilio reaches the Twilio fake exactly once, as a form POST, and ends `sent`."""
+    mid = _id()
+    async with TwilioFake() as fake:
+        overrides = {
+            "providers": {
+                "twilio": {
+                    "type": "twilio",
+                    "base_url": fake.url,
+                    "account_sid": ACCOUNT_SID,
+                    "auth_token": AUTH_TOKEN,
+                    "sender": "+14155550100",
+                }
+            },
+            "routes": {"*": ["twilio"]},
+        }
+        async with event_log(amqp_url) as events, running_worker(amqp_url, sqlite_url, **overrides):
+            await publish_raw(amqp_url, [request(mid), request(mid)])
+            await eventually(lambda: events.states(mid) == ["sent"])
+            await asyncio.sleep(0.3)
+        assert len(fake.received) == 1
+        form = fake.received[0].form
+    assert form["To"] == "+14155550123" and form["Body"] == f"hello {mid}"
+    assert events.of(mid)[0]["provider_message_id"].startswith("SM")
+
+
+async def test_twilio_outage_fails_over_to_simulator(amqp_url: str, sqlite_url: str) -> None:
+    """A Twilio 503 sends the message through the next provider in the route."""
+    mid = _id()
+    async with TwilioFake() as fake:
+        fake.fail("+14155550123", 503, 20500, "Service unavailable")
+        overrides = {
+            "providers": {
+                "twilio": {
+                    "type": "twilio",
+                    "base_url": fake.url,
+                    "account_sid": ACCOUNT_SID,
+                    "auth_token": AUTH_TOKEN,
+                    "sender": "+14155550100",
+                },
+                "simulator": {"type": "simulator"},
+            },
+            "routes": {"US": ["twilio", "simulator"], "*": ["simulator"]},
+        }
+        async with event_log(amqp_url) as events, running_worker(amqp_url, sqlite_url, **overrides):
+            await publish_raw(amqp_url, [request(mid)])
+            await eventually(lambda: events.states(mid) == ["sent"])
+        assert len(fake.received) == 1
+    assert events.of(mid)[0]["provider"] == "simulator"

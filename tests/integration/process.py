@@ -1,0 +1,93 @@
+"""Run ``smsrelay worker`` as a real subprocess, for signal and crash tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class WorkerProcess:
+    """A worker subprocess whose simulator records each send to a file."""
+
+    def __init__(self, tmp: Path, amqp_url: str, database_url: str, latency_ms: float = 50) -> None:
+        self.tmp = tmp
+        self.record = tmp / "sent.jsonl"
+        self.config = tmp / "smsrelay.yaml"
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "prefetch": 100,
+                    "grace_period": 15,
+                    "providers": {
+                        "simulator": {
+                            "type": "simulator",
+                            "latency_ms": latency_ms,
+                            "record_path": str(self.record),
+                        }
+                    },
+                    "retry": {"max_attempts": 3, "delays": [0.5], "jitter": 0.0},
+                }
+            )
+        )
+        self.env = {
+            **os.environ,
+            "SMSRELAY_AMQP_URL": amqp_url,
+            "SMSRELAY_DATABASE_URL": database_url,
+            "SMSRELAY_CONFIG": str(self.config),
+            "SMSRELAY_LOG_FORMAT": "json",
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    def start(self) -> None:
+        """Start a worker (logs go to worker-<n>.log)."""
+        self.runs += 1
+        log = (self.tmp / f"worker-{self.runs}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "smsrelay", "worker"], env=self.env, stdout=log, stderr=log
+        )
+        self.wait_for_log("worker_started")
+
+    def wait_for_log(self, text: str, seconds: float = 30) -> None:
+        """Block until the current worker's log holds ``text``."""
+        path = self.tmp / f"worker-{self.runs}.log"
+        deadline = time.monotonic() + seconds
+        while text not in path.read_text():
+            assert self.proc is not None and self.proc.poll() is None, path.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"{text!r} not logged: {path.read_text()[-3000:]}"
+            time.sleep(0.05)
+
+    def signal(self, sig: signal.Signals) -> int:
+        """Send ``sig`` and wait for the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=60)
+
+    def stop(self) -> None:
+        """Terminate the worker if it still runs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=60)
+
+    def sends(self) -> Counter[str]:
+        """How often each id reached the simulator, across all runs."""
+        if not self.record.exists():
+            return Counter()
+        return Counter(json.loads(line)["id"] for line in self.record.read_text().splitlines())
+
+    def logs(self) -> str:
+        """Every worker run's log."""
+        return "".join(p.read_text() for p in sorted(self.tmp.glob("worker-*.log")))
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """Every JSON log line of every run."""
+        return [json.loads(x) for x in self.logs().splitlines() if x.startswith("{")]
