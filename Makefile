@@ -1,0 +1,35 @@
+# Every target installs what it needs into .venv first, so each works on a fresh checkout.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench services clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+services:
+	./scripts/services.sh
+
+## Run smsrelay on embedded defaults (local RabbitMQ, SQLite, simulator) with sample messages.
+demo: $(STAMP) services
+	$(BIN)/smsrelay demo
+
+## The full test suite: lint and types, the parallel suite, then the broker-restart test alone.
+test: $(STAMP) services lint
+	$(BIN)/pytest -n 2 -m "not disruptive"
+	$(BIN)/pytest -m disruptive
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: $(STAMP) services
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) smsrelay.db* smsrelay-demo.db*
