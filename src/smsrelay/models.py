@@ -154,6 +154,33 @@ class SendResult(BaseModel):
     segments: int | None = None
 
 
+class ReceiptStatus(StrEnum):
+    """A provider's delivery report, normalised."""
+
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    FAILED = "failed"
+    # Intermediate reports (queued, sent to carrier, buffered): kept, state unchanged.
+    PENDING = "pending"
+
+
+class Receipt(BaseModel):
+    """One delivery report from a provider, matched to a message by id."""
+
+    model_config = ConfigDict(frozen=True)
+
+    provider_message_id: str | None = None
+    # Our id, where the provider echoes the client reference we sent.
+    message_id: str | None = None
+    status: ReceiptStatus
+    provider_status: str
+    error_code: str | None = None
+    # Multipart messages report per part; a message is delivered when all parts are.
+    part: int | None = None
+    parts: int | None = None
+    at: datetime | None = None
+
+
 class EventError(BaseModel):
     """The error carried by a status event."""
 

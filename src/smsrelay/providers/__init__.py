@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 
 from smsrelay.errors import ConfigError
-from smsrelay.providers.base import Provider, ProviderSettings
+from smsrelay.providers.base import Provider, ProviderSettings, Webhook
 
 # type name → "module:Class"; imported lazily so a deployment loads only what it uses.
 REGISTRY: dict[str, str] = {
@@ -34,4 +34,4 @@ def build(name: str, settings: ProviderSettings) -> Provider:
     return provider_class(settings.type)(name, settings)
 
 
-__all__ = ["REGISTRY", "Provider", "ProviderSettings", "build", "provider_class"]
+__all__ = ["REGISTRY", "Provider", "ProviderSettings", "Webhook", "build", "provider_class"]

@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 import aiohttp
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from smsrelay.errors import RateLimited, TransientProviderError
-from smsrelay.models import SendRequest, SendResult
+from smsrelay.errors import BadSignature, RateLimited, TransientProviderError
+from smsrelay.models import Receipt, SendRequest, SendResult
 
 
 class ProviderSettings(BaseModel):
@@ -29,8 +29,32 @@ class ProviderSettings(BaseModel):
     sender: str | None = None
 
 
+@dataclass(frozen=True)
+class Webhook:
+    """An incoming HTTP request as a provider sent it, before anything trusts it.
+
+    ``url`` is the full URL the provider called (signature schemes sign it);
+    ``headers`` has lower-cased names.
+    """
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    query: Mapping[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        """A header's value by case-insensitive name."""
+        return self.headers.get(name.lower())
+
+
 class Provider(ABC):
-    """One configured SMS provider instance, named in the routing table."""
+    """One configured SMS provider instance, named in the routing table.
+
+    Receipts: ``verify_receipt`` checks a webhook's authenticity with the provider's
+    own scheme and raises ``BadSignature``/``StaleReceipt``; only then does
+    ``parse_receipts`` read it. A provider without receipts refuses every webhook.
+    """
 
     type_name: ClassVar[str]
     settings_class: ClassVar[type[ProviderSettings]]
@@ -45,6 +69,17 @@ class Provider(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release connections; the provider is not used afterwards."""
+
+    def verify_receipt(self, webhook: Webhook, now: datetime) -> None:
+        """Raise ``ReceiptError`` unless ``webhook`` provably comes from the provider.
+
+        ``now`` is passed in so replay windows are testable.
+        """
+        raise BadSignature(f"{self.type_name} does not send receipts to smsrelay")
+
+    def parse_receipts(self, webhook: Webhook) -> list[Receipt]:
+        """The delivery reports in a verified webhook (may be several, or none)."""
+        return []
 
 
 class HttpProvider(Provider):
