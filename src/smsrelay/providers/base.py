@@ -8,6 +8,9 @@ knows a provider's wire format.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar
 
 import aiohttp
