@@ -355,11 +355,6 @@ async def test_unreadable_request_is_dead_lettered_without_an_event(
     assert sink.events == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: parse_request lets RecursionError escape on deeply nested JSON, so "
-    "handle() raises and the AMQP layer nack-requeues the message forever",
-)
 async def test_deeply_nested_json_is_dead_lettered(store: SqlStore, sink: EventList) -> None:
     """A request of 60 000 nested arrays is dead-lettered like any other invalid JSON."""
     outcome = await dispatcher(store, sink, simulator("alpha")).handle(b"[" * 60_000)
@@ -423,12 +418,6 @@ async def test_retry_after_shorter_than_the_delay_keeps_the_delay(
     assert outcome == Retry(delay=1.0, attempt=1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: possible_duplicate comes from this round's claim only and the Retry "
-    "path never records it, so after crash → retry → sent both the record and the sent "
-    "event say possible_duplicate=False",
-)
 async def test_possible_duplicate_carries_into_the_final_event_after_a_retry(
     store: SqlStore, sink: EventList
 ) -> None:

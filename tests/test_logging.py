@@ -84,11 +84,6 @@ def test_non_string_values_pass_through() -> None:
     assert event == {"attempt": 3, "latency": 0.25, "ok": True, "missing": None}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: redact masks only top-level str values; a number inside a list or "
-    "dict value (recipients=[...], extra={...}) is logged in full",
-)
 def test_number_inside_a_list_or_dict_value_is_masked() -> None:
     """``log.info(..., recipients=[number])`` does not leak the number either."""
     event = redacted(recipients=["+14155550123"], extra={"to": "+14155550123"})
@@ -115,11 +110,6 @@ def test_json_log_line_does_not_contain_the_number(
     assert record["level"] == "info"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: the JSON chain has no exception formatter, so log.exception() "
-    'writes "exc_info": true and drops the traceback',
-)
 def test_logged_exception_is_rendered_with_numbers_masked(
     restore_structlog: None, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -87,11 +87,6 @@ def test_environment_variable_overrides_the_file(
     assert loaded.routes == {"*": ["sim"]}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: load() drops the whole top-level file key a nested SMSRELAY_A__B "
-    "variable touches, so SMSRELAY_RETRY__JITTER=0 resets the file's retry block",
-)
 def test_nested_environment_variable_overrides_only_its_own_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -102,11 +97,6 @@ def test_nested_environment_variable_overrides_only_its_own_key(
     assert loaded.retry.max_attempts == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: a provider secret given as SMSRELAY_PROVIDERS__<name>__<key> drops "
-    "every provider of the file, so start-up fails on the file's routes",
-)
 def test_provider_secret_from_environment_keeps_the_file_providers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -158,11 +148,6 @@ def test_route_naming_an_unknown_provider_is_refused(tmp_path: Path) -> None:
     assert "ghost" in str(error)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: route errors are raised as ConfigError(key='config') with the key "
-    "only inside the message; settings.py promises the key is named",
-)
 def test_route_naming_an_unknown_provider_has_the_route_as_key(tmp_path: Path) -> None:
     """ConfigError.key is the offending route, ``routes.GB``."""
     error = config_error(tmp_path, 'routes:\n  "*": [simulator]\n  GB: [ghost]\n')

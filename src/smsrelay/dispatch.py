@@ -134,7 +134,9 @@ class Dispatcher:
             await self.store.interrupt_open_attempts(request.id)
             self.metrics.possible_duplicates.inc()
             bound.warning("possible_duplicate", attempts=claim.attempts)
-        job = _Round(request, claim, retry_round, claim.open_attempt, bound)
+        job = _Round(
+            request, claim, retry_round, claim.open_attempt or claim.possible_duplicate, bound
+        )
         if request.is_expired():
             return await self._finish(job, State.EXPIRED, error=_expired_error())
         return await self._send(job)
@@ -205,6 +207,11 @@ class Dispatcher:
         expires_at = job.request.expires_at
         if expires_at and datetime.now(UTC) + timedelta(seconds=delay) >= expires_at:
             return await self._finish(job, State.EXPIRED, attempt=attempt, error=error)
+        if job.possible_duplicate:
+            # Keep the flag for the round that finally sends it.
+            await self.store.finish_message(
+                job.request.id, State.ACCEPTED, error=error, possible_duplicate=True
+            )
         self.metrics.retries.inc()
         job.log.info("retry_scheduled", delay=round(delay, 3), round=next_round)
         await self._emit(job, State.ACCEPTED, attempt=attempt, error=error)
@@ -325,7 +332,7 @@ def _salvage_id(raw: bytes) -> str | None:
         return None
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         return None
     value = data.get("id") if isinstance(data, dict) else None
     return value if isinstance(value, str) and re.fullmatch(ID_PATTERN, value) else None

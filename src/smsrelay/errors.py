@@ -8,8 +8,10 @@
     ├─ ProviderError(provider, code)
     │  ├─ TransientProviderError   next provider in the route, then a delayed retry
     │  │  └─ RateLimited           same, and carries the provider's retry_after
-    │  └─ PermanentProviderError   the message ends `failed`; no other provider is tried
-    │     ├─ RecipientRejected     invalid or unreachable number, unsubscribed recipient
+    │  └─ PermanentProviderError   retrying this provider cannot help: the next provider
+    │     │                        in the route is tried; `failed` when none is left
+    │     ├─ RecipientRejected     invalid or unreachable number, unsubscribed recipient:
+    │     │                        `failed` at once, no other provider is tried
     │     └─ AuthenticationFailed  bad credentials or account problem
     └─ ReceiptError                a webhook is refused with 401/403
        ├─ BadSignature
@@ -72,11 +74,11 @@ class RateLimited(TransientProviderError):
 
 
 class PermanentProviderError(ProviderError):
-    """Retrying cannot help; the message ends ``failed``."""
+    """Retrying this provider cannot help; another provider in the route may."""
 
 
 class RecipientRejected(PermanentProviderError):
-    """The number is invalid, unreachable, blocked or has unsubscribed."""
+    """The number is invalid, unreachable, blocked or has unsubscribed: no provider can help."""
 
 
 class AuthenticationFailed(PermanentProviderError):

@@ -26,6 +26,10 @@ _SECRET_KEYS = frozenset({"body", "otp", "otp_code", "auth_token", "password", "
 def _mask_value(value: Any) -> Any:
     if isinstance(value, str):
         return _NUMBER.sub(lambda m: mask(re.sub(r"[\s().-]", "", m.group())), value)
+    if isinstance(value, dict):
+        return {k: "[redacted]" if k in _SECRET_KEYS else _mask_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_mask_value(v) for v in value]
     return value
 
 
@@ -52,6 +56,8 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            # Render tracebacks to text first, so that redact masks numbers in them too.
+            structlog.processors.format_exc_info,
             redact,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,

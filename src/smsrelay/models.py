@@ -127,6 +127,8 @@ def parse_request(raw: bytes) -> SendRequest:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"invalid json at line {exc.lineno} col {exc.colno}") from None
+    except RecursionError:
+        raise InvalidRequest("invalid json: nested too deeply") from None
     return validate_request(data)
 
 

@@ -6,13 +6,14 @@ problem is raised as ``ConfigError`` naming the key, e.g. ``providers.tw.account
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from smsrelay.errors import ConfigError
 from smsrelay.providers import ProviderSettings, provider_class
@@ -53,15 +54,27 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8080
 
-    @model_validator(mode="after")
-    def _routes_name_providers(self) -> Settings:
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load() merges file, environment and overrides key by key itself: a variable
+        # like SMSRELAY_RETRY__JITTER must change one key, not replace the file's block.
+        return (init_settings,)
+
+    def check_routes(self) -> None:
+        """Every route names configured providers, and ``*`` exists."""
         if "*" not in self.routes:
-            raise ValueError('routes: needs a "*" default route')
+            raise ConfigError("routes", 'needs a "*" default route')
         for dest, names in self.routes.items():
             for name in names:
                 if name not in self.providers:
-                    raise ValueError(f"routes.{dest}: unknown provider {name!r}")
-        return self
+                    raise ConfigError(f"routes.{dest}", f"unknown provider {name!r}")
 
     def provider_settings(self) -> dict[str, ProviderSettings]:
         """Each configured provider's settings, validated by its own model."""
@@ -87,23 +100,48 @@ def _config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
 
 
 def load(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
-    """Read the YAML file (if any), overlay the environment and ``overrides``, validate."""
+    """Read the YAML file (if any), overlay ``SMSRELAY_*`` variables, then ``overrides``."""
     path = path or os.environ.get("SMSRELAY_CONFIG")
     data: dict[str, Any] = _read_yaml(Path(path)) if path else {}
-    data.update(overrides)
-    env_keys = {
-        k.removeprefix("SMSRELAY_").lower().split("__")[0]
-        for k in os.environ
-        if k.startswith("SMSRELAY_")
-    }
-    # Environment beats the file: drop file keys the environment sets.
-    file_data = {k: v for k, v in data.items() if k not in env_keys or k in overrides}
+    _merge(data, _environment())
+    _merge(data, overrides)
     try:
-        settings = Settings(**file_data)
-        settings.provider_settings()
+        settings = Settings(**data)
     except ValidationError as exc:
         raise _config_error(exc) from None
+    settings.check_routes()
+    settings.provider_settings()
     return settings
+
+
+def _environment() -> dict[str, Any]:
+    """``SMSRELAY_A__B=v`` as ``{"a": {"b": v}}``; values are JSON when they parse as JSON."""
+    out: dict[str, Any] = {}
+    for name, raw in os.environ.items():
+        if not name.startswith("SMSRELAY_") or name == "SMSRELAY_CONFIG":
+            continue
+        *parents, leaf = name.removeprefix("SMSRELAY_").lower().split("__")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = _env_value(raw)
+    return out
+
+
+def _env_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Deep-merge ``extra`` into ``base``: nested mappings key by key, the rest replaced."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

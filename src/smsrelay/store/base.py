@@ -19,13 +19,15 @@ class Claim:
 
     ``new`` is False when the id was seen before; ``open_attempt`` is True when an
     attempt was started and never finished, i.e. a worker died mid-send and the
-    provider may already have sent the message.
+    provider may already have sent the message; ``possible_duplicate`` is True when an
+    earlier round already found one.
     """
 
     new: bool
     state: State
     attempts: int
     open_attempt: bool
+    possible_duplicate: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,11 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
+def _utc(value: datetime | None) -> datetime | None:
+    # SQLite keeps wall time and drops the offset: store and compare instants in UTC.
+    return value.astimezone(UTC) if value is not None else None
+
+
 def make_engine(url: str) -> AsyncEngine:
     """An engine tuned for the backend: one shared connection for SQLite, a pool otherwise."""
     if url.startswith("sqlite"):
@@ -95,7 +100,7 @@ class SqlStore:
             "sender": request.sender,
             "body": None if request.kind is Kind.OTP else request.body,
             "tags": dict(request.tags),
-            "expires_at": request.expires_at,
+            "expires_at": _utc(request.expires_at),
             "state": State.ACCEPTED.value,
             "attempts": 0,
             "possible_duplicate": False,
@@ -113,7 +118,9 @@ class SqlStore:
         async with self._read() as conn:
             msg = (
                 await conn.execute(
-                    select(messages.c.state, messages.c.attempts).where(messages.c.id == message_id)
+                    select(
+                        messages.c.state, messages.c.attempts, messages.c.possible_duplicate
+                    ).where(messages.c.id == message_id)
                 )
             ).one()
             open_count = (
@@ -128,6 +135,7 @@ class SqlStore:
             state=State(msg.state),
             attempts=msg.attempts,
             open_attempt=open_count is not None,
+            possible_duplicate=bool(msg.possible_duplicate),
         )
 
     async def start_attempt(self, message_id: str, number: int, provider: str) -> int:
@@ -246,10 +254,11 @@ class SqlStore:
 
     async def purge(self, older_than: datetime) -> int:
         async with self._tx() as conn:
-            old = select(messages.c.id).where(messages.c.updated_at < older_than)
+            cutoff = older_than.astimezone(UTC)
+            old = select(messages.c.id).where(messages.c.updated_at < cutoff)
             await conn.execute(delete(attempts).where(attempts.c.message_id.in_(old)))
-            result = await conn.execute(delete(messages).where(messages.c.updated_at < older_than))
-            await conn.execute(delete(rejections).where(rejections.c.at < older_than))
+            result = await conn.execute(delete(messages).where(messages.c.updated_at < cutoff))
+            await conn.execute(delete(rejections).where(rejections.c.at < cutoff))
         return int(result.rowcount or 0)
 
     async def ping(self) -> None:
