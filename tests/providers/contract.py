@@ -25,6 +25,14 @@ the provider), a mis-built request is refused (so the validation can fail at all
 the common failures map onto the error tree. ``CONTRACTS`` lists the subclasses by
 provider type: the registry guard test fails for a registered provider without one.
 
+``test_send_against_prism_mock`` sends one valid message to Stoplight Prism serving the
+spec (``tests/providers/prism.py``): a second, independent validator of the same contract
+that also checks the path, method and auth as a server would. ``prism_base_path`` is the
+base path of the spec's server URL that Prism does not serve (Telnyx: ``"/v2"``);
+``prism_settings`` builds the adapter's settings for Prism (default: ``settings(fake)``
+with ``base_url`` replaced); ``prism_skip`` names why a spec cannot be served by Prism.
+Without ``node_modules/.bin/prism`` the test skips, except in CI where it fails.
+
 Specs live in ``../shared/provider-specs`` beside the repository, or where
 ``SMSRELAY_PROVIDER_SPECS`` points.
 """
@@ -34,7 +42,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +58,7 @@ from openapi_core.testing import MockRequest, MockResponse
 from smsrelay.errors import ProviderError, RecipientRejected, TransientProviderError
 from smsrelay.models import SendRequest, SendResult, validate_request
 from smsrelay.providers import Provider, ProviderSettings, build, provider_class
+from tests.providers import prism
 
 CONTRACTS: dict[str, list[type[ProviderContractTest]]] = {}
 """Provider type name → the contract test classes that declare it."""
@@ -90,9 +99,7 @@ def specs_dir() -> Path:
 @functools.cache
 def spec_document(relative: str) -> dict[str, Any]:
     """The parsed description ``relative`` to ``specs_dir()`` (cached: Twilio's is 1.8 MB)."""
-    path = specs_dir() / relative
-    if not path.is_file():
-        pytest.fail(f"{path} is missing; set SMSRELAY_PROVIDER_SPECS to the specs directory")
+    path = spec_path(relative)
     text = path.read_text(encoding="utf-8")
     data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     assert isinstance(data, dict), f"{path} is not an OpenAPI document"
@@ -104,6 +111,14 @@ def openapi(relative: str) -> OpenAPI:
     """An openapi-core validator for the description ``relative`` to ``specs_dir()``."""
     # from_dict, not from_file_path: the latter fails on the Twilio file.
     return OpenAPI.from_dict(spec_document(relative))
+
+
+def spec_path(relative: str) -> Path:
+    """The file of the description ``relative`` to ``specs_dir()`` (fails when missing)."""
+    path = specs_dir() / relative
+    if not path.is_file():
+        pytest.fail(f"{path} is missing; set SMSRELAY_PROVIDER_SPECS to the specs directory")
+    return path
 
 
 def spec_server(relative: str) -> str:
@@ -149,6 +164,18 @@ def _describe(exc: BaseException) -> str:
     return f"{exc} ({cause})" if cause is not None else str(exc)
 
 
+def _prism_report(
+    violations: list[str], error: ProviderError | None, recorder: prism.PrismRecorder
+) -> str:
+    lines = ["Prism refused the adapter's request:" if violations else "the send failed:"]
+    lines += [f"  {v}" for v in violations]
+    if error is not None:
+        lines.append(f"  the adapter raised {type(error).__name__}: {error}")
+    if not recorder.exchanges:
+        lines.append("  (the adapter sent nothing to Prism)")
+    return "\n".join(lines)
+
+
 def captured_from(records: list[Any]) -> list[CapturedRequest]:
     """Turn a fake's records (with method, path, headers, content_type, body) into requests."""
     return [
@@ -172,6 +199,8 @@ class ProviderContractTest:
     provider_type: ClassVar[str]
     spec: ClassVar[str | None] = None
     recipient: ClassVar[str] = "+14155550123"
+    prism_base_path: ClassVar[str] = ""
+    prism_skip: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -203,6 +232,10 @@ class ProviderContractTest:
     def check_extensions(self, request: CapturedRequest) -> None:
         """Rules the spec states outside its schema (e.g. vendor extensions)."""
 
+    def prism_settings(self, fake: Any, url: str) -> ProviderSettings:
+        """Settings that point the adapter at Prism; ``url`` stands for the spec's server URL."""
+        return self.settings(fake).model_copy(update={"base_url": url})
+
     def send_request(self, to: str | None = None, **fields: Any) -> SendRequest:
         """A valid request to ``to`` (default ``recipient``)."""
         data = {"id": "contract-1", "to": to or self.recipient, "body": "Contract test", **fields}
@@ -215,6 +248,13 @@ class ProviderContractTest:
         self.check_extensions(request)
 
     # -- fixtures -------------------------------------------------------------------------
+
+    @pytest.fixture(scope="session")
+    @classmethod
+    def prism_pool(cls) -> Iterator[prism.PrismPool]:
+        """This process's Prism servers, one per spec, stopped when the session ends."""
+        yield prism.POOL
+        prism.POOL.stop()
 
     @pytest.fixture
     async def fake(self) -> AsyncIterator[Any]:
@@ -300,6 +340,31 @@ class ProviderContractTest:
         with pytest.raises(FAILURES[kind]) as caught:
             await connect().send(self.send_request(to))
         assert to not in str(caught.value), "the full number leaked into the error text"
+
+    async def test_send_against_prism_mock(self, fake: Any, prism_pool: prism.PrismPool) -> None:
+        """Prism serving the provider's spec accepts the adapter's request for a valid message."""
+        self._needs_spec()
+        if self.prism_skip:
+            pytest.skip(self.prism_skip)
+        prism.require_prism()
+        assert self.spec is not None
+        target = prism_pool.url(spec_path(self.spec))
+        async with prism.PrismRecorder(target, self.prism_base_path) as recorder:
+            error = await self._send_through(fake, recorder.url + self.prism_base_path)
+        violations = recorder.verdict()
+        if violations or error is not None:
+            pytest.fail(_prism_report(violations, error, recorder))
+
+    async def _send_through(self, fake: Any, url: str) -> ProviderError | None:
+        provider = build(f"{self.provider_type}-prism", self.prism_settings(fake, url))
+        try:
+            result = await provider.send(self.send_request())
+        except ProviderError as exc:
+            return exc
+        finally:
+            await provider.close()
+        assert result.provider_message_id, "the adapter returned no message id for Prism's answer"
+        return None
 
     def _needs_spec(self) -> None:
         if self.spec is None:
