@@ -252,3 +252,16 @@ async def test_twilio_outage_fails_over_to_simulator(amqp_url: str, sqlite_url: 
             await eventually(lambda: events.states(mid) == ["sent"])
         assert len(fake.received) == 1
     assert events.of(mid)[0]["provider"] == "simulator"
+
+
+async def test_worker_on_postgresql_sends_and_dedupes(amqp_url: str, pg_url: str) -> None:
+    """The same worker code runs on PostgreSQL: sent once, duplicate id acked, record readable."""
+    mid = _id()
+    async with event_log(amqp_url) as events, running_worker(amqp_url, pg_url) as rt:
+        await publish_raw(amqp_url, [request(mid), request(mid)])
+        await eventually(lambda: events.states(mid) == ["sent"])
+        await eventually(lambda: rt.metrics.duplicates._value.get() == 1)
+        record = await rt.store.get(mid)
+        assert [r.id for r in simulator(rt, "simulator").sent] == [mid]
+    assert record is not None and record.state is State.SENT
+    assert [a.outcome for a in record.attempts] == ["sent"]

@@ -1,0 +1,133 @@
+"""The smsrelay command: each verb against the test's own vhost and database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from tests.conftest import eventually
+from tests.integration.harness import event_log, publish_raw, request, running_worker
+
+
+def smsrelay(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the real command line in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "smsrelay", *args],
+        env={**os.environ, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def env(amqp_url: str, sqlite_url: str) -> dict[str, str]:
+    """Environment pointing the command at the test's vhost and SQLite file."""
+    return {
+        "SMSRELAY_AMQP_URL": amqp_url,
+        "SMSRELAY_DATABASE_URL": sqlite_url,
+        "SMSRELAY_LOG_FORMAT": "json",
+    }
+
+
+async def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(smsrelay, *args, env=env, cwd=cwd)
+
+
+async def test_send_then_status_shows_the_attempts(
+    env: dict[str, str], amqp_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    """`smsrelay send` publishes; once sent, `smsrelay status ID` prints state and attempts."""
+    async with event_log(amqp_url) as events, running_worker(amqp_url, sqlite_url):
+        sent = await _cli(
+            "send", "--to", "+14155550123", "--body", "hi", "--id", "cli-1", env=env, cwd=tmp_path
+        )
+        assert sent.returncode == 0, sent.stderr
+        assert sent.stdout.strip() == "cli-1"
+        await eventually(lambda: events.states("cli-1") == ["sent"])
+    shown = await _cli("status", "cli-1", env=env, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "state     sent" in shown.stdout
+    assert "simulator" in shown.stdout and " sent " in shown.stdout
+    assert "+14155550123" not in shown.stdout and "+1415*****23" in shown.stdout
+
+
+async def test_status_of_an_unknown_id_exits_1(env: dict[str, str], tmp_path: Path) -> None:
+    """`smsrelay status` says so and exits 1 for an id it never saw."""
+    assert (await _cli("migrate", env=env, cwd=tmp_path)).returncode == 0
+    shown = await _cli("status", "nope", env=env, cwd=tmp_path)
+    assert shown.returncode == 1 and "no message with id 'nope'" in shown.stderr
+
+
+async def test_send_refuses_a_bad_number(env: dict[str, str], tmp_path: Path) -> None:
+    """`smsrelay send` validates before publishing and exits 2 with the field's error."""
+    sent = await _cli("send", "--to", "12", "--body", "hi", env=env, cwd=tmp_path)
+    assert sent.returncode == 2
+    assert 'field "to": not a valid phone number' in sent.stderr
+
+
+async def test_dlq_list_and_replay(
+    env: dict[str, str], amqp_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    """`dlq list` shows dead letters with their reasons; `dlq replay ID` republishes only that one."""
+    async with running_worker(amqp_url, sqlite_url):
+        await publish_raw(amqp_url, [b'{"id": "dead-1", "to": "+1415", "body": "x"}', b"{oops"])
+        await asyncio.sleep(0.5)
+    listed = await _cli("dlq", "list", env=env, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "dead-1" in listed.stdout and 'field "to": not a valid phone number' in listed.stdout
+    assert "invalid json at line 1 col 2" in listed.stdout
+    assert "2 dead-lettered" in listed.stderr
+    replayed = await _cli("dlq", "replay", "dead-1", env=env, cwd=tmp_path)
+    assert replayed.stdout.strip() == "replayed 1"
+    again = await _cli("dlq", "list", env=env, cwd=tmp_path)
+    assert "dead-1" not in again.stdout and "1 dead-lettered" in again.stderr
+
+
+async def test_migrate_creates_the_schema(env: dict[str, str], tmp_path: Path) -> None:
+    """`smsrelay migrate` creates the tables and is safe to run twice."""
+    for _ in range(2):
+        done = await _cli("migrate", env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert "latest schema" in done.stdout
+
+
+async def test_config_error_names_the_key_and_refuses_to_start(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A broken config file stops `smsrelay worker` at once with exit 2 and the offending key."""
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        json.dumps({"providers": {"tw": {"type": "twilio"}}, "routes": {"*": ["tw"]}})
+    )
+    started = await _cli("worker", "--config", str(config), env=env, cwd=tmp_path)
+    assert started.returncode == 2
+    assert "providers.tw.account_sid" in started.stderr
+    env_error = await _cli("worker", env={**env, "SMSRELAY_PREFETCH": "0"}, cwd=tmp_path)
+    assert env_error.returncode == 2 and "prefetch" in env_error.stderr
+
+
+async def test_replayed_valid_message_is_sent(
+    env: dict[str, str], amqp_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    """A dead letter dead-lettered by the broker (not invalid) is sent once replayed."""
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel(publisher_confirms=True)
+        dlx = await channel.declare_exchange("sms.dlx", aio_pika.ExchangeType.FANOUT, durable=True)
+        dead = await channel.declare_queue(
+            "sms.dead", durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dead.bind(dlx, routing_key="#")
+        await dlx.publish(aio_pika.Message(request("poison-1")), routing_key="sms.send")
+    replayed = await _cli("dlq", "replay", env=env, cwd=tmp_path)
+    assert replayed.stdout.strip() == "replayed 1"
+    async with event_log(amqp_url) as events, running_worker(amqp_url, sqlite_url):
+        await eventually(lambda: events.states("poison-1") == ["sent"])
