@@ -12,14 +12,16 @@ from sqlalchemy import func, select, update
 import smsrelay.store
 from smsrelay.models import EventError, SendRequest, State, validate_request
 from smsrelay.store import SqlStore
+from smsrelay.store.batch import BatchingStore
 from smsrelay.store.schema import attempts, messages, rejections
 
 
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[SqlStore]:
-    """A migrated store on the test's own database."""
-    store = SqlStore.from_url(database_url)
-    await smsrelay.store.upgrade(store.engine)
+@pytest.fixture(params=["direct", "batched"])
+async def store(database_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """A migrated store on the test's own database: plain, or with group commit."""
+    plain = SqlStore.from_url(database_url)
+    await smsrelay.store.upgrade(plain.engine)
+    store = plain if request.param == "direct" else BatchingStore(plain)
     try:
         yield store
     finally:

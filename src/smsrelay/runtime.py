@@ -19,6 +19,7 @@ from smsrelay.providers import Provider
 from smsrelay.routing import Router
 from smsrelay.settings import Settings
 from smsrelay.store import SqlStore, upgrade
+from smsrelay.store.batch import BatchingStore
 
 log = get_logger(__name__)
 
@@ -32,6 +33,7 @@ class Runtime:
     providers: dict[str, Provider]
     metrics: Metrics = field(default_factory=Metrics)
     worker: Worker | None = None
+    hot_store: BatchingStore | None = None
 
     @classmethod
     async def build(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
@@ -44,8 +46,10 @@ class Runtime:
 
     def dispatcher(self, events: AmqpEvents) -> Dispatcher:
         """A dispatcher over this runtime's store and providers."""
+        # The dispatcher's writes share transactions (group commit); see store/batch.py.
+        self.hot_store = self.hot_store or BatchingStore(self.store)
         return Dispatcher(
-            store=self.store,
+            store=self.hot_store,
             providers=self.providers,
             router=Router(self.settings.routes),
             events=events,
@@ -75,7 +79,7 @@ class Runtime:
             await self.worker.stop(self.settings.grace_period)
         for provider in self.providers.values():
             await provider.close()
-        await self.store.close()
+        await (self.hot_store or self.store).close()
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:

@@ -57,6 +57,26 @@ def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     cur.close()
 
 
+def message_row(request: SendRequest, now: datetime) -> dict[str, Any]:
+    """The ``messages`` row of a newly accepted request."""
+    return {
+        "id": request.id,
+        "to": request.to,
+        "country": request.country,
+        "kind": request.kind.value,
+        "sender": request.sender,
+        # The store never holds a one-time code.
+        "body": None if request.kind is Kind.OTP else request.body,
+        "tags": dict(request.tags),
+        "expires_at": _utc(request.expires_at),
+        "state": State.ACCEPTED.value,
+        "attempts": 0,
+        "possible_duplicate": False,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 class SqlStore:
     """``Store`` over an async SQLAlchemy engine."""
 
@@ -91,22 +111,7 @@ class SqlStore:
         return cls(make_engine(url))
 
     async def claim(self, request: SendRequest) -> Claim:
-        now = _now()
-        row = {
-            "id": request.id,
-            "to": request.to,
-            "country": request.country,
-            "kind": request.kind.value,
-            "sender": request.sender,
-            "body": None if request.kind is Kind.OTP else request.body,
-            "tags": dict(request.tags),
-            "expires_at": _utc(request.expires_at),
-            "state": State.ACCEPTED.value,
-            "attempts": 0,
-            "possible_duplicate": False,
-            "created_at": now,
-            "updated_at": now,
-        }
+        row = message_row(request, _now())
         try:
             async with self._tx() as conn:
                 await conn.execute(insert(messages).values(**row))

@@ -1,0 +1,320 @@
+"""Group commit for the worker's hot path.
+
+Hundreds of sends are in flight at once; giving each of them its own transaction (and,
+on SQLite, its own trip to the database thread) costs more than the send itself. The
+``BatchingStore`` queues the hot-path writes — claim, start attempt, finish attempt,
+finish message — and one flusher task writes everything queued so far in a single
+transaction, one multi-row statement per kind of write, then wakes the callers. A
+caller still returns only once its write is committed, so "ack after the outcome is
+recorded" holds; callers merely share commits. Batches form by themselves: whatever
+queues while one flush runs goes into the next.
+
+Everything else (reads, rejections, purge) goes straight to the wrapped ``SqlStore``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from smsrelay.models import AttemptOutcome, EventError, SendRequest, State
+from smsrelay.store.base import Claim, MessageRecord
+from smsrelay.store.schema import attempts, messages
+from smsrelay.store.sql import SqlStore, message_row
+
+MAX_BATCH = 1000
+
+
+@dataclass
+class _Op:
+    kind: str
+    params: dict[str, Any]
+    future: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class BatchingStore:
+    """A ``Store`` whose hot-path writes share transactions; see the module docstring."""
+
+    def __init__(self, inner: SqlStore) -> None:
+        self.inner = inner
+        self._queue: list[_Op] = []
+        self._wakeup = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        dialect = inner.engine.dialect.name
+        self._insert: Callable[..., Any] = (
+            postgresql.insert if dialect == "postgresql" else sqlite.insert
+        )
+
+    # -- the queued writes -------------------------------------------------------------
+
+    async def claim(self, request: SendRequest) -> Claim:
+        result: Claim = await self._submit("claim", row=message_row(request, _now()))
+        return result
+
+    async def start_attempt(self, message_id: str, number: int, provider: str) -> int:
+        key: int = await self._submit(
+            "start", message_id=message_id, number=number, provider=provider, started_at=_now()
+        )
+        return key
+
+    async def finish_attempt(
+        self,
+        attempt_key: int,
+        outcome: AttemptOutcome,
+        *,
+        provider_message_id: str | None = None,
+        error: EventError | None = None,
+    ) -> None:
+        await self._submit(
+            "attempt", **_attempt_values(attempt_key, outcome, provider_message_id, error)
+        )
+
+    async def finish_message(
+        self,
+        message_id: str,
+        state: State,
+        *,
+        provider: str | None = None,
+        provider_message_id: str | None = None,
+        segments: int | None = None,
+        error: EventError | None = None,
+        possible_duplicate: bool = False,
+        closing_attempt: int | None = None,
+    ) -> None:
+        now = _now()
+        await self._submit(
+            "message",
+            b_id=message_id,
+            state=state.value,
+            provider=provider,
+            provider_message_id=provider_message_id,
+            segments=segments,
+            error_code=error.code if error else None,
+            error_message=error.message if error else None,
+            possible_duplicate=possible_duplicate,
+            updated_at=now,
+            closing=(
+                _attempt_values(
+                    closing_attempt,
+                    "sent" if state is State.SENT else "failed",
+                    provider_message_id,
+                    error,
+                    now,
+                )
+                if closing_attempt is not None
+                else None
+            ),
+        )
+
+    # -- straight through ----------------------------------------------------------------
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The wrapped store's engine."""
+        return self.inner.engine
+
+    async def rejections(self, limit: int = 100) -> list[tuple[str | None, str, datetime]]:
+        """The latest rejections, newest first."""
+        return await self.inner.rejections(limit)
+
+    async def interrupt_open_attempts(self, message_id: str) -> None:
+        await self.inner.interrupt_open_attempts(message_id)
+
+    async def record_rejection(self, message_id: str | None, reason: str) -> None:
+        await self.inner.record_rejection(message_id, reason)
+
+    async def get(self, message_id: str) -> MessageRecord | None:
+        return await self.inner.get(message_id)
+
+    async def purge(self, older_than: datetime) -> int:
+        return await self.inner.purge(older_than)
+
+    async def ping(self) -> None:
+        await self.inner.ping()
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        for op in self._queue:
+            op.future.set_exception(RuntimeError("store closed"))
+        self._queue.clear()
+        await self.inner.close()
+
+    # -- the flusher -----------------------------------------------------------------------
+
+    async def _submit(self, kind: str, **params: Any) -> Any:
+        op = _Op(kind, params)
+        self._queue.append(op)
+        self._wakeup.set()
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._run(), name="smsrelay-store-flusher")
+        return await op.future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                await self._flush(batch)
+
+    async def _flush(self, batch: list[_Op]) -> None:
+        try:
+            results = await self._write(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(exc)
+                return
+            # One bad write must not fail its neighbours: retry each on its own.
+            for op in batch:
+                await self._flush([op])
+            return
+        for op in batch:
+            if not op.future.done():
+                op.future.set_result(results.get(id(op)))
+
+    async def _write(self, batch: list[_Op]) -> dict[int, Any]:
+        results: dict[int, Any] = {}
+        async with self.inner._tx() as conn:
+            by_kind: dict[str, list[_Op]] = {}
+            for op in batch:
+                by_kind.setdefault(op.kind, []).append(op)
+            if "claim" in by_kind:
+                results.update(await self._claims(conn, by_kind["claim"]))
+            if "start" in by_kind:
+                results.update(await self._starts(conn, by_kind["start"]))
+            if "attempt" in by_kind:
+                await _update_attempts(conn, [op.params for op in by_kind["attempt"]])
+            if "message" in by_kind:
+                await self._messages(conn, by_kind["message"])
+        return results
+
+    async def _claims(self, conn: AsyncConnection, ops: Sequence[_Op]) -> dict[int, Any]:
+        stmt = self._insert(messages).on_conflict_do_nothing(index_elements=["id"])
+        inserted = {
+            row.id
+            for row in await conn.execute(
+                stmt.returning(messages.c.id), [o.params["row"] for o in ops]
+            )
+        }
+        seen = [o.params["row"]["id"] for o in ops if o.params["row"]["id"] not in inserted]
+        known = await _known_claims(conn, seen) if seen else {}
+        fresh = Claim(new=True, state=State.ACCEPTED, attempts=0, open_attempt=False)
+        return {
+            id(o): fresh if o.params["row"]["id"] in inserted else known[o.params["row"]["id"]]
+            for o in ops
+        }
+
+    async def _starts(self, conn: AsyncConnection, ops: Sequence[_Op]) -> dict[int, Any]:
+        rows = [{**o.params, "outcome": "started"} for o in ops]
+        keys = await conn.execute(
+            insert(attempts).returning(attempts.c.key, sort_by_parameter_order=True), rows
+        )
+        await conn.execute(
+            update(messages)
+            .where(messages.c.id == bindparam("b_id"))
+            .values(attempts=bindparam("b_number"), updated_at=bindparam("b_at")),
+            [
+                {
+                    "b_id": o.params["message_id"],
+                    "b_number": o.params["number"],
+                    "b_at": o.params["started_at"],
+                }
+                for o in ops
+            ],
+        )
+        return {id(o): int(k) for o, (k,) in zip(ops, keys.all(), strict=True)}
+
+    async def _messages(self, conn: AsyncConnection, ops: Sequence[_Op]) -> None:
+        closing = [o.params["closing"] for o in ops if o.params["closing"] is not None]
+        if closing:
+            await _update_attempts(conn, closing)
+        plain = [o for o in ops if not o.params["possible_duplicate"]]
+        flagged = [o for o in ops if o.params["possible_duplicate"]]
+        columns = ("state", "provider", "provider_message_id", "segments", "error_code",
+                   "error_message", "updated_at")  # fmt: skip
+        for group, extra in ((plain, {}), (flagged, {"possible_duplicate": True})):
+            if not group:
+                continue
+            await conn.execute(
+                update(messages)
+                .where(messages.c.id == bindparam("b_id"))
+                .values(**{c: bindparam(c) for c in columns}, **extra),
+                [{"b_id": o.params["b_id"], **{c: o.params[c] for c in columns}} for o in group],
+            )
+
+
+async def _known_claims(conn: AsyncConnection, ids: list[str]) -> dict[str, Claim]:
+    rows = await conn.execute(
+        select(
+            messages.c.id, messages.c.state, messages.c.attempts, messages.c.possible_duplicate
+        ).where(messages.c.id.in_(ids))
+    )
+    open_ids = {
+        r.message_id
+        for r in await conn.execute(
+            select(attempts.c.message_id).where(
+                attempts.c.message_id.in_(ids), attempts.c.outcome == "started"
+            )
+        )
+    }
+    return {
+        r.id: Claim(
+            new=False,
+            state=State(r.state),
+            attempts=r.attempts,
+            open_attempt=r.id in open_ids,
+            possible_duplicate=bool(r.possible_duplicate),
+        )
+        for r in rows
+    }
+
+
+async def _update_attempts(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    await conn.execute(
+        update(attempts)
+        .where(attempts.c.key == bindparam("b_key"))
+        .values(
+            outcome=bindparam("b_outcome"),
+            finished_at=bindparam("b_at"),
+            provider_message_id=bindparam("b_pmid"),
+            error_code=bindparam("b_code"),
+            error_message=bindparam("b_message"),
+        ),
+        rows,
+    )
+
+
+def _attempt_values(
+    key: int,
+    outcome: AttemptOutcome,
+    pmid: str | None,
+    error: EventError | None,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    return {
+        "b_key": key,
+        "b_outcome": outcome,
+        "b_at": at or _now(),
+        "b_pmid": pmid,
+        "b_code": error.code if error else None,
+        "b_message": error.message if error else None,
+    }
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
