@@ -14,6 +14,7 @@ from smsrelay.providers.base import Provider, ProviderSettings, Webhook
 REGISTRY: dict[str, str] = {
     "simulator": "smsrelay.providers.simulator:SimulatorProvider",
     "twilio": "smsrelay.providers.twilio:TwilioProvider",
+    "vonage": "smsrelay.providers.vonage:VonageProvider",
 }
 
 

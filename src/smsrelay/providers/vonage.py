@@ -1,0 +1,316 @@
+"""Vonage (Nexmo): the SMS API (``POST /sms/json``) and its signed delivery receipts.
+
+One form-encoded POST per message, ``api_key`` and ``api_secret`` in the form, our request
+id as ``client-ref``, ``type=unicode`` when the body is not GSM-7. Vonage answers HTTP 200
+whether or not it took the message: the body lists one entry per SMS part, each with its
+own ``status`` ("0" = accepted) and ``message-id``. The first part's id is the provider
+message id; ``message-count`` is the segment count. The statuses map onto the error tree
+like this (meanings from the ``x-errors`` of Vonage's ``sms.yml``):
+
+======  ======================================================  ======================
+status  meaning                                                 class
+======  ======================================================  ======================
+1       throttled: faster than the account's limit              RateLimited
+2       missing parameters                                      PermanentProviderError
+3       invalid parameters                                      PermanentProviderError
+4       invalid credentials                                     AuthenticationFailed
+5       internal error                                          TransientProviderError
+6       invalid message (e.g. an unrecognised number prefix)    RecipientRejected
+7       number barred: the destination is blacklisted           RecipientRejected
+8       partner account barred (suspended)                      AuthenticationFailed
+9       partner quota violation: not enough credit              PermanentProviderError
+10      too many existing binds ("back off and retry")          RateLimited
+11      account not enabled for the HTTP SMS API                AuthenticationFailed
+12      message too long                                        PermanentProviderError
+14      invalid signature                                       AuthenticationFailed
+15      invalid sender address (non-authorised ``from``)        PermanentProviderError
+22      invalid network code                                    PermanentProviderError
+23      invalid callback URL                                    PermanentProviderError
+29      non-whitelisted destination (account in demo mode)      PermanentProviderError
+32      signature and API secret both sent                      AuthenticationFailed
+33      number de-activated                                     RecipientRejected
+======  ======================================================  ======================
+
+Any other non-zero status is a ``PermanentProviderError``. A multipart message whose
+first parts were accepted and a later one refused is permanent whatever the status: the
+accepted parts are on their way, and a retry would send them twice. Off the 200 path
+(Vonage's edge, a proxy): 429 and 5xx are transient, 401/403 ``AuthenticationFailed``,
+other statuses permanent.
+
+Receipts (DLRs) arrive as GET query, POST form or POST JSON, as set in the dashboard.
+Signed ones carry ``timestamp``, ``nonce`` and ``sig``: the hex digest of every other
+parameter, sorted by name, as ``&name=value`` (``&`` and ``=`` in values replaced by
+``_``), either MD5 of that text plus the signature secret (``md5hash``) or an HMAC of it
+keyed with the secret (``md5``, ``sha1``, ``sha256``, ``sha512``), as chosen in the
+dashboard. A receipt is refused when ``sig`` does not verify, or when its ``timestamp``
+is more than 300 s from now. ``err-code`` is kept as the receipt's error code. Vonage
+reports each part of a multipart message in its own DLR under that part's message-id;
+``client-ref`` (our id) ties them together.
+
+29 and 15 are problems of this Vonage account, not of the number: another provider
+might succeed, but the error tree has no "next provider, never retry" class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal, NoReturn
+from urllib.parse import parse_qsl, urlsplit
+
+from pydantic import Field, SecretStr
+
+from smsrelay import phone, segments
+from smsrelay.errors import (
+    AuthenticationFailed,
+    BadSignature,
+    PermanentProviderError,
+    ProviderError,
+    RateLimited,
+    RecipientRejected,
+    StaleReceipt,
+    TransientProviderError,
+)
+from smsrelay.models import Receipt, ReceiptStatus, SendRequest, SendResult
+from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, secret
+
+ERRORS: dict[str, type[ProviderError]] = {
+    "1": RateLimited,
+    "2": PermanentProviderError,
+    "3": PermanentProviderError,
+    "4": AuthenticationFailed,
+    "5": TransientProviderError,
+    "6": RecipientRejected,
+    "7": RecipientRejected,
+    "8": AuthenticationFailed,
+    "9": PermanentProviderError,
+    "10": RateLimited,
+    "11": AuthenticationFailed,
+    "12": PermanentProviderError,
+    "14": AuthenticationFailed,
+    "15": PermanentProviderError,
+    "22": PermanentProviderError,
+    "23": PermanentProviderError,
+    "29": PermanentProviderError,
+    "32": AuthenticationFailed,
+    "33": RecipientRejected,
+}
+"""Vonage SMS API status → the class raised for it (the table above)."""
+
+STATUSES: dict[str, ReceiptStatus] = {
+    "delivered": ReceiptStatus.DELIVERED,
+    "expired": ReceiptStatus.UNDELIVERED,
+    "failed": ReceiptStatus.UNDELIVERED,
+    "rejected": ReceiptStatus.FAILED,
+    "accepted": ReceiptStatus.PENDING,
+    "buffered": ReceiptStatus.PENDING,
+    "unknown": ReceiptStatus.PENDING,
+}
+"""A DLR's ``status`` → the normalised receipt status."""
+
+REPLAY_WINDOW = 300.0
+"""Seconds a signed receipt's ``timestamp`` may lie from now."""
+
+# Vonage accepts a client-ref of at most 40 characters; a longer id is not sent (the
+# message-id still matches receipts) rather than cut, which could match the wrong message.
+_MAX_CLIENT_REF = 40
+_PHONE_LIKE = re.compile(r"\+?\d[\d ()-]{6,}\d")
+
+SignatureMethod = Literal["md5hash", "md5", "sha1", "sha256", "sha512"]
+
+
+class VonageSettings(ProviderSettings):
+    """Vonage credentials, sender and receipt signing.
+
+    ``sender`` (a number or alphanumeric ID) becomes ``from``; a request's own sender
+    wins. ``status_callback`` is sent as ``callback`` with every message when set.
+    ``signature_secret`` and ``signature_method`` must match the dashboard's signed
+    webhooks settings; without a secret every receipt is refused.
+    """
+
+    type: Literal["vonage"] = "vonage"
+    api_key: str = Field(min_length=1)
+    api_secret: SecretStr
+    sender: str = Field(min_length=1)
+    status_callback: str | None = None
+    signature_secret: SecretStr | None = None
+    signature_method: SignatureMethod = "sha256"
+
+
+class VonageProvider(HttpProvider):
+    """The ``vonage`` provider."""
+
+    type_name: ClassVar[str] = "vonage"
+    settings_class: ClassVar[type[ProviderSettings]] = VonageSettings
+    default_base_url: ClassVar[str] = "https://rest.nexmo.com"
+
+    def __init__(self, name: str, settings: ProviderSettings) -> None:
+        super().__init__(name, settings)
+        assert isinstance(settings, VonageSettings)
+        self.config = settings
+        self.sms_url = f"{self.base_url}/sms/json"
+
+    async def send(self, request: SendRequest) -> SendResult:
+        status, headers, body = await self.request("POST", self.sms_url, data=self.form(request))
+        if status != 200:
+            self._raise_for_http(status, headers, body)
+        return self._result(_json_object(body))
+
+    def form(self, request: SendRequest) -> dict[str, str]:
+        """The form fields of the SMS API call for ``request``."""
+        fields = {
+            "api_key": self.config.api_key,
+            "api_secret": secret(self.config.api_secret),
+            "from": request.sender or self.config.sender,
+            # Vonage wants E.164 without the "+" (the spec's pattern is \d{7,15}).
+            "to": request.to.removeprefix("+"),
+            "text": request.body,
+        }
+        if not _is_gsm7(request.body):
+            fields["type"] = "unicode"
+        if len(request.id) <= _MAX_CLIENT_REF:
+            fields["client-ref"] = request.id
+        if self.config.status_callback:
+            fields["callback"] = self.config.status_callback
+        return fields
+
+    def _result(self, data: dict[str, Any]) -> SendResult:
+        parts = [p for p in data.get("messages") or [] if isinstance(p, dict)]
+        if not parts:
+            raise PermanentProviderError(self.name, "bad-response", "200 without messages")
+        refused = [(i, p) for i, p in enumerate(parts) if str(p.get("status")) != "0"]
+        if refused:
+            self._raise_refused(refused[0][0], refused[0][1], accepted=len(refused) < len(parts))
+        message_id = parts[0].get("message-id")
+        if not isinstance(message_id, str) or not message_id:
+            # Vonage took the message; a retry could send it twice.
+            raise PermanentProviderError(self.name, "bad-response", "status 0 without message-id")
+        count = _int_or_none(data.get("message-count")) or len(parts)
+        return SendResult(provider_message_id=message_id, segments=count)
+
+    def _raise_refused(self, index: int, part: dict[str, Any], accepted: bool) -> NoReturn:
+        code = str(part.get("status"))
+        text = self._redact(str(part.get("error-text") or f"status {code}"))
+        if accepted:
+            message = f"part {index + 1} refused after other parts were accepted: {text}"
+            raise PermanentProviderError(self.name, code, message)
+        error_class = ERRORS.get(code, PermanentProviderError)
+        if error_class is RateLimited:
+            raise RateLimited(self.name, code, text)
+        raise error_class(self.name, code, text)
+
+    def _raise_for_http(self, status: int, headers: dict[str, str], body: bytes) -> NoReturn:
+        code = f"http-{status}"
+        message = self._redact(body[:200].decode(errors="replace") or f"HTTP {status}")
+        self.raise_for_http_status(status, headers, code, message)
+        if status in (401, 403):
+            raise AuthenticationFailed(self.name, code, message)
+        raise PermanentProviderError(self.name, code, message)
+
+    def _redact(self, message: str) -> str:
+        # Exception text ends up in logs and events: never the secret, no full number.
+        for value in (secret(self.config.api_secret), secret(self.config.signature_secret)):
+            message = message.replace(value, "***") if value else message
+        return _PHONE_LIKE.sub(lambda m: phone.mask(m.group()), message)
+
+    # -- receipts -------------------------------------------------------------------------
+
+    def verify_receipt(self, webhook: Webhook, now: datetime) -> None:
+        key = secret(self.config.signature_secret)
+        if not key:
+            raise BadSignature("vonage: no signature_secret configured, receipts are refused")
+        params = receipt_params(webhook)
+        given = params.pop("sig", "")
+        if not given:
+            raise BadSignature("vonage receipt without sig")
+        expected = signature(params, key, self.config.signature_method)
+        if not hmac.compare_digest(given.lower().encode(), expected.encode()):
+            raise BadSignature("vonage receipt signature does not verify")
+        _check_timestamp(params.get("timestamp"), now)
+
+    def parse_receipts(self, webhook: Webhook) -> list[Receipt]:
+        params = receipt_params(webhook)
+        status = params.get("status")
+        if not status or not params.get("messageId"):
+            return []
+        receipt = Receipt(
+            provider_message_id=params["messageId"],
+            message_id=params.get("client-ref") or None,
+            status=STATUSES.get(status, ReceiptStatus.PENDING),
+            provider_status=status,
+            error_code=_error_code(params.get("err-code")),
+            at=_scts(params.get("scts")),
+        )
+        return [receipt]
+
+
+def receipt_params(webhook: Webhook) -> dict[str, str]:
+    """A DLR's parameters, whether Vonage sent them as query, form or JSON."""
+    if webhook.method.upper() == "GET" or not webhook.body:
+        return dict(webhook.query) or dict(parse_qsl(urlsplit(webhook.url).query))
+    if "json" in (webhook.header("content-type") or ""):
+        data = _json_object(webhook.body)
+        return {k: str(v) for k, v in data.items() if v is not None}
+    return dict(parse_qsl(webhook.body.decode(errors="replace"), keep_blank_values=True))
+
+
+def signature(params: Mapping[str, str], key: str, method: SignatureMethod) -> str:
+    """Vonage's signature of ``params`` (without ``sig``) as lower-case hex."""
+    text = "".join(f"&{name}={_clean(params[name])}" for name in sorted(params)).encode()
+    if method == "md5hash":
+        return hashlib.md5(text + key.encode()).hexdigest()
+    return hmac.new(key.encode(), text, method).hexdigest()
+
+
+def _clean(value: str) -> str:
+    return value.replace("&", "_").replace("=", "_")
+
+
+def _check_timestamp(value: str | None, now: datetime) -> None:
+    try:
+        sent = float(value) if value else None
+    except ValueError:
+        sent = None
+    if sent is None:
+        raise BadSignature("vonage receipt without a valid timestamp")
+    if abs(now.timestamp() - sent) > REPLAY_WINDOW:
+        raise StaleReceipt(f"vonage receipt timestamp is {now.timestamp() - sent:.0f}s from now")
+
+
+def _error_code(value: str | None) -> str | None:
+    # err-code "0" means no error.
+    return value if value and value != "0" else None
+
+
+def _scts(value: str | None) -> datetime | None:
+    # When the carrier reported the status, as YYMMDDHHMM (UTC).
+    try:
+        return datetime.strptime(value or "", "%y%m%d%H%M").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _is_gsm7(body: str) -> bool:
+    # A body that fits GSM-7 costs one unit per character (two for the extension table).
+    gsm = segments._GSM_BASIC | segments._GSM_EXTENDED
+    return all(c in gsm for c in body)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _int_or_none(value: object) -> int | None:
+    # Vonage sends message-count as a string ("2").
+    try:
+        return int(value) if isinstance(value, int | str) else None
+    except ValueError:
+        return None
