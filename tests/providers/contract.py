@@ -232,6 +232,11 @@ class ProviderContractTest:
     def check_extensions(self, request: CapturedRequest) -> None:
         """Rules the spec states outside its schema (e.g. vendor extensions)."""
 
+    def check_answer(self, request: CapturedRequest) -> None:
+        """Raise ``ContractError`` unless the fake's 2xx answer to ``request`` matches the spec."""
+        assert self.spec is not None
+        validate_answer(self.spec, request)
+
     def prism_settings(self, fake: Any, url: str) -> ProviderSettings:
         """Settings that point the adapter at Prism; ``url`` stands for the spec's server URL."""
         return self.settings(fake).model_copy(update={"base_url": url})
@@ -317,8 +322,7 @@ class ProviderContractTest:
         if not answered:
             pytest.skip("this fake does not record its answers")
         for request in answered:
-            assert self.spec is not None
-            validate_answer(self.spec, request)
+            self.check_answer(request)
 
     async def test_mis_built_request_is_refused(
         self, fake: Any, connect: Callable[[], Provider]
