@@ -69,3 +69,50 @@ rejections = Table(
     Column("at", DateTime(timezone=True), nullable=False),
     Index("ix_rejections_at", "at"),
 )
+
+# -- delivery receipts (migration 0002) -----------------------------------------------------
+
+receipts = Table(
+    "receipts",
+    metadata,
+    Column("key", Integer, primary_key=True, autoincrement=True),
+    # NULL until the message is known: a receipt can overtake the worker's record of the send.
+    Column("message_id", String(64), ForeignKey("messages.id", ondelete="CASCADE")),
+    Column("provider", String(64), nullable=False),
+    Column("provider_message_id", String(128)),
+    Column("status", String(16), nullable=False),
+    Column("provider_status", String(64), nullable=False),
+    Column("error_code", String(64)),
+    Column("part", Integer),
+    Column("parts", Integer),
+    Column("at", DateTime(timezone=True)),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Index("ix_receipts_message_id", "message_id"),
+    Index("ix_receipts_provider_message_id", "provider", "provider_message_id"),
+    Index("ix_receipts_received_at", "received_at"),
+)
+
+receipt_refusals = Table(
+    "receipt_refusals",
+    metadata,
+    Column("key", Integer, primary_key=True, autoincrement=True),
+    Column("provider", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_receipt_refusals_at", "at"),
+)
+
+# One row per accepted webhook: the unique index is what refuses a replay.
+receipt_digests = Table(
+    "receipt_digests",
+    metadata,
+    Column("key", Integer, primary_key=True, autoincrement=True),
+    Column("provider", String(64), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ux_receipt_digests", "provider", "digest", unique=True),
+    Index("ix_receipt_digests_at", "at"),
+)
+
+# Receipts are also matched through the attempt that carried the provider's id.
+Index("ix_attempts_provider_message_id", attempts.c.provider, attempts.c.provider_message_id)
