@@ -37,27 +37,37 @@ rather than in the send answer; they are here so receipts read the same table.
 21408 and 21606 are problems of this Twilio account, not of the number, so another
 provider might succeed; the error tree has no "next provider but never retry" class and
 retrying Twilio cannot help, so they are permanent.
+
+Receipts are Twilio's status callbacks (``status_callback`` →
+``POST /v1/receipts/<name>``): a form with ``MessageSid``, ``MessageStatus`` and, on
+failure, ``ErrorCode``, signed in ``X-Twilio-Signature`` (see ``verify_receipt``). One
+callback reports the whole message, not its parts.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, NoReturn
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 
 from smsrelay import phone
 from smsrelay.errors import (
     AuthenticationFailed,
+    BadSignature,
     PermanentProviderError,
     ProviderError,
     RateLimited,
     RecipientRejected,
 )
-from smsrelay.models import SendRequest, SendResult
-from smsrelay.providers.base import HttpProvider, ProviderSettings, secret
+from smsrelay.models import Receipt, ReceiptStatus, SendRequest, SendResult
+from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, secret
 
 ERRORS: dict[str, type[ProviderError]] = {
     "20003": AuthenticationFailed,
@@ -118,6 +128,8 @@ class TwilioProvider(HttpProvider):
     type_name: ClassVar[str] = "twilio"
     settings_class: ClassVar[type[ProviderSettings]] = TwilioSettings
     default_base_url: ClassVar[str] = "https://api.twilio.com"
+    # The headers that authenticate a receipt: part of the API's replay digest.
+    signature_headers: ClassVar[tuple[str, ...]] = ("x-twilio-signature",)
 
     def __init__(self, name: str, settings: ProviderSettings) -> None:
         super().__init__(name, settings)
@@ -175,6 +187,95 @@ class TwilioProvider(HttpProvider):
         token = secret(self.config.auth_token)
         message = message.replace(token, "***") if token else message
         return _PHONE_LIKE.sub(lambda m: phone.mask(m.group()), message)
+
+    # -- receipts (status callbacks) ----------------------------------------------------
+
+    def verify_receipt(self, webhook: Webhook, now: datetime) -> None:
+        """Check ``X-Twilio-Signature``: base64(HMAC-SHA1(auth token, URL + sorted params)).
+
+        Twilio's scheme has no timestamp, so ``now`` is unused: replays are refused by
+        the API's digest of accepted webhooks. As Twilio's own validator does, the URL
+        is tried with and without its default port.
+        """
+        given = webhook.header("X-Twilio-Signature")
+        if not given:
+            raise BadSignature("X-Twilio-Signature is missing")
+        params = _signed_params(webhook)
+        key = secret(self.config.auth_token).encode()
+        for url in _url_variants(webhook.url):
+            if hmac.compare_digest(twilio_signature(key, url, params), given):
+                return
+        raise BadSignature("X-Twilio-Signature does not verify")
+
+    def parse_receipts(self, webhook: Webhook) -> list[Receipt]:
+        """The status callback's one report (none if the form carries no status)."""
+        form = dict(_form(webhook.body))
+        sid = form.get("MessageSid") or form.get("SmsSid")
+        raw = form.get("MessageStatus") or form.get("SmsStatus")
+        if not sid or not raw:
+            return []
+        return [
+            Receipt(
+                provider_message_id=sid,
+                status=RECEIPT_STATUSES.get(raw.lower(), ReceiptStatus.PENDING),
+                provider_status=raw,
+                error_code=form.get("ErrorCode") or None,
+                parts=_int_or_none(form.get("NumSegments")),
+                at=_dlr_done(form.get("RawDlrDoneDate")),
+            )
+        ]
+
+
+def twilio_signature(key: bytes, url: str, params: list[tuple[str, str]]) -> str:
+    """What Twilio puts in ``X-Twilio-Signature`` for a POST of ``params`` to ``url``."""
+    names = sorted({name for name, _ in params})
+    payload = url + "".join(
+        name + value for name in names for value in sorted({v for n, v in params if n == name})
+    )
+    return base64.b64encode(hmac.new(key, payload.encode(), hashlib.sha1).digest()).decode()
+
+
+RECEIPT_STATUSES: dict[str, ReceiptStatus] = {
+    "delivered": ReceiptStatus.DELIVERED,
+    "read": ReceiptStatus.DELIVERED,
+    "undelivered": ReceiptStatus.UNDELIVERED,
+    "failed": ReceiptStatus.FAILED,
+    "canceled": ReceiptStatus.FAILED,
+}
+"""Twilio MessageStatus → receipt status; the rest (queued, sending, sent…) is pending."""
+
+
+def _form(body: bytes) -> list[tuple[str, str]]:
+    return parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+
+
+def _signed_params(webhook: Webhook) -> list[tuple[str, str]]:
+    # A JSON body is signed through the URL's bodySHA256 parameter instead of its fields.
+    declared = webhook.query.get("bodySHA256")
+    if declared is None:
+        return _form(webhook.body)
+    if not hmac.compare_digest(hashlib.sha256(webhook.body).hexdigest(), declared.lower()):
+        raise BadSignature("body does not match bodySHA256")
+    return []
+
+
+def _url_variants(url: str) -> list[str]:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    default = {"https": 443, "http": 80}.get(parts.scheme)
+    port = parts.port or default
+    with_port = parts._replace(netloc=f"{host}:{port}" if port else host).geturl()
+    without_port = parts._replace(netloc=host).geturl()
+    return list(dict.fromkeys([url, without_port, with_port]))
+
+
+def _dlr_done(value: str | None) -> datetime | None:
+    # RawDlrDoneDate is the carrier's YYMMDDhhmm (UTC), present on some delivered reports.
+    try:
+        return datetime.strptime(value, "%y%m%d%H%M").replace(tzinfo=UTC) if value else None
+    except ValueError:
+        return None
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
