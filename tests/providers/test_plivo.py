@@ -22,7 +22,6 @@ from smsrelay.errors import (
     ProviderError,
     RateLimited,
     RecipientRejected,
-    StaleReceipt,
     TransientProviderError,
 )
 from smsrelay.models import ReceiptStatus, SendRequest, validate_request
@@ -335,12 +334,20 @@ def test_callback_without_its_headers_is_refused(provider: PlivoProvider, missin
         provider.verify_receipt(replace(webhook, headers=headers), NOW)
 
 
-def test_replayed_callback_is_stale(provider: PlivoProvider) -> None:
-    """V3 has no timestamp: the same signed callback presented twice is StaleReceipt."""
-    webhook = signed_callback(callback("uuid-1"), "n-1")
-    provider.verify_receipt(webhook, NOW)
-    with pytest.raises(StaleReceipt):
-        provider.verify_receipt(webhook, NOW)
+def test_replay_guard_covers_the_signature_and_nonce(provider: PlivoProvider) -> None:
+    """V3 signs no time: the store's replay digest must cover the signature and its nonce."""
+    assert set(provider.signature_headers) == {
+        "x-plivo-signature-v3",
+        "x-plivo-signature-v3-nonce",
+    }
+
+
+def test_same_callback_with_a_new_nonce_is_signed_anew(provider: PlivoProvider) -> None:
+    """The nonce is signed: reusing one callback's signature under another nonce fails."""
+    first = signed_callback(callback("uuid-1"), "n-1")
+    headers = {**first.headers, "x-plivo-signature-v3-nonce": "n-2"}
+    with pytest.raises(BadSignature):
+        provider.verify_receipt(replace(first, headers=headers), NOW)
 
 
 def test_one_of_several_listed_signatures_is_enough(provider: PlivoProvider) -> None:

@@ -147,6 +147,9 @@ class VonageProvider(HttpProvider):
     type_name: ClassVar[str] = "vonage"
     settings_class: ClassVar[type[ProviderSettings]] = VonageSettings
     default_base_url: ClassVar[str] = "https://rest.nexmo.com"
+    # sig, nonce and timestamp travel in the parameters, not in headers: the store's
+    # replay digest keys on the body alone.
+    signature_headers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, settings: ProviderSettings) -> None:
         super().__init__(name, settings)
