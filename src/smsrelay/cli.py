@@ -1,4 +1,4 @@
-"""The ``smsrelay`` command: worker, send, status, dlq, migrate, demo.
+"""The ``smsrelay`` command: worker, api, send, status, dlq, migrate, demo.
 
 Each command reads settings once (``--config`` or ``SMSRELAY_CONFIG``, then
 ``SMSRELAY_*`` variables) and refuses to start on a configuration error, naming the key.
@@ -51,6 +51,19 @@ def worker(config_path: Path | None = ConfigOption) -> None:
     from smsrelay.runtime import run_worker
 
     _run(run_worker(_settings(config_path)))
+
+
+@app.command()
+def api(
+    config_path: Path | None = ConfigOption,
+    with_worker: bool = typer.Option(
+        False, "--worker", help="Also consume sms.send in this process (one /metrics for both)."
+    ),
+) -> None:
+    """Serve the HTTP API on api_host:api_port (messages, receipts, health, metrics)."""
+    from smsrelay.api.server import run_api
+
+    _run(run_api(_settings(config_path), with_worker=with_worker))
 
 
 @app.command()

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     api_keys: list[str] = []
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    # The base URL providers call for receipts (https://sms.example.com): signatures sign it.
+    public_url: str | None = None
 
     @classmethod
     def settings_customise_sources(

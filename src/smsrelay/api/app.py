@@ -1,0 +1,117 @@
+"""The FastAPI app: ``create_app`` wires the routes to the store, broker and providers.
+
+The app owns none of what it is given except the publisher's connection, which it
+opens at start-up (without waiting for the broker) and closes at shutdown. It also
+purges old receipts, refusals and replay digests once a day.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import FastAPI
+
+from smsrelay.api import errors, health, messages, receipts
+from smsrelay.api.broker import Publisher
+from smsrelay.api.context import ApiContext, context_of
+from smsrelay.api.schemas import send_request_schema
+from smsrelay.logging import get_logger
+from smsrelay.metrics import Metrics
+from smsrelay.providers import Provider
+from smsrelay.settings import Settings
+from smsrelay.store import SqlStore
+from smsrelay.store.receipts import ReceiptStore
+
+log = get_logger(__name__)
+
+TITLE = "smsrelay"
+API_VERSION = "1.0.0"
+DESCRIPTION = (
+    "Send SMS through smsrelay over HTTP, follow a message's state, and receive the "
+    "providers' delivery receipts. `/v1/messages` needs an API key; receipts are "
+    "authenticated by each provider's own signature."
+)
+
+
+def create_app(
+    settings: Settings,
+    store: SqlStore,
+    publisher: Publisher,
+    providers: Mapping[str, Provider],
+    metrics: Metrics,
+) -> FastAPI:
+    """The HTTP API over running pieces (see ``smsrelay.api.server`` for the process)."""
+    app = bare_app()
+    window = timedelta(days=settings.retention_days)
+    app.state.smsrelay = ApiContext(
+        settings=settings,
+        store=store,
+        receipts=ReceiptStore(store, replay_window=window),
+        publisher=publisher,
+        providers=providers,
+        metrics=metrics,
+    )
+    return app
+
+
+def bare_app() -> FastAPI:
+    """The routes and their document, with nothing attached (enough for the OpenAPI file)."""
+    app = FastAPI(title=TITLE, version=API_VERSION, description=DESCRIPTION, lifespan=_lifespan)
+    for module in (messages, receipts, health):
+        app.include_router(module.router)
+    errors.install(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        document = FastAPI.openapi(app)
+        schema, defs = send_request_schema()
+        components = document.setdefault("components", {}).setdefault("schemas", {})
+        components.update({"SendRequest": schema, **defs})
+        _own_validation_errors(document)
+        app.openapi_schema = dict(document)
+    return app.openapi_schema
+
+
+def _own_validation_errors(document: dict[str, Any]) -> None:
+    """FastAPI documents its 422 body; errors.install answers with ErrorBody instead."""
+    schemas = document["components"]["schemas"]
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    error_body = {"$ref": "#/components/schemas/ErrorBody"}
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            answer = operation.get("responses", {}).get("422")
+            if answer is not None:
+                answer["content"] = {"application/json": {"schema": error_body}}
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    ctx = context_of(app)
+    await ctx.publisher.start()
+    purge = asyncio.create_task(_purge_daily(ctx))
+    try:
+        yield
+    finally:
+        purge.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await purge
+        await ctx.publisher.close()
+
+
+async def _purge_daily(ctx: ApiContext) -> None:
+    while True:
+        cutoff = datetime.now(UTC) - timedelta(days=ctx.settings.retention_days)
+        try:
+            purged = await ctx.receipts.purge(cutoff)
+            log.info("receipts_purged", purged=purged, days=ctx.settings.retention_days)
+        except Exception as exc:  # the store may be down now; tomorrow is another try
+            log.warning("receipts_purge_failed", error=type(exc).__name__)
+        await asyncio.sleep(86400)

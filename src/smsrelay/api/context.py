@@ -1,0 +1,38 @@
+"""What every route reaches: the running pieces the app was built with."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+
+from smsrelay.api.broker import Publisher
+from smsrelay.metrics import Metrics
+from smsrelay.providers import Provider
+from smsrelay.settings import Settings
+from smsrelay.store import SqlStore
+from smsrelay.store.receipts import ReceiptStore
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    """The app's dependencies, set once by ``create_app``."""
+
+    settings: Settings
+    store: SqlStore
+    receipts: ReceiptStore
+    publisher: Publisher
+    providers: Mapping[str, Provider]
+    metrics: Metrics
+
+
+def context_of(app: FastAPI) -> ApiContext:
+    """The context ``create_app`` attached to ``app``."""
+    ctx: ApiContext = app.state.smsrelay
+    return ctx
+
+
+def get_context(request: Request) -> ApiContext:
+    """FastAPI dependency: the context of the app serving ``request``."""
+    return context_of(request.app)

@@ -1,0 +1,98 @@
+"""``POST /v1/messages`` (publish a v1 request) and ``GET /v1/messages/{id}`` (its story)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from smsrelay.api.auth import require_api_key
+from smsrelay.api.body import read_body
+from smsrelay.api.broker import BrokerUnavailable
+from smsrelay.api.context import ApiContext, get_context
+from smsrelay.api.errors import documented, error_response, field_of
+from smsrelay.api.schemas import Accepted, MessageStatus, message_status
+from smsrelay.errors import InvalidRequest
+from smsrelay.logging import get_logger
+from smsrelay.models import MAX_REQUEST_BYTES, validate_request
+from smsrelay.store import MessageRecord
+
+log = get_logger(__name__)
+
+RETRY_LATER = {"Retry-After": "5"}
+
+router = APIRouter(tags=["messages"], dependencies=[Depends(require_api_key)])
+
+REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SendRequest"}}},
+    }
+}
+
+
+@router.post(
+    "/v1/messages",
+    operation_id="sendMessage",
+    status_code=202,
+    response_model=Accepted,
+    responses=documented(400, 401, 413, 422, 503),
+    openapi_extra=REQUEST_BODY,
+    summary="Send an SMS",
+)
+async def send_message(request: Request, ctx: ApiContext = Depends(get_context)) -> Any:
+    """Validate a v1 request as the worker would and publish it to `sms` (202 once confirmed)."""
+    raw = await read_body(request, MAX_REQUEST_BYTES)
+    if raw is None:
+        return error_response(413, f"the request is over {MAX_REQUEST_BYTES} bytes")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return error_response(400, "the body is not JSON")
+    try:
+        message = validate_request(data)
+    except InvalidRequest as exc:
+        return error_response(422, exc.reason, field=field_of(exc.reason))
+    try:
+        await ctx.publisher.publish_request(message)
+    except BrokerUnavailable as exc:
+        log.warning("publish_failed", id=message.id, error=str(exc))
+        return error_response(
+            503, "the broker did not take the request; retry later", headers=RETRY_LATER
+        )
+    return Accepted(id=message.id)
+
+
+@router.get(
+    "/v1/messages/{message_id}",
+    operation_id="getMessage",
+    response_model=MessageStatus,
+    responses=documented(401, 404),
+    summary="A message's state, attempts and receipts",
+)
+async def get_message(message_id: str, ctx: ApiContext = Depends(get_context)) -> Any:
+    """The message's state, every attempt and every delivery receipt (404 when unknown)."""
+    record = await ctx.store.get(message_id)
+    if record is None:
+        return error_response(404, f"no message with id {message_id!r}")
+    record = await _settle_receipts(ctx, record)
+    return message_status(record, await ctx.receipts.receipts_for(message_id))
+
+
+async def _settle_receipts(ctx: ApiContext, record: MessageRecord) -> MessageRecord:
+    """Apply receipts that overtook the worker's record of the send (see ReceiptStore)."""
+    provider, pmid = record.provider, record.provider_message_id
+    if not (provider and pmid):
+        return record
+    if not await ctx.receipts.needs_matching(record.id, provider, pmid, record.state):
+        return record
+    try:
+        async with ctx.receipts.matching(record.id, provider, pmid) as events:
+            for event in events:
+                await ctx.publisher.publish_event(event)
+    except BrokerUnavailable as exc:
+        # Rolled back: the next GET or receipt tries again.
+        log.warning("receipt_match_deferred", id=record.id, error=str(exc))
+        return record
+    return await ctx.store.get(record.id) or record

@@ -1,0 +1,52 @@
+"""``smsrelay api``: the HTTP API under uvicorn, optionally with a worker in the same process.
+
+uvicorn's own signal handling re-raises SIGTERM once it has stopped, which would kill
+the process before the store and providers close; this module handles the signals
+itself so the shutdown runs to the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Iterator
+
+import uvicorn
+
+from smsrelay.api.app import create_app
+from smsrelay.api.broker import AmqpPublisher
+from smsrelay.runtime import Runtime
+from smsrelay.settings import Settings
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # run_api installs the handlers (see the module docstring).
+        yield
+
+
+async def run_api(settings: Settings, *, with_worker: bool = False) -> None:
+    """Migrate the store, serve the API on ``api_host:api_port`` until SIGTERM/SIGINT."""
+    runtime = await Runtime.build(settings)
+    app = create_app(
+        settings,
+        runtime.store,
+        AmqpPublisher(settings.amqp_url),
+        runtime.providers,
+        runtime.metrics,
+    )
+    config = uvicorn.Config(
+        app, host=settings.api_host, port=settings.api_port, log_config=None, access_log=False
+    )
+    server = _Server(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    try:
+        if with_worker:
+            await runtime.start_worker()
+        await server.serve()
+    finally:
+        await runtime.close()
