@@ -38,7 +38,9 @@ only with a configured check, and refused otherwise:
 * ``timestamp_header``: Unix seconds or ISO 8601, at most ``replay_window`` seconds
   (default 300) from now, else ``StaleReceipt``.
 
-Every comparison runs in constant time. Each receipt's fields are read at configurable
+Every comparison runs in constant time. A receipt replayed within the window is refused
+by the receipt store, whose digest covers ``signature_headers`` (the configured signature
+and timestamp headers) and the body. Each receipt's fields are read at configurable
 paths; ``receipt_status_map`` maps the gateway's statuses onto delivered, undelivered,
 failed or pending (the four names map onto themselves; anything unknown is pending).
 """
@@ -147,6 +149,9 @@ class HttpGatewayProvider(HttpProvider):
         self.config = settings
         self._headers = {"Content-Type": "application/json"}
         self._headers.update({k: secret(v) for k, v in settings.headers.items()})
+        # The receipt store's replay digest covers these headers as well as the body.
+        signing = (settings.signature_header, settings.timestamp_header)
+        self.signature_headers = tuple(h.lower() for h in signing if h)
 
     async def send(self, request: SendRequest) -> SendResult:
         payload = json.dumps(self.render(request), ensure_ascii=False).encode()
