@@ -468,3 +468,16 @@ def test_receipts_are_refused_without_a_webhook_secret() -> None:
     webhook = signed_report(_report(), WEBHOOK_SECRET, NOW.timestamp())
     with pytest.raises(BadSignature):
         unconfigured.verify_receipt(webhook, NOW)
+
+
+def test_unreadable_report_is_an_error(provider: SinchProvider) -> None:
+    """An authentic callback that is not a JSON object raises ValueError (the API: 400)."""
+    with pytest.raises(ValueError):
+        provider.parse_receipts(Webhook("POST", RECEIPT_URL, {}, b"[1, 2]"))
+
+
+def test_replay_digest_covers_every_signed_header(provider: SinchProvider) -> None:
+    """signature_headers names the four headers verify_receipt checks, for the replay digest."""
+    webhook = signed_report(_report(), WEBHOOK_SECRET, NOW.timestamp())
+    signed = {h for h in webhook.headers if h.startswith("x-sinch-webhook-signature")}
+    assert set(provider.signature_headers) == signed

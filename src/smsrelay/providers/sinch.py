@@ -33,7 +33,8 @@ reports at that URL. Sinch signs callbacks with the webhook secret: headers
 ``x-sinch-webhook-signature`` (base64 HMAC), ``-timestamp`` (Unix seconds), ``-nonce``
 and ``-algorithm`` (``HmacSHA256``, the only one accepted, as in Sinch's own SMS SDK);
 the signed text is the raw body, ".", the nonce, ".", the timestamp, in UTF-8.
-A report older (or newer) than ``receipt_window`` seconds is refused. Report statuses
+A report older (or newer) than ``receipt_window`` seconds is refused; a replay within
+the window is refused by the API's digest of the signature headers and body. Statuses
 normalise like this; the detailed ``code`` is kept for failures:
 
 =========================  ===========  =====================================================
@@ -130,6 +131,13 @@ class SinchProvider(HttpProvider):
     type_name: ClassVar[str] = "sinch"
     settings_class: ClassVar[type[ProviderSettings]] = SinchSettings
     default_base_url: ClassVar[str] = "https://us.sms.api.sinch.com"
+    # The headers that authenticate a receipt: part of the API's replay digest.
+    signature_headers: ClassVar[tuple[str, ...]] = (
+        _SIGNATURE,
+        f"{_SIGNATURE}-timestamp",
+        f"{_SIGNATURE}-nonce",
+        f"{_SIGNATURE}-algorithm",
+    )
 
     def __init__(self, name: str, settings: ProviderSettings) -> None:
         super().__init__(name, settings)
@@ -209,7 +217,7 @@ class SinchProvider(HttpProvider):
         _check_fresh(timestamp, now, self.config.receipt_window)
 
     def parse_receipts(self, webhook: Webhook) -> list[Receipt]:
-        data = _json_object(webhook.body)
+        data = _report(webhook.body)
         if data.get("type") == "recipient_delivery_report_sms":
             return [_recipient_receipt(data)]
         if data.get("type") == "delivery_report_sms":
@@ -259,6 +267,14 @@ def _summary_receipt(data: dict[str, Any], entry: dict[str, Any]) -> Receipt:
         provider_status=provider_status,
         error_code=_str_or_none(entry.get("code")) if status in _FAILED else None,
     )
+
+
+def _report(body: bytes) -> dict[str, Any]:
+    # An authentic callback we cannot read is an error (the API answers 400), not "no news".
+    data = json.loads(body)
+    if not isinstance(data, dict):
+        raise ValueError("sinch callback is not a JSON object")
+    return data
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
