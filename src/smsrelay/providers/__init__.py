@@ -18,6 +18,7 @@ REGISTRY: dict[str, str] = {
     "simulator": "smsrelay.providers.simulator:SimulatorProvider",
     "sinch": "smsrelay.providers.sinch:SinchProvider",
     "sns": "smsrelay.providers.sns:SnsProvider",
+    "telnyx": "smsrelay.providers.telnyx:TelnyxProvider",
     "twilio": "smsrelay.providers.twilio:TwilioProvider",
     "vonage": "smsrelay.providers.vonage:VonageProvider",
 }
