@@ -474,7 +474,7 @@ async def test_publish_is_a_signed_form_post(front: SnsFake, sns: SnsProvider) -
     (request,) = front.received
     assert (request.method, request.path) == ("POST", "/")
     assert request.content_type == "application/x-www-form-urlencoded"
-    assert {k: request.form[k] for k in ("Action", "Version", "PhoneNumber", "Message")} == {
+    assert {k: request.fields[k] for k in ("Action", "Version", "PhoneNumber", "Message")} == {
         "Action": "Publish",
         "Version": "2010-03-31",
         "PhoneNumber": TO,
@@ -495,7 +495,7 @@ async def test_sms_type_follows_the_kind(
 ) -> None:
     """OTP and transactional messages are Transactional, marketing ones Promotional."""
     await sns.send(message(kind=kind))
-    assert attributes_of(front.received[0].form)["AWS.SNS.SMS.SMSType"] == ("String", sms_type)
+    assert attributes_of(front.received[0].fields)["AWS.SNS.SMS.SMSType"] == ("String", sms_type)
 
 
 async def test_no_sender_or_price_attributes_unless_configured(
@@ -503,7 +503,7 @@ async def test_no_sender_or_price_attributes_unless_configured(
 ) -> None:
     """Without a sender or max_price only the SMS type is sent."""
     await sns.send(message())
-    assert list(attributes_of(front.received[0].form)) == ["AWS.SNS.SMS.SMSType"]
+    assert list(attributes_of(front.received[0].fields)) == ["AWS.SNS.SMS.SMSType"]
 
 
 async def test_sender_id_and_max_price_when_configured(front: SnsFake) -> None:
@@ -513,7 +513,7 @@ async def test_sender_id_and_max_price_when_configured(front: SnsFake) -> None:
         await provider.send(message())
     finally:
         await provider.close()
-    attributes = attributes_of(front.received[0].form)
+    attributes = attributes_of(front.received[0].fields)
     assert attributes["AWS.SNS.SMS.SenderID"] == ("String", "ACME")
     assert attributes["AWS.SNS.SMS.MaxPrice"] == ("Number", "0.25")
 
@@ -523,7 +523,7 @@ async def test_request_sender_overrides_and_a_number_is_an_origination_number(
 ) -> None:
     """A request's own sender wins; an E.164 sender goes out as the origination number."""
     await sns.send(message(**{"from": "+14155550199"}))
-    attributes = attributes_of(front.received[0].form)
+    attributes = attributes_of(front.received[0].fields)
     assert attributes["AWS.MM.SMS.OriginationNumber"] == ("String", "+14155550199")
     assert "AWS.SNS.SMS.SenderID" not in attributes
 
