@@ -16,8 +16,11 @@ import uvicorn
 
 from smsrelay.api.app import create_app
 from smsrelay.api.broker import AmqpPublisher
+from smsrelay.logging import get_logger
 from smsrelay.runtime import Runtime
 from smsrelay.settings import Settings
+
+log = get_logger(__name__)
 
 
 class _Server(uvicorn.Server):
@@ -47,6 +50,7 @@ async def run_api(settings: Settings, *, with_worker: bool = False) -> None:
     try:
         if with_worker:
             await runtime.start_worker()
+        log.info("api_starting", host=settings.api_host, port=settings.api_port)
         await server.serve()
     finally:
         await runtime.close()

@@ -1,0 +1,99 @@
+"""`smsrelay api` as a real process: migrates, serves, and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_ready(
+    base: str, proc: subprocess.Popen[bytes], seconds: float = 30
+) -> httpx.Response:
+    """Poll /readyz until it answers 200 (or the process dies, or time runs out)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "smsrelay api exited early"
+        try:
+            answer = httpx.get(f"{base}/readyz", timeout=2)
+            if answer.status_code == 200:
+                return answer
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("smsrelay api did not become ready")
+
+
+def start_api(tmp_path: Path, amqp_url: str, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `smsrelay api ARGS` on a free port; the process and its base URL."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "SMSRELAY_AMQP_URL": amqp_url,
+        "SMSRELAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/smsrelay.db",
+        "SMSRELAY_API_PORT": str(port),
+        "SMSRELAY_API_KEYS": '["k-1"]',
+        "SMSRELAY_LOG_FORMAT": "json",
+    }
+    env.pop("SMSRELAY_CONFIG", None)
+    with (tmp_path / "api.log").open("wb") as log:
+        command = [sys.executable, "-m", "smsrelay", "api", *args]
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the process if a test left it running."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_api_command_serves_and_exits_zero_on_sigterm(tmp_path: Path, amqp_url: str) -> None:
+    """`smsrelay api` migrates the store, becomes ready, answers with a key, and exits 0 on SIGTERM."""
+    proc, base = start_api(tmp_path, amqp_url)
+    try:
+        wait_until_ready(base, proc)
+        answer = httpx.get(f"{base}/v1/messages/nope", headers={"X-Api-Key": "k-1"}, timeout=5)
+        assert answer.status_code == 404
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        stop(proc)
+
+
+def test_api_with_worker_sends_what_it_accepts(tmp_path: Path, amqp_url: str) -> None:
+    """`smsrelay api --worker` also consumes sms.send: a posted message ends `sent`, counted in /metrics."""
+    proc, base = start_api(tmp_path, amqp_url, "--worker")
+    try:
+        wait_until_ready(base, proc)
+        message = {"id": "w-1", "to": "+14155550123", "body": "hi"}
+        key = {"X-Api-Key": "k-1"}
+        assert (
+            httpx.post(f"{base}/v1/messages", json=message, headers=key, timeout=5).status_code
+            == 202
+        )
+        deadline = time.monotonic() + 20
+        while httpx.get(f"{base}/v1/messages/w-1", headers=key, timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, "the message never reached the store"
+            time.sleep(0.1)
+        answer = httpx.get(f"{base}/v1/messages/w-1", headers=key, timeout=5).json()
+        assert answer["state"] == "sent"
+        assert "smsrelay_sends_total{" in httpx.get(f"{base}/metrics", timeout=5).text
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        stop(proc)
