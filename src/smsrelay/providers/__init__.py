@@ -13,6 +13,7 @@ from smsrelay.providers.base import Provider, ProviderSettings, Webhook
 # type name → "module:Class"; imported lazily so a deployment loads only what it uses.
 REGISTRY: dict[str, str] = {
     "http": "smsrelay.providers.http:HttpGatewayProvider",
+    "infobip": "smsrelay.providers.infobip:InfobipProvider",
     "messagebird": "smsrelay.providers.messagebird:MessageBirdProvider",
     "plivo": "smsrelay.providers.plivo:PlivoProvider",
     "simulator": "smsrelay.providers.simulator:SimulatorProvider",
