@@ -9,9 +9,14 @@ _GSM_BASIC = set(
 _GSM_EXTENDED = set("^{}\\[~]|€\f")
 
 
+def is_gsm7(body: str) -> bool:
+    """True when ``body`` fits the GSM-7 alphabet (else it goes as UCS-2 "unicode")."""
+    return all(c in _GSM_BASIC or c in _GSM_EXTENDED for c in body)
+
+
 def count(body: str) -> int:
     """Number of parts a carrier bills for ``body``."""
-    if all(c in _GSM_BASIC or c in _GSM_EXTENDED for c in body):
+    if is_gsm7(body):
         units = sum(2 if c in _GSM_EXTENDED else 1 for c in body)
         single, multi = 160, 153
     else:

@@ -173,7 +173,7 @@ class VonageProvider(HttpProvider):
             "to": request.to.removeprefix("+"),
             "text": request.body,
         }
-        if not _is_gsm7(request.body):
+        if not segments.is_gsm7(request.body):
             fields["type"] = "unicode"
         if len(request.id) <= _MAX_CLIENT_REF:
             fields["client-ref"] = request.id
@@ -295,12 +295,6 @@ def _scts(value: str | None) -> datetime | None:
         return datetime.strptime(value or "", "%y%m%d%H%M").replace(tzinfo=UTC)
     except ValueError:
         return None
-
-
-def _is_gsm7(body: str) -> bool:
-    # A body that fits GSM-7 costs one unit per character (two for the extension table).
-    gsm = segments._GSM_BASIC | segments._GSM_EXTENDED
-    return all(c in gsm for c in body)
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
