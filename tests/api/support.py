@@ -86,7 +86,7 @@ class PartsSettings(ProviderSettings):
 
 
 class PartsProvider(Provider):
-    """A provider that reports each part of a message: JSON receipts, a shared-secret header."""
+    """A provider that reports each part: JSON receipts (or a GET query), a shared-secret header."""
 
     type_name: ClassVar[str] = "parts"
     settings_class: ClassVar[type[ProviderSettings]] = PartsSettings
@@ -99,6 +99,8 @@ class PartsProvider(Provider):
             raise BadSignature("x-parts-secret does not match")
 
     def parse_receipts(self, webhook: Webhook) -> list[Receipt]:
+        if webhook.method == "GET":  # one report in the query, as Vonage and MessageBird send
+            return [Receipt.model_validate(webhook.query)]
         return [Receipt.model_validate(item) for item in json.loads(webhook.body)]
 
 

@@ -319,3 +319,24 @@ async def test_unreadable_verified_webhook_is_400_and_recorded(api: Api) -> None
     )
     assert answer.status_code == 400
     assert [r.reason for r in await api.receipts.refusals()] == ["unreadable: JSONDecodeError"]
+
+
+async def test_receipts_sent_as_get_queries_are_told_apart_by_their_query(
+    api: Api, store: SqlStore
+) -> None:
+    """GET reports differ only in their query: each is taken once, the same query again is a replay."""
+    await sent(store, pmid="P1", provider="parts")
+    headers = {"x-parts-secret": PARTS_SECRET}
+    first = {"provider_message_id": "P1", "status": "pending", "provider_status": "buffered"}
+    second = {**first, "status": "delivered", "provider_status": "delivered"}
+    assert (
+        await api.client.get("/v1/receipts/parts", params=first, headers=headers)
+    ).status_code == 204
+    assert (
+        await api.client.get("/v1/receipts/parts", params=second, headers=headers)
+    ).status_code == 204
+    assert (
+        await api.client.get("/v1/receipts/parts", params=second, headers=headers)
+    ).status_code == 403
+    assert await state(store) is State.DELIVERED
+    assert len(await api.receipts.receipts_for("m-1")) == 2

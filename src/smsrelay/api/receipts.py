@@ -1,4 +1,4 @@
-"""``POST /v1/receipts/{provider}``: delivery receipts, trusted only once verified.
+"""``POST /v1/receipts/{provider}`` (or GET): delivery receipts, trusted only once verified.
 
 The order is fixed: find the configured provider (404), build the ``Webhook`` exactly
 as the provider sent it, let the provider verify it, and only then parse it. A
@@ -7,10 +7,11 @@ refused webhook is answered 401 when its signature is missing or wrong
 but stale or replayed (``StaleReceipt``: proving it again would not help); the refusal
 is recorded and counted, and nothing else in the store changes.
 
-Replays: every accepted webhook leaves a digest (the provider's signature headers and
-the body); the same digest again within the retention period is refused as replayed.
-The receipts, the digest and the message states commit together, after the status
-events went out, so a failed publish (503) leaves the provider's retry welcome.
+Replays: every accepted webhook leaves a digest (the provider's ``signature_headers``
+and the body, or the query of a GET); the same digest again within the retention
+period is refused as replayed. The receipts, the digest and the message states commit
+together, after the status events went out, so a failed publish (503) leaves the
+provider's retry welcome.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
@@ -38,18 +41,40 @@ router = APIRouter(tags=["receipts"])
 MAX_WEBHOOK_BYTES = 1024 * 1024
 
 
+RECEIPT_ROUTE: dict[str, Any] = {
+    "status_code": 204,
+    "response_class": Response,
+    "responses": documented(400, 401, 403, 404, 413, 503),
+}
+
+
 @router.post(
     "/v1/receipts/{provider}",
     operation_id="receiveReceipts",
-    status_code=204,
-    response_class=Response,
-    responses=documented(400, 401, 403, 404, 413, 503),
     summary="Receive a provider's delivery receipts",
+    **RECEIPT_ROUTE,
 )
 async def receive_receipts(
     provider: str, request: Request, ctx: ApiContext = Depends(get_context)
 ) -> Response:
     """Verify, record and apply a delivery report; `{provider}` is the configured name."""
+    return await _webhook(provider, request, ctx)
+
+
+@router.get(
+    "/v1/receipts/{provider}",
+    operation_id="receiveReceiptsAsQuery",
+    summary="Receive delivery receipts sent as a GET query",
+    **RECEIPT_ROUTE,
+)
+async def receive_receipts_as_query(
+    provider: str, request: Request, ctx: ApiContext = Depends(get_context)
+) -> Response:
+    """The same for providers that report with GET (Vonage, MessageBird): the query says it."""
+    return await _webhook(provider, request, ctx)
+
+
+async def _webhook(provider: str, request: Request, ctx: ApiContext) -> Response:
     adapter = ctx.providers.get(provider)
     if adapter is None:
         return error_response(404, f"no provider is configured as {provider!r}")
@@ -133,15 +158,19 @@ def _first(value: str | None) -> str | None:
 
 
 def webhook_digest(webhook: Webhook, signature_headers: Iterable[str]) -> str:
-    """sha256 over the provider's signature headers and the body: a replay's fingerprint.
+    """sha256 over the provider's signature headers and the report: a replay's fingerprint.
 
-    Only headers the provider verifies count: an unsigned header could be changed by a
-    replayer to dodge the digest. A provider without declared headers is keyed on the
-    body alone (an identical body says nothing new).
+    The report is the body, or for a GET the query string. Only what the provider
+    verifies counts: an unsigned header (or an unsigned query on a POST) could be
+    changed by a replayer to dodge the digest. A provider without declared headers is
+    keyed on the report alone (an identical report says nothing new).
     """
     digest = hashlib.sha256()
     for name in sorted({n.lower() for n in signature_headers}):
         value = webhook.header(name) or ""
         digest.update(f"{name}:{len(value)}:{value}\n".encode())
+    if webhook.method.upper() == "GET":
+        query = urlsplit(webhook.url).query
+        digest.update(f"?{len(query)}:{query}\n".encode())
     digest.update(webhook.body)
     return digest.hexdigest()
