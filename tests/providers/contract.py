@@ -31,7 +31,9 @@ that also checks the path, method and auth as a server would. ``prism_base_path`
 base path of the spec's server URL that Prism does not serve (Telnyx: ``"/v2"``);
 ``prism_settings`` builds the adapter's settings for Prism (default: ``settings(fake)``
 with ``base_url`` replaced); ``prism_skip`` names why a spec cannot be served by Prism.
-Without ``node_modules/.bin/prism`` the test skips, except in CI where it fails.
+``test_prism_refuses_the_mis_built_request`` replays ``mis_build``'s request to Prism, so
+Prism's verdict is shown to fail too. Without ``node_modules/.bin/prism`` both tests skip,
+except in CI (``CI=true``) where they fail.
 
 Specs live in ``../shared/provider-specs`` beside the repository, or where
 ``SMSRELAY_PROVIDER_SPECS`` points.
@@ -49,6 +51,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 import pytest
 import yaml
 from openapi_core import OpenAPI
@@ -174,6 +177,18 @@ def _prism_report(
     if not recorder.exchanges:
         lines.append("  (the adapter sent nothing to Prism)")
     return "\n".join(lines)
+
+
+async def _replay(url: str, request: CapturedRequest) -> None:
+    """Send a captured request again, as it was, to ``url``."""
+    skipped = {"host", "content-length", "transfer-encoding", "connection"}
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in skipped}
+    target = f"{url}{request.path}?{request.query}" if request.query else url + request.path
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(request.method, target, headers=headers, data=request.body) as resp,
+    ):
+        await resp.read()
 
 
 def captured_from(records: list[Any]) -> list[CapturedRequest]:
@@ -347,17 +362,31 @@ class ProviderContractTest:
 
     async def test_send_against_prism_mock(self, fake: Any, prism_pool: prism.PrismPool) -> None:
         """Prism serving the provider's spec accepts the adapter's request for a valid message."""
-        self._needs_spec()
-        if self.prism_skip:
-            pytest.skip(self.prism_skip)
-        prism.require_prism()
-        assert self.spec is not None
-        target = prism_pool.url(spec_path(self.spec))
+        target = self._prism_for(prism_pool)
         async with prism.PrismRecorder(target, self.prism_base_path) as recorder:
             error = await self._send_through(fake, recorder.url + self.prism_base_path)
         violations = recorder.verdict()
         if violations or error is not None:
             pytest.fail(_prism_report(violations, error, recorder))
+
+    async def test_prism_refuses_the_mis_built_request(
+        self, fake: Any, connect: Callable[[], Provider], prism_pool: prism.PrismPool
+    ) -> None:
+        """Prism refuses the request ``mis_build`` breaks, so its verdict can fail at all."""
+        target = self._prism_for(prism_pool)
+        await self._send_one(connect)
+        broken = self.mis_build(self.captured(fake)[0])
+        async with prism.PrismRecorder(target, self.prism_base_path) as recorder:
+            await _replay(recorder.url, broken)
+        assert recorder.verdict(), f"Prism accepted the mis-built {broken.method} {broken.path}"
+
+    def _prism_for(self, prism_pool: prism.PrismPool) -> str:
+        self._needs_spec()
+        if self.prism_skip:
+            pytest.skip(self.prism_skip)
+        prism.require_prism()
+        assert self.spec is not None
+        return prism_pool.url(spec_path(self.spec))
 
     async def _send_through(self, fake: Any, url: str) -> ProviderError | None:
         provider = build(f"{self.provider_type}-prism", self.prism_settings(fake, url))
