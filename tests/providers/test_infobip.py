@@ -531,3 +531,11 @@ def test_old_report_is_not_refused_for_its_age(provider: InfobipProvider) -> Non
 def test_replay_digest_is_over_the_body_alone(provider: InfobipProvider) -> None:
     """Infobip signs nothing, so it declares no signature headers for the replay digest."""
     assert provider.signature_headers == ()
+
+
+def test_answer_without_a_refusing_status_counts_as_taken() -> None:
+    """A 200 with a messageId and no REJECTED/UNDELIVERABLE group was taken: no error."""
+    provider = InfobipProvider("infobip", InfobipSettings(api_key="k"))
+    for status in ({}, {"groupName": "ACCEPTED"}, {"groupName": "SOMETHING_NEW"}):
+        answer = {"messages": [{"messageId": "m-1", "status": status}]}
+        assert provider._result(json.dumps(answer).encode()).provider_message_id == "m-1"

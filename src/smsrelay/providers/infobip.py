@@ -9,8 +9,8 @@ refused as ``REJECTED_DUPLICATE_MESSAGE_ID`` (an earlier attempt was taken: a re
 duplicate it). ``includeSmsCountInResponse`` asks for the part count.
 
 A 200 answer lists each message with a ``status`` ``{groupName, id, name}``: groups
-PENDING and ACCEPTED (and DELIVERED) mean taken; REJECTED and UNDELIVERABLE mean refused,
-by status name (meanings from Infobip's "Response status and error codes"):
+REJECTED and UNDELIVERABLE mean refused, any other (PENDING, ACCEPTED…) taken; refusals
+raise by status name (meanings from Infobip's "Response status and error codes"):
 
 ===================================  ===  ==================================  ======================
 status name                          id   meaning                             class
@@ -132,7 +132,9 @@ RECEIPT_GROUPS: dict[str, ReceiptStatus] = {
 }
 """Infobip status group → the normalised receipt status (DELIVERED_TO_OPERATOR aside)."""
 
-_TAKEN = frozenset({"PENDING", "ACCEPTED", "DELIVERED"})
+# Only these groups refuse a message. Any other (or none) with a messageId was taken:
+# reading an unknown group as a refusal could have another provider send it twice.
+_REFUSED = frozenset({"REJECTED", "UNDELIVERABLE"})
 _BY_STATUS: dict[int, type[ProviderError]] = {
     401: AuthenticationFailed,
     403: AuthenticationFailed,
@@ -219,9 +221,9 @@ class InfobipProvider(HttpProvider):
 
     def _raise_if_refused(self, status: dict[str, Any]) -> None:
         group = str(status.get("groupName") or "")
-        if group in _TAKEN:
+        if group not in _REFUSED:
             return
-        name = str(status.get("name") or group or "unknown-status")
+        name = str(status.get("name") or group)
         text = self._redact(str(status.get("description") or name))
         raise STATUSES.get(name, PermanentProviderError)(self.name, name, text)
 
