@@ -539,3 +539,12 @@ def test_answer_without_a_refusing_status_counts_as_taken() -> None:
     for status in ({}, {"groupName": "ACCEPTED"}, {"groupName": "SOMETHING_NEW"}):
         answer = {"messages": [{"messageId": "m-1", "status": status}]}
         assert provider._result(json.dumps(answer).encode()).provider_message_id == "m-1"
+
+
+async def test_duplicate_message_id_counts_as_sent(
+    fake: InfobipFake, infobip: InfobipProvider
+) -> None:
+    """REJECTED_DUPLICATE_MESSAGE_ID means this request was taken before: sent, no error."""
+    fake.fail(OTHER, 200, "REJECTED_DUPLICATE_MESSAGE_ID")
+    result = await infobip.send(message(OTHER))
+    assert result.provider_message_id == "m-1"

@@ -4,9 +4,12 @@ One JSON request per message (``messages[0].destinations[0]``), ``Authorization:
 <API key>``, on the account's base URL (``https://<id>.api.infobip.com``, or the generic
 ``https://api.infobip.com``). Numbers go in international format without the ``+``,
 as Infobip documents them. Our request id is the destination's ``messageId``, so Infobip
-echoes it in the answer and in every delivery report; sending the same id twice is
-refused as ``REJECTED_DUPLICATE_MESSAGE_ID`` (an earlier attempt was taken: a resend would
-duplicate it). ``includeSmsCountInResponse`` asks for the part count.
+echoes it in the answer and in every delivery report. It also makes a resend idempotent:
+Infobip refuses a messageId it has seen with ``REJECTED_DUPLICATE_MESSAGE_ID``, which
+means an earlier attempt of this very request (say, one whose answer timed out) was
+taken, so it counts as sent rather than as an error another provider should retry (if
+that attempt was itself refused later, its delivery report says so). Infobip's answer
+carries the part count when ``includeSmsCountInResponse`` asks for it.
 
 A 200 answer lists each message with a ``status`` ``{groupName, id, name}``: groups
 REJECTED and UNDELIVERABLE mean refused, any other (PENDING, ACCEPTED…) taken; refusals
@@ -27,7 +30,7 @@ REJECTED_DESTINATION_NOT_REGISTERED  18   test account, other number          Pe
 REJECTED_ROUTE_NOT_AVAILABLE         19   no route set up on the account      PermanentProviderError
 REJECTED_FLOODING_FILTER             20   too many to this number per hour    RateLimited
 REJECTED_SYSTEM_ERROR                21   Infobip system error, retry         TransientProviderError
-REJECTED_DUPLICATE_MESSAGE_ID        23   this messageId was already taken    PermanentProviderError
+REJECTED_DUPLICATE_MESSAGE_ID        23   this messageId was already taken    none: sent earlier
 REJECTED_INVALID_UDH                 24   malformed UDH (our bug)             PermanentProviderError
 REJECTED_MESSAGE_TOO_LONG            25   over 25 parts or 4000 bytes         PermanentProviderError
 MISSING_TO                           51   no destination (our bug)            PermanentProviderError
@@ -102,7 +105,6 @@ STATUSES: dict[str, type[ProviderError]] = {
     "REJECTED_ROUTE_NOT_AVAILABLE": PermanentProviderError,
     "REJECTED_FLOODING_FILTER": RateLimited,
     "REJECTED_SYSTEM_ERROR": TransientProviderError,
-    "REJECTED_DUPLICATE_MESSAGE_ID": PermanentProviderError,
     "REJECTED_INVALID_UDH": PermanentProviderError,
     "REJECTED_MESSAGE_TOO_LONG": PermanentProviderError,
     "MISSING_TO": PermanentProviderError,
@@ -221,7 +223,7 @@ class InfobipProvider(HttpProvider):
 
     def _raise_if_refused(self, status: dict[str, Any]) -> None:
         group = str(status.get("groupName") or "")
-        if group not in _REFUSED:
+        if group not in _REFUSED or status.get("name") == "REJECTED_DUPLICATE_MESSAGE_ID":
             return
         name = str(status.get("name") or group)
         text = self._redact(str(status.get("description") or name))
