@@ -61,6 +61,9 @@ from openapi_core.testing import MockRequest, MockResponse
 from smsrelay.errors import ProviderError, RecipientRejected, TransientProviderError
 from smsrelay.models import SendRequest, SendResult, validate_request
 from smsrelay.providers import Provider, ProviderSettings, build, provider_class
+from tests.conftest import eventually
+from tests.integration.harness import event_log, publish_raw, running_worker
+from tests.integration.harness import request as wire_request
 from tests.providers import prism
 
 CONTRACTS: dict[str, list[type[ProviderContractTest]]] = {}
@@ -398,6 +401,28 @@ class ProviderContractTest:
             await provider.close()
         assert result.provider_message_id, "the adapter returned no message id for Prism's answer"
         return None
+
+    async def test_worker_delivers_through_it_end_to_end(
+        self, fake: Any, amqp_url: str, sqlite_url: str
+    ) -> None:
+        """A request published to `sms` goes through a real worker and this adapter, once, and ends `sent`."""
+        if self.provider_type == "simulator":
+            pytest.skip("the worker tests cover the simulator")
+        provider = self.settings(fake).model_dump(exclude_none=True)
+        routes = {"*": [self.provider_type]}
+        mid = f"e2e-{self.provider_type}"
+        async with (
+            event_log(amqp_url) as events,
+            running_worker(
+                amqp_url, sqlite_url, providers={self.provider_type: provider}, routes=routes
+            ) as rt,
+        ):
+            await publish_raw(amqp_url, [wire_request(mid, to=self.recipient)] * 2)
+            await eventually(lambda: events.states(mid) == ["sent"])
+            record = await rt.store.get(mid)
+        assert record is not None and record.provider == self.provider_type
+        assert len(self.captured(fake)) == 1, "the duplicate publish reached the provider"
+        assert events.of(mid)[0]["provider_message_id"] == record.provider_message_id
 
     def _needs_spec(self) -> None:
         if self.spec is None:
