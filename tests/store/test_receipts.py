@@ -13,7 +13,8 @@ import smsrelay.store
 from smsrelay.errors import StaleReceipt
 from smsrelay.models import Receipt, ReceiptStatus, State, validate_request
 from smsrelay.store import SqlStore
-from smsrelay.store.receipts import ReceiptRecord, ReceiptStore, resolve
+from smsrelay.store.batch import BatchingStore
+from smsrelay.store.receipts import ReceiptRecord, ReceiptStore, apply_pending_receipts, resolve
 from smsrelay.store.schema import receipt_digests, receipts
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
@@ -277,3 +278,37 @@ def test_pending_never_overrides_a_final_report() -> None:
 def test_only_pending_reports_decide_nothing() -> None:
     """With nothing but intermediate reports there is no final status."""
     assert resolve([record(ReceiptStatus.PENDING)]) is None
+
+
+class Sink:
+    """An event sink that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    async def publish(self, event: Any) -> None:
+        self.events.append(event)
+
+
+async def test_worker_hook_applies_a_receipt_that_overtook_the_send(
+    store: SqlStore, rstore: ReceiptStore
+) -> None:
+    """apply_pending_receipts (called after SENT) links the early receipt and publishes `delivered`."""
+    await accept(rstore, receipt(pmid="SM-early"))
+    await sent(store, pmid="SM-early")
+    sink = Sink()
+    await apply_pending_receipts(BatchingStore(store), sink, "m-1", "tw", "SM-early")
+    assert [e.state for e in sink.events] == [State.DELIVERED]
+    record = await store.get("m-1")
+    assert record is not None and record.state is State.DELIVERED
+
+
+async def test_worker_hook_does_nothing_without_receipts(store: SqlStore) -> None:
+    """For the usual message no receipt has reached, nothing is written or published."""
+    await sent(store)
+    sink = Sink()
+    await apply_pending_receipts(store, sink, "m-1", "tw", "SM1")
+    await apply_pending_receipts(object(), sink, "m-1", "tw", "SM1")  # a store without receipts
+    assert sink.events == []
+    record = await store.get("m-1")
+    assert record is not None and record.state is State.SENT

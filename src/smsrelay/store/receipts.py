@@ -12,7 +12,8 @@ state follows its receipts:
   failed or undelivered decides the state;
 - a receipt whose message is not known yet (it overtook the worker's record of the
   send) is kept with no message and linked by ``match_pending_receipts`` once the
-  provider's message id is recorded.
+  provider's message id is recorded (the worker calls ``apply_pending_receipts``
+  after a send; the API does it on the next receipt or lookup).
 
 Every state change comes back as the ``StatusEvent`` to publish.
 """
@@ -23,17 +24,20 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smsrelay.errors import StaleReceipt
+from smsrelay.logging import get_logger
 from smsrelay.models import EventError, Receipt, ReceiptStatus, State, StatusEvent
 from smsrelay.store.schema import attempts, messages, receipt_digests, receipt_refusals, receipts
 from smsrelay.store.sql import SqlStore
+
+log = get_logger(__name__)
 
 # States a receipt may change: the message was handed to a provider at some point.
 UPDATABLE = frozenset({State.SENT, State.DELIVERED, State.UNDELIVERED, State.FAILED})
@@ -196,6 +200,25 @@ class ReceiptStore:
         status = resolve(history)
         return state in UPDATABLE and status is not None and _FINAL[status] is not state
 
+    async def has_receipts(self, message_id: str, provider: str, provider_message_id: str) -> bool:
+        """True when any receipt is linked to the message or kept for its provider id."""
+        async with self.store._read() as conn:
+            found = await conn.execute(
+                select(receipts.c.key)
+                .where(
+                    or_(
+                        receipts.c.message_id == message_id,
+                        and_(
+                            receipts.c.message_id.is_(None),
+                            receipts.c.provider == provider,
+                            receipts.c.provider_message_id == provider_message_id,
+                        ),
+                    )
+                )
+                .limit(1)
+            )
+            return found.first() is not None
+
     async def receipts_for(self, message_id: str) -> list[ReceiptRecord]:
         """The message's receipts in the order they arrived."""
         async with self.store._read() as conn:
@@ -235,6 +258,37 @@ class ReceiptStore:
             ):
                 total += int((await conn.execute(stmt)).rowcount or 0)
         return total
+
+
+class EventSink(Protocol):
+    """Where status events go (the dispatcher's sink)."""
+
+    async def publish(self, event: StatusEvent) -> None:
+        """Publish one event; raise if it could not be published."""
+
+
+async def apply_pending_receipts(
+    store: object, events: EventSink, message_id: str, provider: str, provider_message_id: str
+) -> None:
+    """For the worker, once a send is recorded: apply receipts that overtook it, publish.
+
+    A no-op for stores that keep no receipts (test fakes) and, after one indexed read,
+    for the usual message no receipt has reached yet. Best effort: on failure the
+    receipts stay kept and the next receipt or ``GET /v1/messages/{id}`` applies them.
+    """
+    # The worker's store may wrap the SqlStore (group commit: store/batch.py).
+    sql = store if isinstance(store, SqlStore) else getattr(store, "inner", None)
+    if not isinstance(sql, SqlStore):
+        return
+    receipts_ = ReceiptStore(sql)
+    try:
+        if not await receipts_.has_receipts(message_id, provider, provider_message_id):
+            return
+        async with receipts_.matching(message_id, provider, provider_message_id) as changes:
+            for event in changes:
+                await events.publish(event)
+    except Exception as exc:  # the send is recorded either way; matching can wait
+        log.warning("pending_receipts_deferred", id=message_id, error=type(exc).__name__)
 
 
 async def _find_message(conn: AsyncConnection, provider: str, receipt: Receipt) -> Row[Any] | None:
