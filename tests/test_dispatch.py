@@ -16,7 +16,13 @@ import pytest
 
 import smsrelay.store
 from smsrelay.dispatch import DeadLetter, Dispatcher, Done, Retry
-from smsrelay.errors import RateLimited, TransientProviderError
+from smsrelay.errors import (
+    AuthenticationFailed,
+    ProviderError,
+    RateLimited,
+    TransientProviderError,
+    UnconfirmedSend,
+)
 from smsrelay.models import SendRequest, SendResult, State, StatusEvent, parse_request
 from smsrelay.providers import Provider, ProviderSettings
 from smsrelay.providers.simulator import SimulatorProvider, SimulatorSettings
@@ -81,6 +87,20 @@ class FlakyProvider(Provider):
             self.failures -= 1
             raise TransientProviderError(self.name, "503", "unavailable")
         return SendResult(provider_message_id=f"{self.name}-1", segments=1)
+
+
+class RaisingProvider(Provider):
+    """Always raises the error it was built with."""
+
+    type_name: ClassVar[str] = "raising"
+    settings_class: ClassVar[type[ProviderSettings]] = ProviderSettings
+
+    def __init__(self, name: str, error: ProviderError) -> None:
+        super().__init__(name, ProviderSettings(type=self.type_name))
+        self.error = error
+
+    async def send(self, request: SendRequest) -> SendResult:
+        raise self.error
 
 
 def simulator(name: str, **settings: Any) -> SimulatorProvider:
@@ -313,6 +333,32 @@ async def test_recipient_rejected_fails_without_trying_the_next_provider(
     assert (event.error.code, event.error.retryable) == ("alpha:SIM-INVALID", False)
     stored = await record(store)
     assert [(a.provider, a.outcome) for a in stored.attempts] == [("alpha", "failed")]
+
+
+async def test_unreadable_success_fails_without_trying_the_next_provider(
+    store: SqlStore, sink: EventList
+) -> None:
+    """A 2xx answer without a message id may mean it was sent: no second provider, ends failed."""
+    alpha = RaisingProvider("alpha", UnconfirmedSend("alpha", "bad-response", "201 without a sid"))
+    beta = simulator("beta")
+
+    outcome = await dispatcher(store, sink, alpha, beta).handle(raw())
+
+    assert outcome == Done(State.FAILED)
+    assert beta.sent == []
+    assert sink.events[-1].error is not None
+    assert sink.events[-1].error.code == "alpha:bad-response"
+
+
+async def test_bad_credentials_fail_over_to_the_next_provider(store: SqlStore, sink: EventList) -> None:
+    """Credentials refused at one provider say nothing about the number: the next one sends."""
+    alpha = RaisingProvider("alpha", AuthenticationFailed("alpha", "20003", "bad token"))
+    beta = simulator("beta")
+
+    outcome = await dispatcher(store, sink, alpha, beta).handle(raw())
+
+    assert outcome == Done(State.SENT)
+    assert [r.id for r in beta.sent] == ["msg-1"]
 
 
 async def test_empty_route_fails_the_message(store: SqlStore, sink: EventList) -> None:

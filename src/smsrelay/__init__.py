@@ -18,6 +18,7 @@ from smsrelay.errors import (
     RecipientRejected,
     SmsRelayError,
     TransientProviderError,
+    UnconfirmedSend,
 )
 from smsrelay.models import SendRequest, SendResult, State
 
@@ -35,4 +36,5 @@ __all__ = [
     "SmsRelayError",
     "State",
     "TransientProviderError",
+    "UnconfirmedSend",
 ]

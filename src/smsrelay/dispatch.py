@@ -23,6 +23,7 @@ from smsrelay.errors import (
     RateLimited,
     RecipientRejected,
     TransientProviderError,
+    UnconfirmedSend,
 )
 from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
@@ -152,7 +153,7 @@ class Dispatcher:
             attempt += 1
             try:
                 key, result = await self._attempt(job, name, attempt)
-            except RecipientRejected as exc:
+            except (RecipientRejected, UnconfirmedSend) as exc:
                 return await self._finish(
                     job, State.FAILED, provider=name, attempt=attempt, error=_error(exc)
                 )

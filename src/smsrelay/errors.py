@@ -12,7 +12,9 @@
     │     │                        in the route is tried; `failed` when none is left
     │     ├─ RecipientRejected     invalid or unreachable number, unsubscribed recipient:
     │     │                        `failed` at once, no other provider is tried
-    │     └─ AuthenticationFailed  bad credentials or account problem
+    │     ├─ AuthenticationFailed  bad credentials or account problem
+    │     └─ UnconfirmedSend       a success answer we cannot read: the provider may
+    │                              have taken it, so `failed` at once, no other provider
     └─ ReceiptError                a webhook is refused with 401/403
        ├─ BadSignature
        └─ StaleReceipt
@@ -83,6 +85,13 @@ class RecipientRejected(PermanentProviderError):
 
 class AuthenticationFailed(PermanentProviderError):
     """The provider rejected our credentials or account."""
+
+
+class UnconfirmedSend(PermanentProviderError):
+    """The provider answered success without a readable message id.
+
+    It may have taken the message, so trying another provider could send it twice.
+    """
 
 
 class ReceiptError(SmsRelayError):

@@ -41,6 +41,7 @@ from smsrelay.errors import (
     RateLimited,
     RecipientRejected,
     TransientProviderError,
+    UnconfirmedSend,
 )
 from smsrelay.models import SendRequest, validate_request
 from smsrelay.providers.base import Webhook
@@ -685,10 +686,10 @@ class _LaxSns(SnsProvider):
         pass
 
 
-async def test_answer_without_message_id_is_permanent(front: SnsFake, sns: SnsProvider) -> None:
-    """A 2xx without a MessageId is permanent: SNS may have taken the message."""
+async def test_answer_without_message_id_is_unconfirmed(front: SnsFake, sns: SnsProvider) -> None:
+    """A 2xx without a MessageId is an unconfirmed send: SNS may have taken the message."""
     error = await _error_for(front, sns, 200, "Odd")
-    assert type(error) is PermanentProviderError
+    assert type(error) is UnconfirmedSend
     assert error.code == "bad-response"
 
 

@@ -7,6 +7,7 @@ knows a provider's wire format.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any, ClassVar
 import aiohttp
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from smsrelay import phone
 from smsrelay.errors import BadSignature, RateLimited, TransientProviderError
 from smsrelay.models import Receipt, SendRequest, SendResult
 
@@ -139,6 +141,23 @@ def _retry_after(headers: dict[str, str]) -> float | None:
         return float(value) if value else None
     except ValueError:
         return None
+
+
+_PHONE_LIKE = re.compile(r"\+?\d[\d ()-]{6,}\d")
+MAX_ERROR_TEXT = 300
+
+
+def scrub(message: str, *secrets: SecretStr | None) -> str:
+    """Provider error text made fit for logs and events.
+
+    Secrets go first (masking digits inside a token would hide it from the replace),
+    then anything that looks like a phone number is masked; the length is capped.
+    """
+    for value in secrets:
+        plain = secret(value)
+        if plain:
+            message = message.replace(plain, "***")
+    return _PHONE_LIKE.sub(lambda m: phone.mask(m.group()), message[:MAX_ERROR_TEXT])
 
 
 def secret(value: SecretStr | None) -> str:

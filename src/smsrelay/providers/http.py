@@ -57,7 +57,6 @@ from typing import Annotated, ClassVar, Literal, NoReturn
 
 from pydantic import BeforeValidator, Field, JsonValue, SecretStr, model_validator
 
-from smsrelay import phone
 from smsrelay.errors import (
     AuthenticationFailed,
     BadSignature,
@@ -65,13 +64,12 @@ from smsrelay.errors import (
     RecipientRejected,
     StaleReceipt,
     TransientProviderError,
+    UnconfirmedSend,
 )
 from smsrelay.models import Receipt, ReceiptStatus, SendRequest, SendResult
-from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, secret
+from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, scrub, secret
 
 _PLACEHOLDER = re.compile(r"\{(id|to|body|from|kind)\}")
-_PHONE_LIKE = re.compile(r"\+?\d[\d ()-]{6,}\d")
-_MAX_ERROR_TEXT = 300
 
 
 def _status_ranges(value: object) -> object:
@@ -180,13 +178,13 @@ class HttpGatewayProvider(HttpProvider):
         if not message_id:
             # The gateway took the message; a retry could send it twice.
             problem = f"success without an id at {self.config.message_id_path!r}"
-            raise PermanentProviderError(self.name, "bad-response", problem)
+            raise UnconfirmedSend(self.name, "bad-response", problem)
         return SendResult(provider_message_id=message_id)
 
     def _raise_error(self, status: int, headers: dict[str, str], answer: object) -> NoReturn:
         code = _text(dig(answer, self.config.error_code_path)) or f"http-{status}"
         text = _text(dig(answer, self.config.error_message_path)) or f"HTTP {status}"
-        message = _PHONE_LIKE.sub(lambda m: phone.mask(m.group()), text[:_MAX_ERROR_TEXT])
+        message = scrub(text)
         if code in self.config.recipient_error_codes:
             raise RecipientRejected(self.name, code, message)
         if _within(status, self.config.transient_statuses):

@@ -79,7 +79,6 @@ from typing import Any, ClassVar, Literal, NoReturn
 
 from pydantic import Field, SecretStr, model_validator
 
-from smsrelay import phone
 from smsrelay.errors import (
     AuthenticationFailed,
     BadSignature,
@@ -88,9 +87,10 @@ from smsrelay.errors import (
     RateLimited,
     RecipientRejected,
     TransientProviderError,
+    UnconfirmedSend,
 )
 from smsrelay.models import Receipt, ReceiptStatus, SendRequest, SendResult
-from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, secret
+from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, scrub, secret
 
 STATUSES: dict[str, type[ProviderError]] = {
     "REJECTED_NETWORK": PermanentProviderError,
@@ -142,7 +142,6 @@ _BY_STATUS: dict[int, type[ProviderError]] = {
     403: AuthenticationFailed,
 }
 _FAILED = (ReceiptStatus.UNDELIVERED, ReceiptStatus.FAILED)
-_PHONE_LIKE = re.compile(r"\+?\d[\d ()-]{6,}\d")
 # Infobip writes offsets without a colon ("+0100"); fromisoformat wants "+01:00".
 _OFFSET = re.compile(r"([+-]\d{2})(\d{2})$")
 
@@ -214,7 +213,7 @@ class InfobipProvider(HttpProvider):
         message_id = first.get("messageId")
         if not isinstance(message_id, str) or not message_id:
             # Infobip took the request; a retry could send it twice.
-            raise PermanentProviderError(self.name, "bad-response", "200 without a messageId")
+            raise UnconfirmedSend(self.name, "bad-response", "200 without a messageId")
         status = first.get("status")
         self._raise_if_refused(status if isinstance(status, dict) else {})
         details = first.get("details")
@@ -244,10 +243,7 @@ class InfobipProvider(HttpProvider):
         raise error_class(self.name, code, message)
 
     def _redact(self, message: str) -> str:
-        # Exception text ends up in logs and events: never the key, no full number.
-        key = secret(self.config.api_key)
-        message = message.replace(key, "***") if key else message
-        return _PHONE_LIKE.sub(lambda m: phone.mask(m.group()), message)
+        return scrub(message, self.config.api_key)
 
     # -- receipts -----------------------------------------------------------------------
 

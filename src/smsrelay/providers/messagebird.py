@@ -44,7 +44,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, NoReturn
@@ -53,7 +52,6 @@ from urllib.parse import parse_qsl, urlsplit
 import jwt
 from pydantic import Field, SecretStr
 
-from smsrelay import phone
 from smsrelay.errors import (
     AuthenticationFailed,
     BadSignature,
@@ -62,9 +60,10 @@ from smsrelay.errors import (
     RecipientRejected,
     StaleReceipt,
     TransientProviderError,
+    UnconfirmedSend,
 )
 from smsrelay.models import Receipt, ReceiptStatus, SendRequest, SendResult
-from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, secret
+from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, scrub, secret
 
 ERRORS: dict[str, type[ProviderError]] = {
     "2": AuthenticationFailed,
@@ -97,7 +96,6 @@ ALGORITHMS = ["HS256", "HS384", "HS512"]
 LEEWAY = 1.0
 """Seconds of clock skew allowed around nbf and exp."""
 
-_PHONE_LIKE = re.compile(r"\+?\d[\d ()-]{6,}\d")
 _BY_STATUS: dict[int, type[ProviderError]] = {
     401: AuthenticationFailed,
     403: AuthenticationFailed,
@@ -161,7 +159,7 @@ class MessageBirdProvider(HttpProvider):
         message_id = data.get("id")
         if not isinstance(message_id, str) or not message_id:
             # MessageBird took the message; a retry could send it twice.
-            raise PermanentProviderError(self.name, "bad-response", "2xx without a message id")
+            raise UnconfirmedSend(self.name, "bad-response", "2xx without a message id")
         items = (data.get("recipients") or {}).get("items") or [{}]
         parts = items[0].get("messagePartCount") if isinstance(items[0], dict) else None
         return SendResult(provider_message_id=message_id, segments=_int_or_none(parts))
@@ -179,10 +177,7 @@ class MessageBirdProvider(HttpProvider):
         raise error_class(self.name, code, message)
 
     def _redact(self, message: str) -> str:
-        # Exception text ends up in logs and events: never the key, no full number.
-        key = secret(self.config.access_key)
-        message = message.replace(key, "***") if key else message
-        return _PHONE_LIKE.sub(lambda m: phone.mask(m.group()), message)
+        return scrub(message, self.config.access_key)
 
     # -- receipts -------------------------------------------------------------------------
 

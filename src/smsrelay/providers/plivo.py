@@ -55,16 +55,16 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr
 
-from smsrelay import phone
 from smsrelay.errors import (
     AuthenticationFailed,
     BadSignature,
     PermanentProviderError,
     ProviderError,
     RecipientRejected,
+    UnconfirmedSend,
 )
 from smsrelay.models import Receipt, ReceiptStatus, SendRequest, SendResult
-from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, secret
+from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, scrub, secret
 
 STATUSES: dict[str, ReceiptStatus] = {
     "delivered": ReceiptStatus.DELIVERED,
@@ -84,7 +84,6 @@ _BY_STATUS: dict[int, type[ProviderError]] = {
     403: AuthenticationFailed,
     404: AuthenticationFailed,
 }
-_PHONE_LIKE = re.compile(r"\+?\d[\d ()-]{6,}\d")
 _PART_INFO = re.compile(r"(\d+)\D+(\d+)")
 _NO_ERROR = {"", "0", "000"}
 
@@ -149,7 +148,7 @@ class PlivoProvider(HttpProvider):
         first = uuids[0] if isinstance(uuids, list) and uuids else None
         if not isinstance(first, str) or not first:
             # Plivo queued the message; a retry could send it twice.
-            raise PermanentProviderError(self.name, "bad-response", "2xx without a message_uuid")
+            raise UnconfirmedSend(self.name, "bad-response", "2xx without a message_uuid")
         return SendResult(provider_message_id=first)
 
     def _raise_error(self, status: int, headers: dict[str, str], body: bytes) -> NoReturn:
@@ -162,10 +161,7 @@ class PlivoProvider(HttpProvider):
         raise _BY_STATUS.get(status, PermanentProviderError)(self.name, code, message)
 
     def _redact(self, message: str) -> str:
-        # Exception text ends up in logs and events: never the token, no full number.
-        token = secret(self.config.auth_token)
-        message = message.replace(token, "***") if token else message
-        return _PHONE_LIKE.sub(lambda m: phone.mask(m.group()), message)
+        return scrub(message, self.config.auth_token)
 
     # -- receipts -------------------------------------------------------------------------
 

@@ -60,7 +60,6 @@ from typing import Any, ClassVar, Literal, NoReturn
 
 from pydantic import Field, SecretStr
 
-from smsrelay import phone
 from smsrelay.errors import (
     AuthenticationFailed,
     BadSignature,
@@ -68,9 +67,10 @@ from smsrelay.errors import (
     ProviderError,
     RecipientRejected,
     StaleReceipt,
+    UnconfirmedSend,
 )
 from smsrelay.models import Receipt, ReceiptStatus, SendRequest, SendResult
-from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, secret
+from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, scrub, secret
 
 ERRORS: dict[str, type[ProviderError]] = {
     "syntax_invalid_json": PermanentProviderError,
@@ -104,7 +104,6 @@ _BY_STATUS: dict[int, type[ProviderError]] = {401: AuthenticationFailed}
 _SIGNATURE = "x-sinch-webhook-signature"
 _FAILED = (ReceiptStatus.UNDELIVERED, ReceiptStatus.FAILED)
 # Sinch's texts quote the numbers they refuse, with or without "+".
-_PHONE_LIKE = re.compile(r"\+?\d[\d ()-]{6,}\d")
 _TO_PARAMETER = re.compile(r"parameter '?to\[")
 
 
@@ -175,7 +174,7 @@ class SinchProvider(HttpProvider):
         batch_id = _json_object(body).get("id")
         if not isinstance(batch_id, str) or not batch_id:
             # Sinch took the batch; a retry could send it twice.
-            raise PermanentProviderError(self.name, "bad-response", "201 without a batch id")
+            raise UnconfirmedSend(self.name, "bad-response", "201 without a batch id")
         return SendResult(provider_message_id=batch_id)
 
     def _raise_error(self, status: int, headers: dict[str, str], body: bytes) -> NoReturn:
@@ -191,10 +190,7 @@ class SinchProvider(HttpProvider):
         raise error_class(self.name, code, self._redact(text))
 
     def _redact(self, message: str) -> str:
-        # Exception text ends up in logs and events: never the token, no full number.
-        token = secret(self.config.api_token)
-        message = message.replace(token, "***") if token else message
-        return _PHONE_LIKE.sub(lambda m: phone.mask(m.group()), message)
+        return scrub(message, self.config.api_token)
 
     # -- receipts -----------------------------------------------------------------------
 

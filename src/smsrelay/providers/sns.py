@@ -59,7 +59,6 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from pydantic import Field, SecretStr
 
-from smsrelay import phone
 from smsrelay.errors import (
     AuthenticationFailed,
     PermanentProviderError,
@@ -67,9 +66,10 @@ from smsrelay.errors import (
     RateLimited,
     RecipientRejected,
     TransientProviderError,
+    UnconfirmedSend,
 )
 from smsrelay.models import Kind, SendRequest, SendResult
-from smsrelay.providers.base import HttpProvider, ProviderSettings, secret
+from smsrelay.providers.base import HttpProvider, ProviderSettings, scrub, secret
 
 API_VERSION = "2010-03-31"
 CONTENT_TYPE = "application/x-www-form-urlencoded; charset=utf-8"
@@ -99,9 +99,7 @@ _ABOUT_THE_NUMBER = re.compile(r"phone ?number|e\.?164", re.IGNORECASE)
 _PARAMETER_CODES = {"InvalidParameter", "ParameterValueInvalid"}
 _BY_STATUS: dict[int, type[ProviderError]] = {401: AuthenticationFailed, 403: AuthenticationFailed}
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-_PHONE_LIKE = re.compile(r"\+?\d[\d ()-]{6,}\d")
 _SMS_TYPE = {Kind.OTP: "Transactional", Kind.TRANSACTIONAL: "Transactional"}
-_MAX_ERROR_TEXT = 300
 
 
 class SnsSettings(ProviderSettings):
@@ -193,7 +191,7 @@ class SnsProvider(HttpProvider):
         message_id = _find(_xml(answer), "MessageId")
         if not message_id:
             # SNS took the message; a retry could send it twice.
-            raise PermanentProviderError(self.name, "bad-response", "2xx without a MessageId")
+            raise UnconfirmedSend(self.name, "bad-response", "2xx without a MessageId")
         return SendResult(provider_message_id=message_id)
 
     def _raise_error(self, status: int, headers: dict[str, str], answer: bytes) -> NoReturn:
@@ -210,8 +208,7 @@ class SnsProvider(HttpProvider):
         raise error_class(self.name, code, message)
 
     def _redact(self, message: str) -> str:
-        # Exception text ends up in logs and events: no full number, no endless AWS essays.
-        return _PHONE_LIKE.sub(lambda m: phone.mask(m.group()), message[:_MAX_ERROR_TEXT])
+        return scrub(message)
 
 
 def _status_for(error_class: type[ProviderError] | None, status: int) -> int:

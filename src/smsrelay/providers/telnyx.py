@@ -88,7 +88,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from datetime import datetime
 from typing import Any, ClassVar, Literal, NoReturn
 
@@ -96,7 +95,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from smsrelay import phone
 from smsrelay.errors import (
     AuthenticationFailed,
     BadSignature,
@@ -106,9 +104,10 @@ from smsrelay.errors import (
     RecipientRejected,
     StaleReceipt,
     TransientProviderError,
+    UnconfirmedSend,
 )
 from smsrelay.models import Receipt, ReceiptStatus, SendRequest, SendResult
-from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, secret
+from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, scrub, secret
 
 ERRORS: dict[str, type[ProviderError]] = {
     "10001": PermanentProviderError,
@@ -175,7 +174,6 @@ _BY_STATUS: dict[int, type[ProviderError]] = {
 }
 _EVENTS = ("message.sent", "message.finalized")
 _FAILED = (ReceiptStatus.UNDELIVERED, ReceiptStatus.FAILED)
-_PHONE_LIKE = re.compile(r"\+?\d[\d ()-]{6,}\d")
 
 
 class TelnyxSettings(ProviderSettings):
@@ -256,7 +254,7 @@ class TelnyxProvider(HttpProvider):
         message_id = data.get("id")
         if not isinstance(message_id, str) or not message_id:
             # Telnyx took the message; a retry could send it twice.
-            raise PermanentProviderError(self.name, "bad-response", "200 without a message id")
+            raise UnconfirmedSend(self.name, "bad-response", "200 without a message id")
         return SendResult(provider_message_id=message_id, segments=_int_or_none(data.get("parts")))
 
     def _raise_error(self, status: int, headers: dict[str, str], body: bytes) -> NoReturn:
@@ -274,10 +272,7 @@ class TelnyxProvider(HttpProvider):
         raise error_class(self.name, code, message)
 
     def _redact(self, message: str) -> str:
-        # Exception text ends up in logs and events: never the key, no full number.
-        key = secret(self.config.api_key)
-        message = message.replace(key, "***") if key else message
-        return _PHONE_LIKE.sub(lambda m: phone.mask(m.group()), message)
+        return scrub(message, self.config.api_key)
 
     # -- receipts -----------------------------------------------------------------------
 

@@ -50,14 +50,12 @@ import base64
 import hashlib
 import hmac
 import json
-import re
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, NoReturn
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 
-from smsrelay import phone
 from smsrelay.errors import (
     AuthenticationFailed,
     BadSignature,
@@ -65,9 +63,10 @@ from smsrelay.errors import (
     ProviderError,
     RateLimited,
     RecipientRejected,
+    UnconfirmedSend,
 )
 from smsrelay.models import Receipt, ReceiptStatus, SendRequest, SendResult
-from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, secret
+from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, scrub, secret
 
 ERRORS: dict[str, type[ProviderError]] = {
     "20003": AuthenticationFailed,
@@ -98,7 +97,6 @@ _BY_STATUS: dict[int, type[ProviderError]] = {
 }
 
 # Twilio's error messages quote the numbers they refuse ("Invalid 'To' Phone Number: +1...").
-_PHONE_LIKE = re.compile(r"\+?\d[\d ()-]{6,}\d")
 
 
 class TwilioSettings(ProviderSettings):
@@ -167,7 +165,7 @@ class TwilioProvider(HttpProvider):
         sid = data.get("sid")
         if not isinstance(sid, str) or not sid:
             # Twilio took the message; a retry could send it twice.
-            raise PermanentProviderError(self.name, "bad-response", "201 without a message sid")
+            raise UnconfirmedSend(self.name, "bad-response", "201 without a message sid")
         return SendResult(provider_message_id=sid, segments=_int_or_none(data.get("num_segments")))
 
     def _raise_error(self, status: int, headers: dict[str, str], body: bytes) -> NoReturn:
@@ -182,11 +180,7 @@ class TwilioProvider(HttpProvider):
         raise error_class(self.name, code, message)
 
     def _redact(self, message: str) -> str:
-        # Exception text ends up in logs and events: never the token, no full number.
-        # The token goes first: masking digits inside it would hide it from the replace.
-        token = secret(self.config.auth_token)
-        message = message.replace(token, "***") if token else message
-        return _PHONE_LIKE.sub(lambda m: phone.mask(m.group()), message)
+        return scrub(message, self.config.auth_token)
 
     # -- receipts (status callbacks) ----------------------------------------------------
 

@@ -56,7 +56,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, NoReturn
@@ -64,7 +63,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, SecretStr
 
-from smsrelay import phone, segments
+from smsrelay import segments
 from smsrelay.errors import (
     AuthenticationFailed,
     BadSignature,
@@ -74,9 +73,10 @@ from smsrelay.errors import (
     RecipientRejected,
     StaleReceipt,
     TransientProviderError,
+    UnconfirmedSend,
 )
 from smsrelay.models import Receipt, ReceiptStatus, SendRequest, SendResult
-from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, secret
+from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, scrub, secret
 
 ERRORS: dict[str, type[ProviderError]] = {
     "1": RateLimited,
@@ -118,7 +118,6 @@ REPLAY_WINDOW = 300.0
 # Vonage accepts a client-ref of at most 40 characters; a longer id is not sent (the
 # message-id still matches receipts) rather than cut, which could match the wrong message.
 _MAX_CLIENT_REF = 40
-_PHONE_LIKE = re.compile(r"\+?\d[\d ()-]{6,}\d")
 
 SignatureMethod = Literal["md5hash", "md5", "sha1", "sha256", "sha512"]
 
@@ -184,14 +183,14 @@ class VonageProvider(HttpProvider):
     def _result(self, data: dict[str, Any]) -> SendResult:
         parts = [p for p in data.get("messages") or [] if isinstance(p, dict)]
         if not parts:
-            raise PermanentProviderError(self.name, "bad-response", "200 without messages")
+            raise UnconfirmedSend(self.name, "bad-response", "200 without messages")
         refused = [(i, p) for i, p in enumerate(parts) if str(p.get("status")) != "0"]
         if refused:
             self._raise_refused(refused[0][0], refused[0][1], accepted=len(refused) < len(parts))
         message_id = parts[0].get("message-id")
         if not isinstance(message_id, str) or not message_id:
             # Vonage took the message; a retry could send it twice.
-            raise PermanentProviderError(self.name, "bad-response", "status 0 without message-id")
+            raise UnconfirmedSend(self.name, "bad-response", "status 0 without message-id")
         count = _int_or_none(data.get("message-count")) or len(parts)
         return SendResult(provider_message_id=message_id, segments=count)
 
@@ -215,10 +214,7 @@ class VonageProvider(HttpProvider):
         raise PermanentProviderError(self.name, code, message)
 
     def _redact(self, message: str) -> str:
-        # Exception text ends up in logs and events: never the secret, no full number.
-        for value in (secret(self.config.api_secret), secret(self.config.signature_secret)):
-            message = message.replace(value, "***") if value else message
-        return _PHONE_LIKE.sub(lambda m: phone.mask(m.group()), message)
+        return scrub(message, self.config.api_secret, self.config.signature_secret)
 
     # -- receipts -------------------------------------------------------------------------
 
