@@ -102,6 +102,46 @@ class AmqpEvents:
         await self.exchange.publish(message, routing_key=event.routing_key)
 
 
+class EventsConnection:
+    """A robust connection that publishes status events, for processes other than the worker."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._connection: AbstractRobustConnection | None = None
+        self._events: AmqpEvents | None = None
+
+    async def open(self) -> None:
+        """Connect and declare ``sms.events``; raises when the broker cannot be reached."""
+        self._connection = await aio_pika.connect_robust(self.url)
+        channel = await self._connection.channel(publisher_confirms=True)
+        self._events = AmqpEvents(await declare_events_exchange(channel))
+
+    @property
+    def ready(self) -> bool:
+        """True while the connection is open (it reconnects by itself)."""
+        connection = self._connection
+        return (
+            self._events is not None
+            and connection is not None
+            and not connection.is_closed
+            and connection.connected.is_set()
+        )
+
+    async def publish(self, event: StatusEvent) -> None:
+        """Publish one event with a publisher confirm."""
+        if self._events is None:
+            raise RuntimeError("events connection is not open")
+        await self._events.publish(event)
+
+    async def close(self) -> None:
+        """Close the connection."""
+        self._events = None
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+            self._connection = None
+
+
 class Worker:
     """Consumes ``sms.send`` and runs each delivery through the dispatcher."""
 

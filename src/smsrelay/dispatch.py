@@ -42,6 +42,7 @@ from smsrelay.providers import Provider
 from smsrelay.routing import Router
 from smsrelay.settings import RetrySettings
 from smsrelay.store import Claim, MessageRecord, Store
+from smsrelay.store.receipts import apply_pending_receipts
 
 log = get_logger(__name__)
 
@@ -179,7 +180,8 @@ class Dispatcher:
             wrapped = TransientProviderError(name, "internal", type(exc).__name__)
             await self._attempt_failed(job, key, name, wrapped)
             raise wrapped from exc
-        self.metrics.send_latency.labels(name).observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.metrics.send_latency.labels(name, job.request.country).observe(elapsed)
         self.metrics.sends.labels(name, job.request.country, "sent").inc()
         return key, result
 
@@ -253,6 +255,9 @@ class Dispatcher:
         self.metrics.messages.labels(state.value).inc()
         job.log.info("message_" + state.value, provider=provider, attempt=attempt)
         await self._emit(job, state, provider=provider, attempt=attempt, result=result, error=error)
+        if state is State.SENT and provider and pmid:
+            # Receipts can arrive before the send is recorded; they wait for this moment.
+            await apply_pending_receipts(self.store, self.events, job.request.id, provider, pmid)
         return Done(state)
 
     async def _emit(

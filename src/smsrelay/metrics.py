@@ -19,7 +19,7 @@ class Metrics:
         self.send_latency = Histogram(
             "smsrelay_send_latency_seconds",
             "Time a provider took to answer a send",
-            ["provider"],
+            ["provider", "country"],
             registry=self.registry,
             buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10),
         )

@@ -18,14 +18,15 @@ import yaml
 class WorkerProcess:
     """A worker subprocess whose simulator records each send to a file."""
 
-    def __init__(self, tmp: Path, amqp_url: str, database_url: str, latency_ms: float = 50) -> None:
+    def __init__(self, tmp: Path, amqp_url: str, database_url: str, latency_ms: float = 100) -> None:
         self.tmp = tmp
         self.record = tmp / "sent.jsonl"
         self.config = tmp / "smsrelay.yaml"
         self.config.write_text(
             yaml.safe_dump(
                 {
-                    "prefetch": 100,
+                    # ~500 sends/s: slow enough that a signal lands mid-stream on a busy machine.
+                    "prefetch": 50,
                     "grace_period": 15,
                     "providers": {
                         "simulator": {

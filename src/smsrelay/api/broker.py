@@ -12,10 +12,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-import aio_pika
-from aio_pika.abc import AbstractRobustConnection
-
-from smsrelay.amqp import AmqpEvents, declare_events_exchange
+from smsrelay.amqp import EventsConnection
 from smsrelay.client import AsyncClient
 from smsrelay.logging import get_logger
 from smsrelay.models import SendRequest, StatusEvent
@@ -58,19 +55,12 @@ class AmqpPublisher:
         self.timeout = timeout
         self.reconnect_every = reconnect_every
         self._client = AsyncClient(url)
-        self._connection: AbstractRobustConnection | None = None
-        self._events: AmqpEvents | None = None
+        self._events = EventsConnection(url)
         self._task: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> bool:
-        connection = self._connection
-        return (
-            self._events is not None
-            and connection is not None
-            and not connection.is_closed
-            and connection.connected.is_set()
-        )
+        return self._events.ready
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._connect_until_done())
@@ -89,21 +79,14 @@ class AmqpPublisher:
                 return
 
     async def _connect(self) -> None:
-        self._connection = await aio_pika.connect_robust(self.url)
-        channel = await self._connection.channel(publisher_confirms=True)
-        events = AmqpEvents(await declare_events_exchange(channel))
         await self._client.connect()
-        self._events = events
+        await self._events.open()
 
     async def publish_request(self, request: SendRequest) -> None:
         await self._publish(lambda: self._client.publish(request))
 
     async def publish_event(self, event: StatusEvent) -> None:
-        await self._publish(lambda: self._require_events().publish(event))
-
-    def _require_events(self) -> AmqpEvents:
-        assert self._events is not None
-        return self._events
+        await self._publish(lambda: self._events.publish(event))
 
     async def _publish(self, send: Callable[[], Awaitable[None]]) -> None:
         if not self.ready:
@@ -122,10 +105,6 @@ class AmqpPublisher:
         await self._disconnect()
 
     async def _disconnect(self) -> None:
-        self._events = None
+        await self._events.close()
         with contextlib.suppress(Exception):
             await self._client.close()
-        if self._connection is not None:
-            with contextlib.suppress(Exception):
-                await self._connection.close()
-            self._connection = None
