@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
 import pytest
 from sqlalchemy import func, select
 
 from smsrelay.api import AmqpPublisher
-from smsrelay.models import State, validate_request
+from smsrelay.dispatch import Dispatcher, Done
+from smsrelay.models import SendRequest, SendResult, State, StatusEvent, validate_request
+from smsrelay.providers import Provider, ProviderSettings
 from smsrelay.providers.twilio import twilio_signature
+from smsrelay.routing import Router
+from smsrelay.settings import RetrySettings
 from smsrelay.store import SqlStore, upgrade
 from smsrelay.store.schema import receipt_digests, receipts
 from tests.api.support import (
@@ -340,3 +344,40 @@ async def test_receipts_sent_as_get_queries_are_told_apart_by_their_query(
     ).status_code == 403
     assert await state(store) is State.DELIVERED
     assert len(await api.receipts.receipts_for("m-1")) == 2
+
+
+class _FixedSid(Provider):
+    """Answers every send with the same Twilio message sid."""
+
+    type_name: ClassVar[str] = "fixed"
+    settings_class: ClassVar[type[ProviderSettings]] = ProviderSettings
+
+    async def send(self, request: SendRequest) -> SendResult:
+        return SendResult(provider_message_id=SID, segments=1)
+
+
+class _Events:
+    def __init__(self) -> None:
+        self.events: list[StatusEvent] = []
+
+    async def publish(self, event: StatusEvent) -> None:
+        self.events.append(event)
+
+
+async def test_receipt_before_the_send_is_applied_when_the_worker_records_it(
+    api: Api, store: SqlStore
+) -> None:
+    """The worker itself applies a receipt that overtook it: delivered right after sent."""
+    assert (await post_twilio(api, *twilio_callback(SID))).status_code == 204
+    events = _Events()
+    relay = Dispatcher(
+        store,
+        {"twilio": _FixedSid("twilio", ProviderSettings(type="fixed"))},
+        Router({"*": ["twilio"]}),
+        events,
+        RetrySettings(),
+    )
+    raw = json.dumps({"id": "m-1", "to": "+14155550123", "body": "hi"}).encode()
+    assert await relay.handle(raw) == Done(State.SENT)
+    assert [e.state for e in events.events] == [State.SENT, State.DELIVERED]
+    assert await state(store) is State.DELIVERED
