@@ -7,6 +7,7 @@ knows a provider's wire format.
 
 from __future__ import annotations
 
+import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -163,3 +164,46 @@ def scrub(message: str, *secrets: SecretStr | None) -> str:
 def secret(value: SecretStr | None) -> str:
     """The plain text of a configured secret (only adapters call this)."""
     return value.get_secret_value() if value is not None else ""
+
+
+# -- reading provider answers and reports ------------------------------------------------
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """``body`` as a JSON object, or ``{}`` when it is not one (answers are read leniently)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def dicts(value: object) -> list[dict[str, Any]]:
+    """The objects in a JSON list (anything else in it is dropped; a non-list gives [])."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def str_or_none(value: object) -> str | None:
+    """An id or code sent as a string or an integer, as text; None when absent or empty."""
+    return str(value) if isinstance(value, str | int) and value != "" else None
+
+
+def json_int(value: object) -> int | None:
+    """A count sent as a JSON integer (not a boolean, not a string), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def text_int(value: object) -> int | None:
+    """A count sent as an integer or as its text (``"2"``), else None."""
+    try:
+        return int(value) if isinstance(value, int | str) else None
+    except ValueError:
+        return None
+
+
+def iso_datetime(value: object) -> datetime | None:
+    """An ISO 8601 string as a datetime (as written: naive stays naive), else None."""
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None

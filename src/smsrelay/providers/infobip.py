@@ -90,7 +90,17 @@ from smsrelay.errors import (
     UnconfirmedSend,
 )
 from smsrelay.models import Receipt, ReceiptStatus, SendRequest, SendResult
-from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, scrub, secret
+from smsrelay.providers.base import (
+    HttpProvider,
+    ProviderSettings,
+    Webhook,
+    dicts,
+    json_int,
+    json_object,
+    scrub,
+    secret,
+    str_or_none,
+)
 
 STATUSES: dict[str, type[ProviderError]] = {
     "REJECTED_NETWORK": PermanentProviderError,
@@ -208,7 +218,7 @@ class InfobipProvider(HttpProvider):
         return {"messages": [message], "options": {"includeSmsCountInResponse": True}}
 
     def _result(self, body: bytes) -> SendResult:
-        messages = _dicts(_json_object(body).get("messages"))
+        messages = dicts(json_object(body).get("messages"))
         first = messages[0] if messages else {}
         message_id = first.get("messageId")
         if not isinstance(message_id, str) or not message_id:
@@ -218,7 +228,7 @@ class InfobipProvider(HttpProvider):
         self._raise_if_refused(status if isinstance(status, dict) else {})
         details = first.get("details")
         count = details.get("messageCount") if isinstance(details, dict) else None
-        return SendResult(provider_message_id=message_id, segments=_int_or_none(count))
+        return SendResult(provider_message_id=message_id, segments=json_int(count))
 
     def _raise_if_refused(self, status: dict[str, Any]) -> None:
         group = str(status.get("groupName") or "")
@@ -229,7 +239,7 @@ class InfobipProvider(HttpProvider):
         raise STATUSES.get(name, PermanentProviderError)(self.name, name, text)
 
     def _raise_error(self, status: int, headers: dict[str, str], body: bytes) -> NoReturn:
-        data = _json_object(body)
+        data = json_object(body)
         code = str(data.get("errorCode") or f"http-{status}")
         message = self._redact(str(data.get("description") or f"HTTP {status}"))
         error_class = ERRORS.get(code)
@@ -274,7 +284,7 @@ class InfobipProvider(HttpProvider):
         if not isinstance(data, dict):
             # An authentic report we cannot read is an error (the API answers 400).
             raise ValueError("infobip report is not a JSON object")
-        return [_receipt(result) for result in _dicts(data.get("results"))]
+        return [_receipt(result) for result in dicts(data.get("results"))]
 
 
 def _receipt(result: dict[str, Any]) -> Receipt:
@@ -284,14 +294,14 @@ def _receipt(result: dict[str, Any]) -> Receipt:
     status = _receipt_status(status_info)
     error = result.get("error")
     error_id = error.get("id") if isinstance(error, dict) and status in _FAILED else None
-    message_id = _str_or_none(result.get("messageId"))
+    message_id = str_or_none(result.get("messageId"))
     return Receipt(
         provider_message_id=message_id,
         message_id=message_id,
         status=status,
         provider_status=name,
-        error_code=_str_or_none(error_id),
-        parts=_int_or_none(result.get("messageCount") or result.get("smsCount")),
+        error_code=str_or_none(error_id),
+        parts=json_int(result.get("messageCount") or result.get("smsCount")),
         at=_lenient_datetime(result.get("doneAt")),
     )
 
@@ -304,7 +314,7 @@ def _receipt_status(status: dict[str, Any]) -> ReceiptStatus:
 
 def _names_destination(error: dict[str, Any]) -> bool:
     # A violation on messages[i].destinations[j].to means the number itself was refused.
-    violations = _dicts(error.get("violations"))
+    violations = dicts(error.get("violations"))
     return any(str(v.get("property", "")).endswith(".to") for v in violations)
 
 
@@ -319,23 +329,3 @@ def _lenient_datetime(value: object) -> datetime | None:
         return datetime.fromisoformat(_OFFSET.sub(r"\1:\2", value))
     except ValueError:
         return None
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _dicts(value: object) -> list[dict[str, Any]]:
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
-
-
-def _str_or_none(value: object) -> str | None:
-    return str(value) if isinstance(value, str | int) and value != "" else None
-
-
-def _int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, NoReturn
@@ -63,7 +62,16 @@ from smsrelay.errors import (
     UnconfirmedSend,
 )
 from smsrelay.models import Receipt, ReceiptStatus, SendRequest, SendResult
-from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, scrub, secret
+from smsrelay.providers.base import (
+    HttpProvider,
+    ProviderSettings,
+    Webhook,
+    dicts,
+    json_object,
+    scrub,
+    secret,
+    text_int,
+)
 
 ERRORS: dict[str, type[ProviderError]] = {
     "2": AuthenticationFailed,
@@ -139,7 +147,7 @@ class MessageBirdProvider(HttpProvider):
         )
         if not 200 <= status < 300:
             self._raise_error(status, headers, body)
-        return self._result(_json_object(body))
+        return self._result(json_object(body))
 
     def payload(self, request: SendRequest) -> dict[str, Any]:
         """The JSON body of the create-message call for ``request``."""
@@ -162,10 +170,10 @@ class MessageBirdProvider(HttpProvider):
             raise UnconfirmedSend(self.name, "bad-response", "2xx without a message id")
         items = (data.get("recipients") or {}).get("items") or [{}]
         parts = items[0].get("messagePartCount") if isinstance(items[0], dict) else None
-        return SendResult(provider_message_id=message_id, segments=_int_or_none(parts))
+        return SendResult(provider_message_id=message_id, segments=text_int(parts))
 
     def _raise_error(self, status: int, headers: dict[str, str], body: bytes) -> NoReturn:
-        error = _decisive(_json_object(body).get("errors"))
+        error = _decisive(json_object(body).get("errors"))
         code = str(error.get("code") or f"http-{status}")
         message = self._redact(str(error.get("description") or f"HTTP {status}"))
         error_class = ERRORS.get(code)
@@ -222,7 +230,7 @@ class MessageBirdProvider(HttpProvider):
         status = params.get("status")
         if not status or not params.get("id"):
             return []
-        parts = _int_or_none(params.get("messagePartCount"))
+        parts = text_int(params.get("messagePartCount"))
         receipt = Receipt(
             provider_message_id=params["id"],
             message_id=params.get("reference") or None,
@@ -243,7 +251,7 @@ def report_params(webhook: Webhook) -> dict[str, str]:
 
 
 def _decisive(listed: object) -> Mapping[str, Any]:
-    errors = [e for e in listed if isinstance(e, dict)] if isinstance(listed, list) else []
+    errors = dicts(listed)
     for error in errors:
         if ERRORS.get(str(error.get("code"))) is AuthenticationFailed:
             return error
@@ -271,18 +279,3 @@ def _time(value: str | None) -> datetime | None:
     except ValueError:
         return None
     return found if found.tzinfo else found.replace(tzinfo=UTC)
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _int_or_none(value: object) -> int | None:
-    try:
-        return int(value) if isinstance(value, int | str) else None
-    except ValueError:
-        return None

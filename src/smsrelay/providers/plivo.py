@@ -46,7 +46,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -64,7 +63,14 @@ from smsrelay.errors import (
     UnconfirmedSend,
 )
 from smsrelay.models import Receipt, ReceiptStatus, SendRequest, SendResult
-from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, scrub, secret
+from smsrelay.providers.base import (
+    HttpProvider,
+    ProviderSettings,
+    Webhook,
+    json_object,
+    scrub,
+    secret,
+)
 
 STATUSES: dict[str, ReceiptStatus] = {
     "delivered": ReceiptStatus.DELIVERED,
@@ -129,7 +135,7 @@ class PlivoProvider(HttpProvider):
         )
         if not 200 <= status < 300:
             self._raise_error(status, headers, body)
-        return self._result(_json_object(body))
+        return self._result(json_object(body))
 
     def payload(self, request: SendRequest) -> dict[str, str]:
         """The JSON body of the Message API call for ``request``."""
@@ -153,7 +159,7 @@ class PlivoProvider(HttpProvider):
 
     def _raise_error(self, status: int, headers: dict[str, str], body: bytes) -> NoReturn:
         code = f"http-{status}"
-        error = _json_object(body).get("error") or body[:200].decode(errors="replace")
+        error = json_object(body).get("error") or body[:200].decode(errors="replace")
         message = self._redact(str(error) or f"HTTP {status}")
         self.raise_for_http_status(status, headers, code, message)
         if status == 400 and "dst" in str(error).lower():
@@ -256,11 +262,3 @@ def _first_time(params: Mapping[str, str]) -> datetime | None:
             continue
         return found if found.tzinfo else found.replace(tzinfo=UTC)
     return None
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}

@@ -70,7 +70,18 @@ from smsrelay.errors import (
     UnconfirmedSend,
 )
 from smsrelay.models import Receipt, ReceiptStatus, SendRequest, SendResult
-from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, scrub, secret
+from smsrelay.providers.base import (
+    HttpProvider,
+    ProviderSettings,
+    Webhook,
+    dicts,
+    iso_datetime,
+    json_int,
+    json_object,
+    scrub,
+    secret,
+    str_or_none,
+)
 
 ERRORS: dict[str, type[ProviderError]] = {
     "syntax_invalid_json": PermanentProviderError,
@@ -171,14 +182,14 @@ class SinchProvider(HttpProvider):
         return batch
 
     def _result(self, body: bytes) -> SendResult:
-        batch_id = _json_object(body).get("id")
+        batch_id = json_object(body).get("id")
         if not isinstance(batch_id, str) or not batch_id:
             # Sinch took the batch; a retry could send it twice.
             raise UnconfirmedSend(self.name, "bad-response", "201 without a batch id")
         return SendResult(provider_message_id=batch_id)
 
     def _raise_error(self, status: int, headers: dict[str, str], body: bytes) -> NoReturn:
-        data = _json_object(body)
+        data = json_object(body)
         code = str(data.get("code") or f"http-{status}")
         text = str(data.get("text") or f"HTTP {status}")
         error_class = ERRORS.get(code)
@@ -219,7 +230,7 @@ class SinchProvider(HttpProvider):
         if data.get("type") == "delivery_report_sms":
             # We send one recipient per batch, so a summary report is about our message too.
             statuses = data.get("statuses")
-            return [_summary_receipt(data, s) for s in _dicts(statuses)]
+            return [_summary_receipt(data, s) for s in dicts(statuses)]
         return []  # inbound messages (mo_text…) are not receipts
 
 
@@ -243,13 +254,13 @@ def _recipient_receipt(data: dict[str, Any]) -> Receipt:
     provider_status = str(data.get("status") or "")
     status = RECEIPT_STATUSES.get(provider_status, ReceiptStatus.PENDING)
     return Receipt(
-        provider_message_id=_str_or_none(data.get("batch_id")),
-        message_id=_str_or_none(data.get("client_reference")),
+        provider_message_id=str_or_none(data.get("batch_id")),
+        message_id=str_or_none(data.get("client_reference")),
         status=status,
         provider_status=provider_status,
-        error_code=_str_or_none(data.get("code")) if status in _FAILED else None,
-        parts=_int_or_none(data.get("number_of_message_parts")),
-        at=_datetime_or_none(data.get("at")),
+        error_code=str_or_none(data.get("code")) if status in _FAILED else None,
+        parts=json_int(data.get("number_of_message_parts")),
+        at=iso_datetime(data.get("at")),
     )
 
 
@@ -257,11 +268,11 @@ def _summary_receipt(data: dict[str, Any], entry: dict[str, Any]) -> Receipt:
     provider_status = str(entry.get("status") or "")
     status = RECEIPT_STATUSES.get(provider_status, ReceiptStatus.PENDING)
     return Receipt(
-        provider_message_id=_str_or_none(data.get("batch_id")),
-        message_id=_str_or_none(data.get("client_reference")),
+        provider_message_id=str_or_none(data.get("batch_id")),
+        message_id=str_or_none(data.get("client_reference")),
         status=status,
         provider_status=provider_status,
-        error_code=_str_or_none(entry.get("code")) if status in _FAILED else None,
+        error_code=str_or_none(entry.get("code")) if status in _FAILED else None,
     )
 
 
@@ -271,30 +282,3 @@ def _report(body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError("sinch callback is not a JSON object")
     return data
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _dicts(value: object) -> list[dict[str, Any]]:
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
-
-
-def _str_or_none(value: object) -> str | None:
-    return str(value) if isinstance(value, str | int) and value != "" else None
-
-
-def _int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _datetime_or_none(value: object) -> datetime | None:
-    try:
-        return datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        return None

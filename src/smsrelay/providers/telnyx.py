@@ -107,7 +107,18 @@ from smsrelay.errors import (
     UnconfirmedSend,
 )
 from smsrelay.models import Receipt, ReceiptStatus, SendRequest, SendResult
-from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, scrub, secret
+from smsrelay.providers.base import (
+    HttpProvider,
+    ProviderSettings,
+    Webhook,
+    dicts,
+    iso_datetime,
+    json_int,
+    json_object,
+    scrub,
+    secret,
+    str_or_none,
+)
 
 ERRORS: dict[str, type[ProviderError]] = {
     "10001": PermanentProviderError,
@@ -249,16 +260,16 @@ class TelnyxProvider(HttpProvider):
         return message
 
     def _result(self, body: bytes) -> SendResult:
-        data = _json_object(body).get("data")
+        data = json_object(body).get("data")
         data = data if isinstance(data, dict) else {}
         message_id = data.get("id")
         if not isinstance(message_id, str) or not message_id:
             # Telnyx took the message; a retry could send it twice.
             raise UnconfirmedSend(self.name, "bad-response", "200 without a message id")
-        return SendResult(provider_message_id=message_id, segments=_int_or_none(data.get("parts")))
+        return SendResult(provider_message_id=message_id, segments=json_int(data.get("parts")))
 
     def _raise_error(self, status: int, headers: dict[str, str], body: bytes) -> NoReturn:
-        errors = _dicts(_json_object(body).get("errors"))
+        errors = dicts(json_object(body).get("errors"))
         first = errors[0] if errors else {}
         code = str(first.get("code") or f"http-{status}")
         title = str(first.get("title") or f"HTTP {status}")
@@ -297,21 +308,21 @@ class TelnyxProvider(HttpProvider):
         payload = data.get("payload")
         if not isinstance(payload, dict):
             return []
-        at = _datetime_or_none(data.get("occurred_at"))
-        return [_receipt(payload, to, at) for to in _dicts(payload.get("to"))]
+        at = iso_datetime(data.get("occurred_at"))
+        return [_receipt(payload, to, at) for to in dicts(payload.get("to"))]
 
 
 def _receipt(payload: dict[str, Any], to: dict[str, Any], at: datetime | None) -> Receipt:
     provider_status = str(to.get("status") or "")
     status = RECEIPT_STATUSES.get(provider_status, ReceiptStatus.PENDING)
-    errors = _dicts(payload.get("errors"))
+    errors = dicts(payload.get("errors"))
     code = errors[0].get("code") if errors and status in _FAILED else None
     return Receipt(
-        provider_message_id=_str_or_none(payload.get("id")),
+        provider_message_id=str_or_none(payload.get("id")),
         status=status,
         provider_status=provider_status,
-        error_code=_str_or_none(code),
-        parts=_int_or_none(payload.get("parts")),
+        error_code=str_or_none(code),
+        parts=json_int(payload.get("parts")),
         at=at,
     )
 
@@ -341,30 +352,3 @@ def _event(body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError("telnyx webhook is not a JSON object")
     return data
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _dicts(value: object) -> list[dict[str, Any]]:
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
-
-
-def _str_or_none(value: object) -> str | None:
-    return str(value) if isinstance(value, str | int) and value != "" else None
-
-
-def _int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _datetime_or_none(value: object) -> datetime | None:
-    try:
-        return datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        return None

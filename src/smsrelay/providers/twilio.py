@@ -49,9 +49,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, NoReturn
+from typing import ClassVar, Literal, NoReturn
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, SecretStr, model_validator
@@ -66,7 +65,15 @@ from smsrelay.errors import (
     UnconfirmedSend,
 )
 from smsrelay.models import Receipt, ReceiptStatus, SendRequest, SendResult
-from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, scrub, secret
+from smsrelay.providers.base import (
+    HttpProvider,
+    ProviderSettings,
+    Webhook,
+    json_object,
+    scrub,
+    secret,
+    text_int,
+)
 
 ERRORS: dict[str, type[ProviderError]] = {
     "20003": AuthenticationFailed,
@@ -161,15 +168,16 @@ class TwilioProvider(HttpProvider):
         return fields
 
     def _result(self, body: bytes) -> SendResult:
-        data = _json_object(body)
+        data = json_object(body)
         sid = data.get("sid")
         if not isinstance(sid, str) or not sid:
             # Twilio took the message; a retry could send it twice.
             raise UnconfirmedSend(self.name, "bad-response", "201 without a message sid")
-        return SendResult(provider_message_id=sid, segments=_int_or_none(data.get("num_segments")))
+        # Twilio sends num_segments as a string ("1").
+        return SendResult(provider_message_id=sid, segments=text_int(data.get("num_segments")))
 
     def _raise_error(self, status: int, headers: dict[str, str], body: bytes) -> NoReturn:
-        data = _json_object(body)
+        data = json_object(body)
         code = str(data.get("code") or f"http-{status}")
         message = self._redact(str(data.get("message") or f"HTTP {status}"))
         error_class = ERRORS.get(code)
@@ -214,7 +222,7 @@ class TwilioProvider(HttpProvider):
                 status=RECEIPT_STATUSES.get(raw.lower(), ReceiptStatus.PENDING),
                 provider_status=raw,
                 error_code=form.get("ErrorCode") or None,
-                parts=_int_or_none(form.get("NumSegments")),
+                parts=text_int(form.get("NumSegments")),
                 at=_dlr_done(form.get("RawDlrDoneDate")),
             )
         ]
@@ -268,21 +276,5 @@ def _dlr_done(value: str | None) -> datetime | None:
     # RawDlrDoneDate is the carrier's YYMMDDhhmm (UTC), present on some delivered reports.
     try:
         return datetime.strptime(value, "%y%m%d%H%M").replace(tzinfo=UTC) if value else None
-    except ValueError:
-        return None
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _int_or_none(value: object) -> int | None:
-    # Twilio sends num_segments as a string ("1").
-    try:
-        return int(value) if isinstance(value, int | str) else None
     except ValueError:
         return None

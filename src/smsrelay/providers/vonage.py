@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, NoReturn
@@ -76,7 +75,15 @@ from smsrelay.errors import (
     UnconfirmedSend,
 )
 from smsrelay.models import Receipt, ReceiptStatus, SendRequest, SendResult
-from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, scrub, secret
+from smsrelay.providers.base import (
+    HttpProvider,
+    ProviderSettings,
+    Webhook,
+    json_object,
+    scrub,
+    secret,
+    text_int,
+)
 
 ERRORS: dict[str, type[ProviderError]] = {
     "1": RateLimited,
@@ -160,7 +167,7 @@ class VonageProvider(HttpProvider):
         status, headers, body = await self.request("POST", self.sms_url, data=self.form(request))
         if status != 200:
             self._raise_for_http(status, headers, body)
-        return self._result(_json_object(body))
+        return self._result(json_object(body))
 
     def form(self, request: SendRequest) -> dict[str, str]:
         """The form fields of the SMS API call for ``request``."""
@@ -191,7 +198,8 @@ class VonageProvider(HttpProvider):
         if not isinstance(message_id, str) or not message_id:
             # Vonage took the message; a retry could send it twice.
             raise UnconfirmedSend(self.name, "bad-response", "status 0 without message-id")
-        count = _int_or_none(data.get("message-count")) or len(parts)
+        # Vonage sends message-count as a string ("2").
+        count = text_int(data.get("message-count")) or len(parts)
         return SendResult(provider_message_id=message_id, segments=count)
 
     def _raise_refused(self, index: int, part: dict[str, Any], accepted: bool) -> NoReturn:
@@ -252,7 +260,7 @@ def receipt_params(webhook: Webhook) -> dict[str, str]:
     if webhook.method.upper() == "GET" or not webhook.body:
         return dict(webhook.query) or dict(parse_qsl(urlsplit(webhook.url).query))
     if "json" in (webhook.header("content-type") or ""):
-        data = _json_object(webhook.body)
+        data = json_object(webhook.body)
         return {k: str(v) for k, v in data.items() if v is not None}
     return dict(parse_qsl(webhook.body.decode(errors="replace"), keep_blank_values=True))
 
@@ -289,21 +297,5 @@ def _scts(value: str | None) -> datetime | None:
     # When the carrier reported the status, as YYMMDDHHMM (UTC).
     try:
         return datetime.strptime(value or "", "%y%m%d%H%M").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _int_or_none(value: object) -> int | None:
-    # Vonage sends message-count as a string ("2").
-    try:
-        return int(value) if isinstance(value, int | str) else None
     except ValueError:
         return None
