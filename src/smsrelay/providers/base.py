@@ -7,6 +7,7 @@ knows a provider's wire format.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from abc import ABC, abstractmethod
@@ -164,6 +165,14 @@ def scrub(message: str, *secrets: SecretStr | None) -> str:
 def secret(value: SecretStr | None) -> str:
     """The plain text of a configured secret (only adapters call this)."""
     return value.get_secret_value() if value is not None else ""
+
+
+def basic_auth(username: str, password: str) -> str:
+    """An HTTP Basic ``Authorization`` value.
+
+    Built by hand: aiohttp.BasicAuth is deprecated, encode_basic_auth is 3.14+ only.
+    """
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
 # -- reading provider answers and reports ------------------------------------------------

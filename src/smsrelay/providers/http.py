@@ -47,7 +47,6 @@ failed or pending (the four names map onto themselves; anything unknown is pendi
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -62,12 +61,19 @@ from smsrelay.errors import (
     BadSignature,
     PermanentProviderError,
     RecipientRejected,
-    StaleReceipt,
     TransientProviderError,
     UnconfirmedSend,
 )
 from smsrelay.models import Receipt, ReceiptStatus, SendRequest, SendResult
-from smsrelay.providers.base import HttpProvider, ProviderSettings, Webhook, scrub, secret
+from smsrelay.providers.base import (
+    HttpProvider,
+    ProviderSettings,
+    Webhook,
+    basic_auth,
+    scrub,
+    secret,
+)
+from smsrelay.providers.webhooks import check_window, same
 
 _PLACEHOLDER = re.compile(r"\{(id|to|body|from|kind)\}")
 
@@ -219,14 +225,14 @@ class HttpGatewayProvider(HttpProvider):
                 raise BadSignature(f"no {self.config.timestamp_header} header")
             signed = stamp.encode() + b"." + webhook.body
         expected = hmac.new(key, signed, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected.encode(), given.encode()):
+        if not same(given, expected):
             raise BadSignature(f"{self.config.signature_header} does not verify")
 
     def _check_basic(self, webhook: Webhook) -> None:
-        credentials = f"{self.config.receipt_username}:{secret(self.config.receipt_password)}"
-        expected = "Basic " + base64.b64encode(credentials.encode()).decode()
+        username = str(self.config.receipt_username)  # set whenever the password is
+        expected = basic_auth(username, secret(self.config.receipt_password))
         given = webhook.header("Authorization") or ""
-        if not hmac.compare_digest(expected.encode(), given.encode()):
+        if not same(given, expected):
             raise BadSignature("receipt Basic credentials do not match")
 
     def _check_timestamp(self, webhook: Webhook, now: datetime) -> None:
@@ -234,8 +240,7 @@ class HttpGatewayProvider(HttpProvider):
         stamp = _parse_time(webhook.header(self.config.timestamp_header) or "")
         if stamp is None:
             raise BadSignature(f"no valid {self.config.timestamp_header} header")
-        if abs((now - stamp).total_seconds()) > self.config.replay_window:
-            raise StaleReceipt(f"receipt timestamp {stamp.isoformat()} is outside the window")
+        check_window(stamp.timestamp(), now, self.config.replay_window, "receipt")
 
     def parse_receipts(self, webhook: Webhook) -> list[Receipt]:
         data = _json(webhook.body)

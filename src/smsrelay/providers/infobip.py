@@ -70,9 +70,6 @@ the part count; ``doneAt`` is read leniently (Infobip writes ``+0100`` without a
 
 from __future__ import annotations
 
-import base64
-import hmac
-import json
 import re
 from datetime import datetime
 from typing import Any, ClassVar, Literal, NoReturn
@@ -94,6 +91,7 @@ from smsrelay.providers.base import (
     HttpProvider,
     ProviderSettings,
     Webhook,
+    basic_auth,
     dicts,
     json_int,
     json_object,
@@ -101,6 +99,7 @@ from smsrelay.providers.base import (
     secret,
     str_or_none,
 )
+from smsrelay.providers.webhooks import report_object, same
 
 STATUSES: dict[str, type[ProviderError]] = {
     "REJECTED_NETWORK": PermanentProviderError,
@@ -270,20 +269,16 @@ class InfobipProvider(HttpProvider):
         expected = secret(self.config.receipt_secret)
         if not expected:
             return None
-        return _same(webhook.header(self.config.receipt_header) or "", expected)
+        return same(webhook.header(self.config.receipt_header) or "", expected)
 
     def _basic_auth_matches(self, webhook: Webhook) -> bool | None:
         username, password = self.config.receipt_username, secret(self.config.receipt_password)
         if username is None:
             return None
-        credentials = base64.b64encode(f"{username}:{password}".encode()).decode()
-        return _same(webhook.header("authorization") or "", f"Basic {credentials}")
+        return same(webhook.header("authorization") or "", basic_auth(username, password))
 
     def parse_receipts(self, webhook: Webhook) -> list[Receipt]:
-        data = json.loads(webhook.body)
-        if not isinstance(data, dict):
-            # An authentic report we cannot read is an error (the API answers 400).
-            raise ValueError("infobip report is not a JSON object")
+        data = report_object(webhook.body, "infobip report")
         return [_receipt(result) for result in dicts(data.get("results"))]
 
 
@@ -316,10 +311,6 @@ def _names_destination(error: dict[str, Any]) -> bool:
     # A violation on messages[i].destinations[j].to means the number itself was refused.
     violations = dicts(error.get("violations"))
     return any(str(v.get("property", "")).endswith(".to") for v in violations)
-
-
-def _same(received: str, expected: str) -> bool:
-    return hmac.compare_digest(received.encode(), expected.encode())
 
 
 def _lenient_datetime(value: object) -> datetime | None:

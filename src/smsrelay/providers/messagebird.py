@@ -42,11 +42,9 @@ verify, when a hash differs, or (``StaleReceipt``) when now lies outside nbf..ex
 from __future__ import annotations
 
 import hashlib
-import hmac
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, NoReturn
-from urllib.parse import parse_qsl, urlsplit
 
 import jwt
 from pydantic import Field, SecretStr
@@ -72,6 +70,7 @@ from smsrelay.providers.base import (
     secret,
     text_int,
 )
+from smsrelay.providers.webhooks import form_params, query_params, same
 
 ERRORS: dict[str, type[ProviderError]] = {
     "2": AuthenticationFailed,
@@ -246,8 +245,8 @@ class MessageBirdProvider(HttpProvider):
 def report_params(webhook: Webhook) -> dict[str, str]:
     """A status report's parameters: the query, or a form body if MessageBird POSTs one."""
     if webhook.body and "form" in (webhook.header("content-type") or ""):
-        return dict(parse_qsl(webhook.body.decode(errors="replace"), keep_blank_values=True))
-    return dict(webhook.query) or dict(parse_qsl(urlsplit(webhook.url).query))
+        return form_params(webhook.body)
+    return query_params(webhook)
 
 
 def _decisive(listed: object) -> Mapping[str, Any]:
@@ -270,7 +269,7 @@ def _check_window(claims: Mapping[str, Any], now: float) -> None:
 
 def _same_hash(claimed: object, data: bytes) -> bool:
     expected = hashlib.sha256(data).hexdigest()
-    return isinstance(claimed, str) and hmac.compare_digest(claimed.encode(), expected.encode())
+    return isinstance(claimed, str) and same(claimed, expected)
 
 
 def _time(value: str | None) -> datetime | None:

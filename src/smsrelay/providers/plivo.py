@@ -43,9 +43,6 @@ callback that we failed to record.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -67,10 +64,12 @@ from smsrelay.providers.base import (
     HttpProvider,
     ProviderSettings,
     Webhook,
+    basic_auth,
     json_object,
     scrub,
     secret,
 )
+from smsrelay.providers.webhooks import hmac_b64, same
 
 STATUSES: dict[str, ReceiptStatus] = {
     "delivered": ReceiptStatus.DELIVERED,
@@ -126,8 +125,7 @@ class PlivoProvider(HttpProvider):
         assert isinstance(settings, PlivoSettings)
         self.config = settings
         self.messages_url = f"{self.base_url}/v1/Account/{settings.auth_id}/Message/"
-        credentials = f"{settings.auth_id}:{secret(settings.auth_token)}".encode()
-        self._headers = {"Authorization": "Basic " + base64.b64encode(credentials).decode()}
+        self._headers = {"Authorization": basic_auth(settings.auth_id, secret(settings.auth_token))}
 
     async def send(self, request: SendRequest) -> SendResult:
         status, headers, body = await self.request(
@@ -182,7 +180,7 @@ class PlivoProvider(HttpProvider):
             webhook.method, webhook.url, form, nonce, secret(self.config.auth_token)
         )
         listed = [s.strip() for s in given.split(",")]
-        if not any(hmac.compare_digest(s.encode(), expected.encode()) for s in listed):
+        if not any(same(s, expected) for s in listed):
             raise BadSignature("plivo callback signature does not verify")
 
     def parse_receipts(self, webhook: Webhook) -> list[Receipt]:
@@ -218,7 +216,7 @@ def v3_signature(
 ) -> str:
     """``X-Plivo-Signature-V3`` of a callback (``form``: its POST parameters)."""
     signed = f"{_signed_url(method, url, form)}.{nonce}".encode()
-    return base64.b64encode(hmac.new(token.encode(), signed, hashlib.sha256).digest()).decode()
+    return hmac_b64(token.encode(), signed)
 
 
 def _signed_url(method: str, url: str, form: Mapping[str, list[str]]) -> str:

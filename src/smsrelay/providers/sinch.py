@@ -50,10 +50,6 @@ Aborted, Rejected          failed       it never left Sinch, or the SMSC refused
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import re
 from datetime import datetime
 from typing import Any, ClassVar, Literal, NoReturn
@@ -66,7 +62,6 @@ from smsrelay.errors import (
     PermanentProviderError,
     ProviderError,
     RecipientRejected,
-    StaleReceipt,
     UnconfirmedSend,
 )
 from smsrelay.models import Receipt, ReceiptStatus, SendRequest, SendResult
@@ -82,6 +77,7 @@ from smsrelay.providers.base import (
     secret,
     str_or_none,
 )
+from smsrelay.providers.webhooks import check_timestamp, hmac_b64, report_object, same
 
 ERRORS: dict[str, type[ProviderError]] = {
     "syntax_invalid_json": PermanentProviderError,
@@ -219,12 +215,12 @@ class SinchProvider(HttpProvider):
             # The only algorithm Sinch's SMS callbacks use (and its SDKs accept).
             raise BadSignature("sinch signature algorithm not supported")
         expected = sign(key, webhook.body, nonce, timestamp)
-        if not hmac.compare_digest(expected.encode(), signature.encode()):
+        if not same(signature, expected):
             raise BadSignature("sinch signature does not verify")
-        _check_fresh(timestamp, now, self.config.receipt_window)
+        check_timestamp(timestamp, now, self.config.receipt_window, "sinch receipt")
 
     def parse_receipts(self, webhook: Webhook) -> list[Receipt]:
-        data = _report(webhook.body)
+        data = report_object(webhook.body, "sinch callback")
         if data.get("type") == "recipient_delivery_report_sms":
             return [_recipient_receipt(data)]
         if data.get("type") == "delivery_report_sms":
@@ -237,17 +233,7 @@ class SinchProvider(HttpProvider):
 def sign(key: str, body: bytes, nonce: str, timestamp: str) -> str:
     """Sinch's callback signature: base64 HMAC-SHA256 of ``body.nonce.timestamp``."""
     signed = body + f".{nonce}.{timestamp}".encode()
-    return base64.b64encode(hmac.new(key.encode(), signed, hashlib.sha256).digest()).decode()
-
-
-def _check_fresh(timestamp: str, now: datetime, window: float) -> None:
-    try:
-        sent = float(timestamp)
-    except ValueError:
-        raise BadSignature("sinch signature timestamp unreadable") from None
-    skew = now.timestamp() - sent
-    if abs(skew) > window:
-        raise StaleReceipt(f"sinch receipt timestamp is {skew:.0f}s off, the window is {window:g}s")
+    return hmac_b64(key.encode(), signed)
 
 
 def _recipient_receipt(data: dict[str, Any]) -> Receipt:
@@ -274,11 +260,3 @@ def _summary_receipt(data: dict[str, Any], entry: dict[str, Any]) -> Receipt:
         provider_status=provider_status,
         error_code=str_or_none(entry.get("code")) if status in _FAILED else None,
     )
-
-
-def _report(body: bytes) -> dict[str, Any]:
-    # An authentic callback we cannot read is an error (the API answers 400), not "no news".
-    data = json.loads(body)
-    if not isinstance(data, dict):
-        raise ValueError("sinch callback is not a JSON object")
-    return data

@@ -87,7 +87,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from datetime import datetime
 from typing import Any, ClassVar, Literal, NoReturn
 
@@ -102,7 +101,6 @@ from smsrelay.errors import (
     ProviderError,
     RateLimited,
     RecipientRejected,
-    StaleReceipt,
     TransientProviderError,
     UnconfirmedSend,
 )
@@ -119,6 +117,7 @@ from smsrelay.providers.base import (
     secret,
     str_or_none,
 )
+from smsrelay.providers.webhooks import check_timestamp, report_object
 
 ERRORS: dict[str, type[ProviderError]] = {
     "10001": PermanentProviderError,
@@ -299,10 +298,10 @@ class TelnyxProvider(HttpProvider):
             self._public_key.verify(raw, timestamp.encode() + b"|" + webhook.body)
         except (binascii.Error, InvalidSignature):
             raise BadSignature("telnyx signature does not verify") from None
-        _check_fresh(timestamp, now, self.config.receipt_window)
+        check_timestamp(timestamp, now, self.config.receipt_window, "telnyx receipt")
 
     def parse_receipts(self, webhook: Webhook) -> list[Receipt]:
-        data = _event(webhook.body).get("data")
+        data = report_object(webhook.body, "telnyx webhook").get("data")
         if not isinstance(data, dict) or data.get("event_type") not in _EVENTS:
             return []  # inbound messages and other events are not receipts
         payload = data.get("payload")
@@ -332,23 +331,3 @@ def _public_key(value: str) -> Ed25519PublicKey:
         return Ed25519PublicKey.from_public_bytes(base64.b64decode(value, validate=True))
     except (binascii.Error, ValueError):
         raise ValueError("public_key must be a base64 Ed25519 public key (32 bytes)") from None
-
-
-def _check_fresh(timestamp: str, now: datetime, window: float) -> None:
-    try:
-        sent = float(timestamp)
-    except ValueError:
-        raise BadSignature("telnyx-timestamp unreadable") from None
-    skew = now.timestamp() - sent
-    if abs(skew) > window:
-        raise StaleReceipt(
-            f"telnyx receipt timestamp is {skew:.0f}s off, the window is {window:g}s"
-        )
-
-
-def _event(body: bytes) -> dict[str, Any]:
-    # An authentic webhook we cannot read is an error (the API answers 400), not "no news".
-    data = json.loads(body)
-    if not isinstance(data, dict):
-        raise ValueError("telnyx webhook is not a JSON object")
-    return data

@@ -46,12 +46,11 @@ callback reports the whole message, not its parts.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 from datetime import UTC, datetime
 from typing import ClassVar, Literal, NoReturn
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -69,11 +68,13 @@ from smsrelay.providers.base import (
     HttpProvider,
     ProviderSettings,
     Webhook,
+    basic_auth,
     json_object,
     scrub,
     secret,
     text_int,
 )
+from smsrelay.providers.webhooks import form_pairs, form_params, hmac_b64
 
 ERRORS: dict[str, type[ProviderError]] = {
     "20003": AuthenticationFailed,
@@ -143,9 +144,9 @@ class TwilioProvider(HttpProvider):
         self.messages_url = (
             f"{self.base_url}/2010-04-01/Accounts/{settings.account_sid}/Messages.json"
         )
-        # Built by hand: aiohttp.BasicAuth is deprecated, encode_basic_auth is 3.14+ only.
-        credentials = f"{settings.account_sid}:{secret(settings.auth_token)}".encode()
-        self._headers = {"Authorization": "Basic " + base64.b64encode(credentials).decode()}
+        self._headers = {
+            "Authorization": basic_auth(settings.account_sid, secret(settings.auth_token))
+        }
 
     async def send(self, request: SendRequest) -> SendResult:
         status, headers, body = await self.request(
@@ -211,7 +212,7 @@ class TwilioProvider(HttpProvider):
 
     def parse_receipts(self, webhook: Webhook) -> list[Receipt]:
         """The status callback's one report (none if the form carries no status)."""
-        form = dict(_form(webhook.body))
+        form = form_params(webhook.body)
         sid = form.get("MessageSid") or form.get("SmsSid")
         raw = form.get("MessageStatus") or form.get("SmsStatus")
         if not sid or not raw:
@@ -234,7 +235,7 @@ def twilio_signature(key: bytes, url: str, params: list[tuple[str, str]]) -> str
     payload = url + "".join(
         name + value for name in names for value in sorted({v for n, v in params if n == name})
     )
-    return base64.b64encode(hmac.new(key, payload.encode(), hashlib.sha1).digest()).decode()
+    return hmac_b64(key, payload.encode(), hashlib.sha1)
 
 
 RECEIPT_STATUSES: dict[str, ReceiptStatus] = {
@@ -247,15 +248,11 @@ RECEIPT_STATUSES: dict[str, ReceiptStatus] = {
 """Twilio MessageStatus → receipt status; the rest (queued, sending, sent…) is pending."""
 
 
-def _form(body: bytes) -> list[tuple[str, str]]:
-    return parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
-
-
 def _signed_params(webhook: Webhook) -> list[tuple[str, str]]:
     # A JSON body is signed through the URL's bodySHA256 parameter instead of its fields.
     declared = webhook.query.get("bodySHA256")
     if declared is None:
-        return _form(webhook.body)
+        return form_pairs(webhook.body)
     if not hmac.compare_digest(hashlib.sha256(webhook.body).hexdigest(), declared.lower()):
         raise BadSignature("body does not match bodySHA256")
     return []

@@ -58,7 +58,6 @@ import hmac
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, NoReturn
-from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, SecretStr
 
@@ -70,7 +69,6 @@ from smsrelay.errors import (
     ProviderError,
     RateLimited,
     RecipientRejected,
-    StaleReceipt,
     TransientProviderError,
     UnconfirmedSend,
 )
@@ -84,6 +82,7 @@ from smsrelay.providers.base import (
     secret,
     text_int,
 )
+from smsrelay.providers.webhooks import check_timestamp, form_params, query_params, same
 
 ERRORS: dict[str, type[ProviderError]] = {
     "1": RateLimited,
@@ -235,9 +234,9 @@ class VonageProvider(HttpProvider):
         if not given:
             raise BadSignature("vonage receipt without sig")
         expected = signature(params, key, self.config.signature_method)
-        if not hmac.compare_digest(given.lower().encode(), expected.encode()):
+        if not same(given.lower(), expected):
             raise BadSignature("vonage receipt signature does not verify")
-        _check_timestamp(params.get("timestamp"), now)
+        check_timestamp(params.get("timestamp"), now, REPLAY_WINDOW, "vonage receipt")
 
     def parse_receipts(self, webhook: Webhook) -> list[Receipt]:
         params = receipt_params(webhook)
@@ -258,11 +257,11 @@ class VonageProvider(HttpProvider):
 def receipt_params(webhook: Webhook) -> dict[str, str]:
     """A DLR's parameters, whether Vonage sent them as query, form or JSON."""
     if webhook.method.upper() == "GET" or not webhook.body:
-        return dict(webhook.query) or dict(parse_qsl(urlsplit(webhook.url).query))
+        return query_params(webhook)
     if "json" in (webhook.header("content-type") or ""):
         data = json_object(webhook.body)
         return {k: str(v) for k, v in data.items() if v is not None}
-    return dict(parse_qsl(webhook.body.decode(errors="replace"), keep_blank_values=True))
+    return form_params(webhook.body)
 
 
 def signature(params: Mapping[str, str], key: str, method: SignatureMethod) -> str:
@@ -275,17 +274,6 @@ def signature(params: Mapping[str, str], key: str, method: SignatureMethod) -> s
 
 def _clean(value: str) -> str:
     return value.replace("&", "_").replace("=", "_")
-
-
-def _check_timestamp(value: str | None, now: datetime) -> None:
-    try:
-        sent = float(value) if value else None
-    except ValueError:
-        sent = None
-    if sent is None:
-        raise BadSignature("vonage receipt without a valid timestamp")
-    if abs(now.timestamp() - sent) > REPLAY_WINDOW:
-        raise StaleReceipt(f"vonage receipt timestamp is {now.timestamp() - sent:.0f}s from now")
 
 
 def _error_code(value: str | None) -> str | None:
