@@ -35,6 +35,17 @@ class ProviderSettings(BaseModel):
     max_connections: int = 1000
     sender: str | None = None
 
+    def require_any(self, *names: str) -> None:
+        """For a model validator: raise ``ValueError`` unless one of ``names`` is set."""
+        if not any(getattr(self, name) for name in names):
+            raise ValueError(f"{self.type} needs {' or '.join(names)}")
+
+    def require_together(self, *names: str) -> None:
+        """For a model validator: raise ``ValueError`` when only some of ``names`` are set."""
+        given = [getattr(self, name) is not None for name in names]
+        if any(given) and not all(given):
+            raise ValueError(f"{' and '.join(names)} go together")
+
 
 @dataclass(frozen=True)
 class Webhook:

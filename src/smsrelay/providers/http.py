@@ -135,8 +135,7 @@ class HttpGatewaySettings(ProviderSettings):
         for low, high in self.success_statuses + self.transient_statuses + self.permanent_statuses:
             if not 100 <= low <= high <= 599:
                 raise ValueError(f"{low}-{high} is not a range of HTTP statuses")
-        if (self.receipt_username is None) != (self.receipt_password is None):
-            raise ValueError("receipt_username and receipt_password go together")
+        self.require_together("receipt_username", "receipt_password")
         return self
 
 

@@ -174,8 +174,7 @@ class InfobipSettings(ProviderSettings):
 
     @model_validator(mode="after")
     def _basic_pair(self) -> InfobipSettings:
-        if (self.receipt_username is None) != (self.receipt_password is None):
-            raise ValueError("receipt_username and receipt_password go together")
+        self.require_together("receipt_username", "receipt_password")
         return self
 
 

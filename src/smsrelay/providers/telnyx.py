@@ -213,8 +213,7 @@ class TelnyxSettings(ProviderSettings):
 
     @model_validator(mode="after")
     def _has_sender(self) -> TelnyxSettings:
-        if not (self.sender or self.messaging_profile_id):
-            raise ValueError("telnyx needs sender or messaging_profile_id")
+        self.require_any("sender", "messaging_profile_id")
         return self
 
 

@@ -123,8 +123,7 @@ class TwilioSettings(ProviderSettings):
 
     @model_validator(mode="after")
     def _has_sender(self) -> TwilioSettings:
-        if not (self.sender or self.messaging_service_sid):
-            raise ValueError("twilio needs sender or messaging_service_sid")
+        self.require_any("sender", "messaging_service_sid")
         return self
 
 
