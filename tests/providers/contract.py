@@ -46,17 +46,19 @@ import json
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
 import yaml
 from openapi_core import OpenAPI
+from openapi_core.datatypes import RequestParameters
 from openapi_core.exceptions import OpenAPIError
 from openapi_core.testing import MockRequest, MockResponse
+from werkzeug.datastructures import Headers
 
 from smsrelay.errors import ProviderError, RecipientRejected, TransientProviderError
 from smsrelay.models import SendRequest, SendResult, validate_request
@@ -76,6 +78,12 @@ FAILURES: dict[str, type[ProviderError]] = {
 """The failure kinds every provider's fake can be told to produce, and what they raise."""
 
 
+E = TypeVar("E", bound=BaseException)
+
+TO = "+14155550123"
+"""The recipient of the provider test modules' messages."""
+
+
 class ContractError(AssertionError):
     """A request (or a fake's answer) does not match the provider's API description."""
 
@@ -92,6 +100,67 @@ class CapturedRequest:
     query: str = ""
     status: int | None = None
     answer: bytes | None = None
+
+
+def message(to: str = TO, **fields: Any) -> SendRequest:
+    """The provider test modules' valid request (to ``to``, other fields overridable)."""
+    return validate_request({"id": "m-1", "to": to, "body": "Your code is 123456", **fields})
+
+
+@dataclass
+class WebhookCall:
+    """A webhook as openapi-core's WebhookRequest protocol wants it."""
+
+    name: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    method: str = "post"
+    content_type: str = "application/json"
+
+    def __post_init__(self) -> None:
+        self.parameters = RequestParameters(header=Headers(self.headers))
+
+
+async def send_error(provider: Provider, request: SendRequest, expected: type[E]) -> E:
+    """The error ``provider`` raises for ``request``; the send must raise ``expected``."""
+    with pytest.raises(expected) as caught:
+        await provider.send(request)
+    return caught.value
+
+
+async def send_error_with(settings: ProviderSettings, request: SendRequest, expected: type[E]) -> E:
+    """The error an adapter built from ``settings`` raises for ``request`` (then closed)."""
+    provider = build(settings.type, settings)
+    try:
+        return await send_error(provider, request, expected)
+    finally:
+        await provider.close()
+
+
+async def send_with(settings: ProviderSettings, *requests: SendRequest) -> SendResult | None:
+    """Send ``requests`` in turn through an adapter built from ``settings`` (then closed).
+
+    The last result, or None when there were no requests."""
+    provider = build(settings.type, settings)
+    result = None
+    try:
+        for request in requests:
+            result = await provider.send(request)
+    finally:
+        await provider.close()
+    return result
+
+
+async def assert_refused_connection_is_transient(settings: ProviderSettings) -> None:
+    """A send to where nothing listens raises TransientProviderError with code "network"."""
+    error = await send_error_with(settings, message(), TransientProviderError)
+    assert error.code == "network"
+
+
+def assert_table_class(error: BaseException, expected: type[ProviderError], code: str) -> None:
+    """An error-table row: exactly the class the table names (not a subclass), its code kept."""
+    assert type(error) is expected
+    assert isinstance(error, ProviderError) and error.code == code
 
 
 def specs_dir() -> Path:

@@ -23,13 +23,17 @@ from smsrelay.errors import (
     StaleReceipt,
     TransientProviderError,
 )
-from smsrelay.models import ReceiptStatus, SendRequest, validate_request
+from smsrelay.models import ReceiptStatus, SendRequest
 from smsrelay.providers.base import Webhook
 from smsrelay.providers.http import HttpGatewayProvider, HttpGatewaySettings
 from tests.fakes.http_gateway import SEND_PATH, HttpGatewayFake
-from tests.providers.contract import ProviderContractTest
+from tests.providers.contract import (
+    TO,
+    ProviderContractTest,
+    assert_table_class,
+    message,
+)
 
-TO = "+14155550123"
 OTHER = "+14155550100"
 SECRET = "receipt-secret-3f9a"
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -74,10 +78,6 @@ def receipt_settings(**overrides: Any) -> HttpGatewaySettings:
         **overrides,
     }
     return HttpGatewaySettings(**values)
-
-
-def message(to: str = TO, **fields: Any) -> SendRequest:
-    return validate_request({"id": "m-1", "to": to, "body": "Your code is 123456", **fields})
 
 
 class TestHttpGatewayContract(ProviderContractTest):
@@ -216,8 +216,7 @@ async def test_statuses_and_codes_map_onto_the_error_tree(
 ) -> None:
     """Recipient codes win; then transient, auth and permanent statuses; others are permanent."""
     error = await _error_for(fake, status, code)
-    assert type(error) is expected
-    assert error.code == code
+    assert_table_class(error, expected, code)
 
 
 async def test_rate_limit_carries_retry_after(fake: HttpGatewayFake) -> None:

@@ -14,17 +14,15 @@ import functools
 import json
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from openapi_core import Config, OpenAPI
-from openapi_core.datatypes import RequestParameters
 from openapi_core.exceptions import OpenAPIError
 from openapi_core.testing import MockRequest, MockResponse
 from pydantic import ValidationError
-from werkzeug.datastructures import Headers
 
 from smsrelay.errors import (
     AuthenticationFailed,
@@ -35,13 +33,21 @@ from smsrelay.errors import (
     RecipientRejected,
     TransientProviderError,
 )
-from smsrelay.models import ReceiptStatus, SendRequest, validate_request
+from smsrelay.models import ReceiptStatus, SendRequest
 from smsrelay.providers.infobip import STATUSES, InfobipProvider, InfobipSettings
 from tests.fakes.infobip import RECEIPT_URL, InfobipFake, basic_auth, report_webhook
 from tests.providers.contract import (
+    TO,
     CapturedRequest,
     ContractError,
     ProviderContractTest,
+    WebhookCall,
+    assert_refused_connection_is_transient,
+    assert_table_class,
+    message,
+    send_error,
+    send_error_with,
+    send_with,
     spec_document,
 )
 
@@ -49,7 +55,6 @@ SPEC = "infobip/infobip-sms-openapi.json"
 SERVER = "https://api.infobip.com"
 REPORTS = "receive-outbound-sms-message-reports-v3"
 SENDER = "InfoSMS"
-TO = "+14155550123"
 OTHER = "+14155550100"
 SECRET = "fake-infobip-receipt-secret-3f9a"
 HEADER = "x-smsrelay-secret"
@@ -85,19 +90,6 @@ def as_request(request: CapturedRequest) -> MockRequest:
     )
 
 
-@dataclass
-class WebhookCall:
-    """A webhook as openapi-core's WebhookRequest protocol wants it."""
-
-    name: str
-    body: bytes
-    method: str = "post"
-    content_type: str = "application/json"
-
-    def __post_init__(self) -> None:
-        self.parameters = RequestParameters(header=Headers({}))
-
-
 def validate_report(body: bytes, spec: OpenAPI | None = None) -> None:
     """Raise ``ContractError`` unless ``body`` is a delivery report as the spec states it."""
     try:
@@ -123,10 +115,6 @@ def settings_for(fake: InfobipFake, **overrides: Any) -> InfobipSettings:
         **overrides,
     }
     return InfobipSettings(**values)
-
-
-def message(to: str = TO, **fields: Any) -> SendRequest:
-    return validate_request({"id": "m-1", "to": to, "body": "Your code is 123456", **fields})
 
 
 class TestInfobipContract(ProviderContractTest):
@@ -223,9 +211,7 @@ async def _error_for(
     fake: InfobipFake, provider: InfobipProvider, status: int, code: str, **kwargs: Any
 ) -> ProviderError:
     fake.fail(OTHER, status, code, **kwargs)
-    with pytest.raises(ProviderError) as caught:
-        await provider.send(message(OTHER))
-    return caught.value
+    return await send_error(provider, message(OTHER), ProviderError)
 
 
 # -- the wire format ------------------------------------------------------------------------
@@ -263,11 +249,7 @@ async def test_result_is_our_id_and_the_part_count(
 
 async def test_no_webhooks_without_delivery_url(fake: InfobipFake) -> None:
     """Without delivery_url no webhooks object is sent: the account's subscription decides."""
-    provider = InfobipProvider("infobip", settings_for(fake, delivery_url=None, sender=None))
-    try:
-        await provider.send(message())
-    finally:
-        await provider.close()
+    await send_with(settings_for(fake, delivery_url=None, sender=None), message())
     sent = fake.received[0].fields["messages"][0]
     assert "webhooks" not in sent and "sender" not in sent
 
@@ -287,8 +269,7 @@ async def test_every_refusing_status_raises_its_class(
 ) -> None:
     """Each status name in the docstring's table raises exactly the class the table names."""
     error = await _error_for(fake, infobip, 200, name)
-    assert type(error) is expected
-    assert error.code == name
+    assert_table_class(error, expected, name)
 
 
 @pytest.mark.parametrize("name", ["REJECTED_SOMETHING_NEW", "UNDELIVERABLE_NOT_SENT"])
@@ -334,14 +315,11 @@ async def test_api_errors_map_by_code_then_status(
 
 async def test_wrong_api_key_is_authentication_failed(fake: InfobipFake) -> None:
     """The fake's real 401 / E401 for a wrong key raises AuthenticationFailed."""
-    provider = InfobipProvider("infobip", settings_for(fake, api_key="not-the-key"))
-    try:
-        with pytest.raises(AuthenticationFailed) as caught:
-            await provider.send(message())
-    finally:
-        await provider.close()
-    assert caught.value.code == "E401"
-    assert "not-the-key" not in str(caught.value)
+    error = await send_error_with(
+        settings_for(fake, api_key="not-the-key"), message(), AuthenticationFailed
+    )
+    assert error.code == "E401"
+    assert "not-the-key" not in str(error)
 
 
 async def test_rate_limit_carries_retry_after(fake: InfobipFake, infobip: InfobipProvider) -> None:
@@ -355,13 +333,7 @@ async def test_refused_connection_is_transient() -> None:
     """A refused connection raises TransientProviderError with code "network"."""
     async with InfobipFake() as gone:
         config = settings_for(gone)
-    provider = InfobipProvider("infobip", config)
-    try:
-        with pytest.raises(TransientProviderError) as caught:
-            await provider.send(message())
-    finally:
-        await provider.close()
-    assert caught.value.code == "network"
+    await assert_refused_connection_is_transient(config)
 
 
 async def test_api_key_never_appears_in_error_text(

@@ -27,7 +27,7 @@ from smsrelay.errors import (
     StaleReceipt,
     TransientProviderError,
 )
-from smsrelay.models import ReceiptStatus, SendRequest, validate_request
+from smsrelay.models import ReceiptStatus
 from smsrelay.providers.base import Webhook
 from smsrelay.providers.messagebird import (
     ERRORS,
@@ -37,18 +37,22 @@ from smsrelay.providers.messagebird import (
 )
 from tests.fakes.messagebird import SIGNING_KEY, MessageBirdFake, report, signed_report
 from tests.providers.contract import (
+    TO,
     CapturedRequest,
     ContractError,
     ProviderContractTest,
     as_openapi_request,
+    message,
     openapi,
+    send_error,
+    send_error_with,
+    send_with,
     validate_answer,
 )
 
 SPEC = "messagebird/messagebird-sms-messaging-openapi.yml"
 FIXTURES = Path(__file__).parent / "fixtures" / "messagebird"
 SENDER = "Acme"
-TO = "+14155550123"
 OTHER = "+14155550100"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -68,10 +72,6 @@ def settings_for(fake: MessageBirdFake, **overrides: Any) -> MessageBirdSettings
         **overrides,
     }
     return MessageBirdSettings(**values)
-
-
-def message(to: str = TO, **fields: Any) -> SendRequest:
-    return validate_request({"id": "m-1", "to": to, "body": "Your code is 123456", **fields})
 
 
 def _without_nulls(value: Any) -> Any:
@@ -178,9 +178,7 @@ async def _error_for(
     fake: MessageBirdFake, provider: MessageBirdProvider, status: int, code: str, **kwargs: Any
 ) -> ProviderError:
     fake.fail(OTHER, status, code, **kwargs)
-    with pytest.raises(ProviderError) as caught:
-        await provider.send(message(OTHER))
-    return caught.value
+    return await send_error(provider, message(OTHER), ProviderError)
 
 
 # -- the wire format, against MessageBird's documented examples ------------------------------
@@ -219,11 +217,7 @@ async def test_request_carries_the_documented_fields(
 async def test_report_url_is_sent_when_configured(fake: MessageBirdFake) -> None:
     """A configured report_url goes out as reportUrl; a request's sender is the originator."""
     url = "https://relay.example.com/receipts/messagebird"
-    provider = MessageBirdProvider("messagebird", settings_for(fake, report_url=url))
-    try:
-        await provider.send(message(**{"from": "ACME"}))
-    finally:
-        await provider.close()
+    await send_with(settings_for(fake, report_url=url), message(**{"from": "ACME"}))
     assert fake.received[0].fields["reportUrl"] == url
     assert fake.received[0].fields["originator"] == "ACME"
 
@@ -275,15 +269,12 @@ async def test_documented_access_key_error_is_authentication_failed(
     fake: MessageBirdFake,
 ) -> None:
     """The fake's real 401 (the documented code 2 answer) raises AuthenticationFailed."""
-    provider = MessageBirdProvider("messagebird", settings_for(fake, access_key="wrong"))
-    try:
-        with pytest.raises(AuthenticationFailed) as caught:
-            await provider.send(message())
-    finally:
-        await provider.close()
+    error = await send_error_with(
+        settings_for(fake, access_key="wrong"), message(), AuthenticationFailed
+    )
     documented = fixture("error_response.json")["errors"][0]
-    assert caught.value.code == str(documented["code"])
-    assert documented["description"] in str(caught.value)
+    assert error.code == str(documented["code"])
+    assert documented["description"] in str(error)
 
 
 def test_missing_params_other_than_recipients_are_permanent() -> None:

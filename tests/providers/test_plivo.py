@@ -24,16 +24,24 @@ from smsrelay.errors import (
     RecipientRejected,
     TransientProviderError,
 )
-from smsrelay.models import ReceiptStatus, SendRequest, validate_request
+from smsrelay.models import ReceiptStatus
 from smsrelay.providers.base import Webhook
 from smsrelay.providers.plivo import PlivoProvider, PlivoSettings, v3_signature, with_reference
 from tests.fakes.plivo import AUTH_TOKEN, PlivoFake, callback, signed_callback
-from tests.providers.contract import CapturedRequest, ContractError, ProviderContractTest
+from tests.providers.contract import (
+    TO,
+    CapturedRequest,
+    ContractError,
+    ProviderContractTest,
+    message,
+    send_error,
+    send_error_with,
+    send_with,
+)
 
 SPEC = "plivo/plivo-openapi.yml"
 FIXTURES = Path(__file__).parent / "fixtures" / "plivo"
 SENDER = "+14155550199"
-TO = "+14155550123"
 OTHER = "+14155550100"
 CALLBACK = "https://relay.example.com/receipts/plivo"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -54,10 +62,6 @@ def settings_for(fake: PlivoFake, **overrides: Any) -> PlivoSettings:
         **overrides,
     }
     return PlivoSettings(**values)
-
-
-def message(to: str = TO, **fields: Any) -> SendRequest:
-    return validate_request({"id": "m-1", "to": to, "body": "Your code is 123456", **fields})
 
 
 class TestPlivoContract(ProviderContractTest):
@@ -127,9 +131,7 @@ async def _error_for(
     fake: PlivoFake, provider: PlivoProvider, status: int, text: str = "refused", **kwargs: Any
 ) -> ProviderError:
     fake.fail(OTHER, status, "", text, **kwargs)
-    with pytest.raises(ProviderError) as caught:
-        await provider.send(message(OTHER))
-    return caught.value
+    return await send_error(provider, message(OTHER), ProviderError)
 
 
 # -- the wire format, against Plivo's documented examples ------------------------------------
@@ -175,11 +177,7 @@ def test_reference_keeps_an_existing_query() -> None:
 
 async def test_no_callback_fields_unless_configured(fake: PlivoFake) -> None:
     """Without status_callback neither url nor method is sent."""
-    provider = PlivoProvider("plivo", settings_for(fake, status_callback=None))
-    try:
-        await provider.send(message(**{"from": "ACME"}))
-    finally:
-        await provider.close()
+    await send_with(settings_for(fake, status_callback=None), message(**{"from": "ACME"}))
     assert fake.received[0].fields == {"src": "ACME", "dst": TO, "text": "Your code is 123456"}
 
 
@@ -228,13 +226,10 @@ async def test_other_400_is_permanent(fake: PlivoFake, plivo: PlivoProvider) -> 
 
 async def test_wrong_token_is_authentication_failed(fake: PlivoFake) -> None:
     """The fake's real 401 for a wrong auth_token raises AuthenticationFailed."""
-    provider = PlivoProvider("plivo", settings_for(fake, auth_token="not-the-token"))
-    try:
-        with pytest.raises(AuthenticationFailed) as caught:
-            await provider.send(message())
-    finally:
-        await provider.close()
-    assert caught.value.code == "http-401"
+    error = await send_error_with(
+        settings_for(fake, auth_token="not-the-token"), message(), AuthenticationFailed
+    )
+    assert error.code == "http-401"
 
 
 async def test_documented_not_found_error_is_authentication_failed(

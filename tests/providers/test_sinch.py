@@ -23,20 +23,25 @@ from smsrelay.errors import (
     StaleReceipt,
     TransientProviderError,
 )
-from smsrelay.models import ReceiptStatus, SendRequest, validate_request
+from smsrelay.models import ReceiptStatus
 from smsrelay.providers.base import Webhook
 from smsrelay.providers.sinch import ERRORS, SinchProvider, SinchSettings
 from tests.fakes.sinch import RECEIPT_URL, WEBHOOK_SECRET, SinchFake, signed_report
 from tests.providers.contract import (
+    TO,
     CapturedRequest,
     ContractError,
     ProviderContractTest,
+    assert_refused_connection_is_transient,
+    assert_table_class,
+    message,
+    send_error,
+    send_with,
     spec_document,
 )
 
 SPEC = "sinch/openapi.yaml"
 SENDER = "+14155550199"
-TO = "+14155550123"
 OTHER = "+14155550100"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 REPORT_SCHEMA = "retrieveRecipientDeliveryResponseObj"
@@ -54,10 +59,6 @@ def settings_for(fake: SinchFake, **overrides: Any) -> SinchSettings:
         **overrides,
     }
     return SinchSettings(**values)
-
-
-def message(to: str = TO, **fields: Any) -> SendRequest:
-    return validate_request({"id": "m-1", "to": to, "body": "Your code is 123456", **fields})
 
 
 def report_validator() -> OAS30Validator:
@@ -138,9 +139,7 @@ async def _error_for(
     fake: SinchFake, provider: SinchProvider, status: int, code: str, **kwargs: Any
 ) -> ProviderError:
     fake.fail(OTHER, status, code, **kwargs)
-    with pytest.raises(ProviderError) as caught:
-        await provider.send(message(OTHER))
-    return caught.value
+    return await send_error(provider, message(OTHER), ProviderError)
 
 
 async def _send_with(fake: SinchFake, **overrides: Any) -> BaseException | None:
@@ -189,12 +188,7 @@ async def test_no_delivery_report_without_callback_url(fake: SinchFake) -> None:
 
 async def test_request_sender_overrides_and_no_sender_is_left_to_sinch(fake: SinchFake) -> None:
     """A request's sender wins over the configured one; with none, no from is sent."""
-    provider = SinchProvider("sinch", settings_for(fake, sender=None))
-    try:
-        await provider.send(message(**{"from": "ACME"}))
-        await provider.send(message())
-    finally:
-        await provider.close()
+    await send_with(settings_for(fake, sender=None), message(**{"from": "ACME"}), message())
     assert fake.received[0].fields["from"] == "ACME"
     assert "from" not in fake.received[1].fields
 
@@ -224,8 +218,7 @@ async def test_every_code_in_the_table_raises_its_class(
 ) -> None:
     """Each code in the docstring's table raises exactly the class the table names."""
     error = await _error_for(fake, sinch, 403, code, message="The parameter 'from' is refused")
-    assert type(error) is expected
-    assert error.code == code
+    assert_table_class(error, expected, code)
 
 
 async def test_malformed_to_is_recipient_rejected_and_masked(
@@ -273,13 +266,7 @@ async def test_refused_connection_is_transient() -> None:
     """A refused connection raises TransientProviderError with code "network"."""
     async with SinchFake() as gone:
         config = settings_for(gone)
-    provider = SinchProvider("sinch", config)
-    try:
-        with pytest.raises(TransientProviderError) as caught:
-            await provider.send(message())
-    finally:
-        await provider.close()
-    assert caught.value.code == "network"
+    await assert_refused_connection_is_transient(config)
 
 
 async def test_token_never_appears_in_error_text(fake: SinchFake, sinch: SinchProvider) -> None:

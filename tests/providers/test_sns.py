@@ -43,14 +43,21 @@ from smsrelay.errors import (
     TransientProviderError,
     UnconfirmedSend,
 )
-from smsrelay.models import SendRequest, validate_request
+from smsrelay.models import SendRequest
 from smsrelay.providers.base import Webhook
 from smsrelay.providers.sns import SnsProvider, SnsSettings
 from tests.fakes.sns import SnsFake
 from tests.providers.contract import (
+    TO,
     CapturedRequest,
     ContractError,
     ProviderContractTest,
+    assert_refused_connection_is_transient,
+    assert_table_class,
+    message,
+    send_error,
+    send_error_with,
+    send_with,
     spec_document,
 )
 
@@ -58,7 +65,6 @@ SPEC = "aws-sns/service-2.json"
 REGION = "eu-west-1"
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-TO = "+14155550123"
 OTHER = "+14155550100"
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
@@ -73,10 +79,6 @@ def settings_for(url: str, **overrides: Any) -> SnsSettings:
         **overrides,
     }
     return SnsSettings(**values)
-
-
-def message(to: str = TO, **fields: Any) -> SendRequest:
-    return validate_request({"id": "m-1", "to": to, "body": "Your code is 123456", **fields})
 
 
 def form_of(request: CapturedRequest) -> dict[str, str]:
@@ -509,11 +511,7 @@ async def test_no_sender_or_price_attributes_unless_configured(
 
 async def test_sender_id_and_max_price_when_configured(front: SnsFake) -> None:
     """A configured alphanumeric sender is the SenderID; max_price is a Number attribute."""
-    provider = SnsProvider("sns", settings_for(front.url, sender="ACME", max_price="0.25"))
-    try:
-        await provider.send(message())
-    finally:
-        await provider.close()
+    await send_with(settings_for(front.url, sender="ACME", max_price="0.25"), message())
     attributes = attributes_of(front.received[0].fields)
     assert attributes["AWS.SNS.SMS.SenderID"] == ("String", "ACME")
     assert attributes["AWS.SNS.SMS.MaxPrice"] == ("Number", "0.25")
@@ -531,11 +529,7 @@ async def test_request_sender_overrides_and_a_number_is_an_origination_number(
 
 async def test_session_token_is_sent(front: SnsFake) -> None:
     """Temporary credentials send their session token as X-Amz-Security-Token."""
-    provider = SnsProvider("sns", settings_for(front.url, session_token="FwoGZXIvYXdzEXAMPLE"))
-    try:
-        await provider.send(message())
-    finally:
-        await provider.close()
+    await send_with(settings_for(front.url, session_token="FwoGZXIvYXdzEXAMPLE"), message())
     assert front.received[0].headers["X-Amz-Security-Token"] == "FwoGZXIvYXdzEXAMPLE"
 
 
@@ -578,14 +572,11 @@ async def test_bad_credentials_are_authentication_failed(
 ) -> None:
     """moto's own answer to a wrong secret or an unknown key raises AuthenticationFailed."""
     moto, key = strict_moto
-    provider = SnsProvider("sns", settings_for(moto.url, **{**key, **override}))
-    try:
-        with pytest.raises(AuthenticationFailed) as caught:
-            await provider.send(message())
-    finally:
-        await provider.close()
-    assert caught.value.code == code
-    assert "not-the-secret-key" not in str(caught.value)
+    error = await send_error_with(
+        settings_for(moto.url, **{**key, **override}), message(), AuthenticationFailed
+    )
+    assert error.code == code
+    assert "not-the-secret-key" not in str(error)
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -595,9 +586,7 @@ async def _error_for(
     front: SnsFake, sns: SnsProvider, status: int, code: str, text: str = "", **kwargs: Any
 ) -> ProviderError:
     front.fail(OTHER, status, code, text, **kwargs)
-    with pytest.raises(ProviderError) as caught:
-        await sns.send(message(OTHER))
-    return caught.value
+    return await send_error(sns, message(OTHER), ProviderError)
 
 
 @pytest.mark.parametrize(
@@ -657,8 +646,7 @@ async def test_error_codes_map_onto_the_error_tree(
 ) -> None:
     """Each code of the table raises its class; unknown codes fall back on the HTTP status."""
     error = await _error_for(front, sns, status, code, text)
-    assert type(error) is expected
-    assert error.code == code
+    assert_table_class(error, expected, code)
 
 
 async def test_throttled_carries_retry_after(front: SnsFake, sns: SnsProvider) -> None:
@@ -705,13 +693,7 @@ async def test_refused_connection_is_transient() -> None:
     """A refused connection raises TransientProviderError with code "network"."""
     async with SnsFake() as gone:
         url = gone.url
-    provider = SnsProvider("sns", settings_for(url))
-    try:
-        with pytest.raises(TransientProviderError) as caught:
-            await provider.send(message())
-    finally:
-        await provider.close()
-    assert caught.value.code == "network"
+    await assert_refused_connection_is_transient(settings_for(url))
 
 
 # -- settings and receipts --------------------------------------------------------------------

@@ -17,7 +17,7 @@ import copy
 import functools
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,12 +25,10 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from openapi_core import Config, OpenAPI
-from openapi_core.datatypes import RequestParameters
 from openapi_core.exceptions import OpenAPIError
 from openapi_core.testing import MockRequest, MockResponse
 from openapi_spec_validator import OpenAPIV31SpecValidator
 from pydantic import ValidationError
-from werkzeug.datastructures import Headers
 
 from smsrelay.errors import (
     AuthenticationFailed,
@@ -42,13 +40,20 @@ from smsrelay.errors import (
     StaleReceipt,
     TransientProviderError,
 )
-from smsrelay.models import ReceiptStatus, SendRequest, validate_request
+from smsrelay.models import ReceiptStatus
 from smsrelay.providers.telnyx import ERRORS, TelnyxProvider, TelnyxSettings
 from tests.fakes.telnyx import RECEIPT_URL, TelnyxFake, public_key_of, signed_event
 from tests.providers.contract import (
+    TO,
     CapturedRequest,
     ContractError,
     ProviderContractTest,
+    WebhookCall,
+    assert_refused_connection_is_transient,
+    assert_table_class,
+    message,
+    send_error,
+    send_error_with,
     spec_path,
 )
 
@@ -56,7 +61,6 @@ SPEC = "telnyx/spec3.yml"
 SERVER = "https://api.telnyx.com"
 SENDER = "+14155550199"
 PROFILE = "4000eba1-a0c0-4563-9925-b25e842a7cb6"
-TO = "+14155550123"
 OTHER = "+14155550100"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 KEY = Ed25519PrivateKey.generate()
@@ -124,20 +128,6 @@ def as_request(request: CapturedRequest) -> MockRequest:
     )
 
 
-@dataclass
-class WebhookCall:
-    """A webhook as openapi-core's WebhookRequest protocol wants it."""
-
-    name: str
-    body: bytes
-    headers: dict[str, str]
-    method: str = "post"
-    content_type: str = "application/json"
-
-    def __post_init__(self) -> None:
-        self.parameters = RequestParameters(header=Headers(self.headers))
-
-
 def settings_for(fake: TelnyxFake, **overrides: Any) -> TelnyxSettings:
     """Settings that point the adapter at ``fake``, with receipts turned on."""
     values: dict[str, Any] = {
@@ -149,10 +139,6 @@ def settings_for(fake: TelnyxFake, **overrides: Any) -> TelnyxSettings:
         **overrides,
     }
     return TelnyxSettings(**values)
-
-
-def message(to: str = TO, **fields: Any) -> SendRequest:
-    return validate_request({"id": "m-1", "to": to, "body": "Your code is 123456", **fields})
 
 
 class TestTelnyxContract(ProviderContractTest):
@@ -271,9 +257,7 @@ async def _error_for(
     fake: TelnyxFake, provider: TelnyxProvider, status: int, code: str, **kwargs: Any
 ) -> ProviderError:
     fake.fail(OTHER, status, code, **kwargs)
-    with pytest.raises(ProviderError) as caught:
-        await provider.send(message(OTHER))
-    return caught.value
+    return await send_error(provider, message(OTHER), ProviderError)
 
 
 # -- the wire format ------------------------------------------------------------------------
@@ -353,8 +337,7 @@ async def test_every_code_in_the_table_raises_its_class(
 ) -> None:
     """Each code in the docstring's table raises exactly the class the table names."""
     error = await _error_for(fake, telnyx, _status_for(expected), code)
-    assert type(error) is expected
-    assert error.code == code
+    assert_table_class(error, expected, code)
 
 
 async def test_stop_block_on_403_is_recipient_rejected(
@@ -379,14 +362,11 @@ async def test_unknown_code_falls_back_on_the_status(
 
 async def test_wrong_api_key_is_authentication_failed(fake: TelnyxFake) -> None:
     """The fake's real 401 / 10009 for a wrong key raises AuthenticationFailed."""
-    provider = TelnyxProvider("telnyx", settings_for(fake, api_key="KEYnotTheKey"))
-    try:
-        with pytest.raises(AuthenticationFailed) as caught:
-            await provider.send(message())
-    finally:
-        await provider.close()
-    assert caught.value.code == "10009"
-    assert "KEYnotTheKey" not in str(caught.value)
+    error = await send_error_with(
+        settings_for(fake, api_key="KEYnotTheKey"), message(), AuthenticationFailed
+    )
+    assert error.code == "10009"
+    assert "KEYnotTheKey" not in str(error)
 
 
 async def test_rate_limit_carries_retry_after(fake: TelnyxFake, telnyx: TelnyxProvider) -> None:
@@ -400,13 +380,7 @@ async def test_refused_connection_is_transient() -> None:
     """A refused connection raises TransientProviderError with code "network"."""
     async with TelnyxFake() as gone:
         config = settings_for(gone)
-    provider = TelnyxProvider("telnyx", config)
-    try:
-        with pytest.raises(TransientProviderError) as caught:
-            await provider.send(message())
-    finally:
-        await provider.close()
-    assert caught.value.code == "network"
+    await assert_refused_connection_is_transient(config)
 
 
 async def test_error_text_masks_the_number_and_key(

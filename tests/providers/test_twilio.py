@@ -22,13 +22,19 @@ from smsrelay.errors import (
     RecipientRejected,
     TransientProviderError,
 )
-from smsrelay.models import SendRequest, validate_request
+from smsrelay.models import SendRequest
 from smsrelay.providers.twilio import TwilioProvider, TwilioSettings
 from tests.fakes.twilio import TwilioFake
 from tests.providers.contract import (
+    TO,
     CapturedRequest,
     ContractError,
     ProviderContractTest,
+    assert_refused_connection_is_transient,
+    message,
+    send_error,
+    send_error_with,
+    send_with,
     spec_document,
 )
 
@@ -36,7 +42,6 @@ SPEC = "twilio/twilio_api_v2010.json"
 MESSAGES = "/2010-04-01/Accounts/{AccountSid}/Messages.json"
 SENDER = "+14155550199"
 SERVICE_SID = "MG" + "fedcba9876543210" * 2
-TO = "+14155550123"
 OTHER = "+14155550100"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,10 +56,6 @@ def settings_for(fake: TwilioFake, **overrides: Any) -> TwilioSettings:
         **overrides,
     }
     return TwilioSettings(**values)
-
-
-def message(to: str = TO, **fields: Any) -> SendRequest:
-    return validate_request({"id": "m-1", "to": to, "body": "Your code is 123456", **fields})
 
 
 def form_of(request: CapturedRequest) -> dict[str, str]:
@@ -155,9 +156,7 @@ async def _error_for(
     fake: TwilioFake, provider: TwilioProvider, status: int, code: int, **kwargs: Any
 ) -> BaseException:
     fake.fail(OTHER, status, code, **kwargs)
-    with pytest.raises(Exception) as caught:
-        await provider.send(message(OTHER))
-    return caught.value
+    return await send_error(provider, message(OTHER), Exception)
 
 
 # -- the wire format ------------------------------------------------------------------------
@@ -212,11 +211,7 @@ async def test_messaging_service_is_sent_when_configured(fake: TwilioFake) -> No
 async def test_status_callback_is_sent_when_configured(fake: TwilioFake) -> None:
     """A configured status_callback goes out as StatusCallback with every message."""
     callback = "https://relay.example.com/receipts/twilio"
-    provider = TwilioProvider("twilio", settings_for(fake, status_callback=callback))
-    try:
-        await provider.send(message())
-    finally:
-        await provider.close()
+    await send_with(settings_for(fake, status_callback=callback), message())
     assert fake.received[0].form["StatusCallback"] == callback
 
 
@@ -271,13 +266,10 @@ async def test_client_error_codes_are_permanent(
 
 async def test_wrong_auth_token_is_authentication_failed(fake: TwilioFake) -> None:
     """The fake's real 401 / 20003 for a wrong AuthToken raises AuthenticationFailed."""
-    provider = TwilioProvider("twilio", settings_for(fake, auth_token="not-the-token"))
-    try:
-        with pytest.raises(AuthenticationFailed) as caught:
-            await provider.send(message())
-    finally:
-        await provider.close()
-    assert caught.value.code == "20003"
+    error = await send_error_with(
+        settings_for(fake, auth_token="not-the-token"), message(), AuthenticationFailed
+    )
+    assert error.code == "20003"
 
 
 async def test_unknown_account_is_authentication_failed(
@@ -312,13 +304,7 @@ async def test_refused_connection_is_transient() -> None:
     config = TwilioSettings(
         base_url=url, account_sid=gone.account_sid, auth_token=gone.auth_token, sender=SENDER
     )
-    provider = TwilioProvider("twilio", config)
-    try:
-        with pytest.raises(TransientProviderError) as caught:
-            await provider.send(message())
-    finally:
-        await provider.close()
-    assert caught.value.code == "network"
+    await assert_refused_connection_is_transient(config)
 
 
 async def test_error_text_masks_the_number(fake: TwilioFake, twilio: TwilioProvider) -> None:

@@ -26,21 +26,26 @@ from smsrelay.errors import (
     StaleReceipt,
     TransientProviderError,
 )
-from smsrelay.models import ReceiptStatus, SendRequest, validate_request
+from smsrelay.models import ReceiptStatus
 from smsrelay.providers.base import Webhook
 from smsrelay.providers.vonage import ERRORS, VonageProvider, VonageSettings, signature
 from tests.fakes.vonage import SIGNATURE_SECRET, VonageFake, dlr, signed_receipt
 from tests.providers.contract import (
+    TO,
     CapturedRequest,
     ContractError,
     ProviderContractTest,
     as_openapi_request,
+    assert_table_class,
+    message,
+    send_error,
+    send_error_with,
+    send_with,
     spec_document,
 )
 
 SPEC = "vonage/sms.yml"
 SENDER = "AcmeInc"
-TO = "+14155550123"
 OTHER = "+14155550100"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 VECTORS = Path(__file__).parent / "fixtures" / "vonage" / "signature_vectors.json"
@@ -57,10 +62,6 @@ def settings_for(fake: VonageFake, **overrides: Any) -> VonageSettings:
         **overrides,
     }
     return VonageSettings(**values)
-
-
-def message(to: str = TO, **fields: Any) -> SendRequest:
-    return validate_request({"id": "m-1", "to": to, "body": "Your code is 123456", **fields})
 
 
 def form_of(request: CapturedRequest) -> dict[str, str]:
@@ -158,9 +159,7 @@ async def _error_for(
     fake: VonageFake, provider: VonageProvider, code: str, status: int = 200, **kwargs: Any
 ) -> BaseException:
     fake.fail(OTHER, status, code, **kwargs)
-    with pytest.raises(ProviderError) as caught:
-        await provider.send(message(OTHER))
-    return caught.value
+    return await send_error(provider, message(OTHER), ProviderError)
 
 
 # -- the wire format ------------------------------------------------------------------------
@@ -218,11 +217,7 @@ async def test_long_id_is_not_sent_as_client_ref(fake: VonageFake, vonage: Vonag
 async def test_request_sender_and_callback_are_sent(fake: VonageFake) -> None:
     """A request's sender replaces the configured one; status_callback goes out as callback."""
     callback = "https://relay.example.com/receipts/vonage"
-    provider = VonageProvider("vonage", settings_for(fake, status_callback=callback))
-    try:
-        await provider.send(message(**{"from": "ACME"}))
-    finally:
-        await provider.close()
+    await send_with(settings_for(fake, status_callback=callback), message(**{"from": "ACME"}))
     assert fake.received[0].fields["from"] == "ACME"
     assert fake.received[0].fields["callback"] == callback
 
@@ -244,8 +239,7 @@ async def test_every_status_in_the_table_raises_its_class(
 ) -> None:
     """Each status in the docstring's table raises exactly the class the table names."""
     error = await _error_for(fake, vonage, code)
-    assert type(error) is expected
-    assert error.code == code
+    assert_table_class(error, expected, code)
 
 
 def test_table_covers_every_status_the_spec_lists() -> None:
@@ -262,13 +256,10 @@ async def test_unknown_status_is_permanent(fake: VonageFake, vonage: VonageProvi
 
 async def test_wrong_secret_is_authentication_failed(fake: VonageFake) -> None:
     """The fake's real status 4 for a wrong api_secret raises AuthenticationFailed."""
-    provider = VonageProvider("vonage", settings_for(fake, api_secret="not-the-secret"))
-    try:
-        with pytest.raises(AuthenticationFailed) as caught:
-            await provider.send(message())
-    finally:
-        await provider.close()
-    assert caught.value.code == "4"
+    error = await send_error_with(
+        settings_for(fake, api_secret="not-the-secret"), message(), AuthenticationFailed
+    )
+    assert error.code == "4"
 
 
 async def test_throttled_is_rate_limited(fake: VonageFake, vonage: VonageProvider) -> None:
