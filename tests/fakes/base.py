@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from aiohttp import web
 
@@ -27,6 +27,12 @@ class Failure:
     code: str
     message: str
     retry_after: float | None = None
+
+    def headers(self) -> dict[str, str]:
+        """The answer's extra headers: ``Retry-After`` (seconds) when one is configured."""
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": f"{self.retry_after:g}"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,7 @@ class Received:
 class LoopbackFake:
     """Base of the fakes; start one with ``async with`` and read ``url``."""
 
+    received_type: ClassVar[type[Received]] = Received
     host: str = "127.0.0.1"
     port: int = 0
     received: list[Received] = field(default_factory=list)
@@ -93,7 +100,7 @@ class LoopbackFake:
         """Remember ``request`` and the ``response`` it got; returns ``response``."""
         answer = response.body if isinstance(response.body, bytes) else b""
         self.received.append(
-            Received(
+            self.received_type(
                 request.method,
                 request.path,
                 dict(request.headers),

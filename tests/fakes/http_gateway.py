@@ -66,10 +66,7 @@ class HttpGatewayFake(LoopbackFake):
 
 
 def _failure(failure: Failure) -> web.Response:
-    headers = {}
-    if failure.retry_after is not None:
-        headers["Retry-After"] = f"{failure.retry_after:g}"
-    return _error(failure.status, failure.code, failure.message, headers)
+    return _error(failure.status, failure.code, failure.message, failure.headers())
 
 
 def _error(

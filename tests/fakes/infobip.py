@@ -94,7 +94,7 @@ class InfobipFake(LoopbackFake):
             # A 400 configured for a number is about that number.
             to = ("messages[0].destinations[0].to", failure.message)
             violations = [to] if failure.status == 400 else []
-            headers = {"Retry-After": f"{failure.retry_after:g}"} if failure.retry_after else {}
+            headers = failure.headers()
             return _api_error(failure.status, failure.code, violations, failure.message, headers)
         return web.json_response(self._taken(envelope, failure))
 

@@ -62,7 +62,7 @@ class MessageBirdFake(LoopbackFake):
             return _errors(422, "9", "no (correct) recipients found", "recipients")
         failure = self.failure_for(recipients[0])
         if failure is not None:
-            extra = {"Retry-After": f"{failure.retry_after:g}"} if failure.retry_after else {}
+            extra = failure.headers()
             return _errors(failure.status, failure.code, failure.message, "recipients", extra)
         answer, self.canned = self.canned or _message(fields, recipients), None
         return web.json_response(answer, status=201)

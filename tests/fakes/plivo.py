@@ -65,7 +65,7 @@ class PlivoFake(LoopbackFake):
             return _error(400, f"Invalid dst parameter: {fields['dst']}")
         failure = self.failure_for(str(fields["dst"]))
         if failure is not None:
-            extra = {"Retry-After": f"{failure.retry_after:g}"} if failure.retry_after else {}
+            extra = failure.headers()
             return _error(failure.status, failure.message, extra)
         answer, self.canned = self.canned or _queued(), None
         return web.json_response(answer, status=202)

@@ -68,7 +68,7 @@ class SinchFake(LoopbackFake):
             return _error(*problem)
         failure = next(filter(None, map(self.failure_for, batch["to"])), None)
         if failure is not None:
-            headers = {"Retry-After": f"{failure.retry_after:g}"} if failure.retry_after else {}
+            headers = failure.headers()
             return _error(failure.status, failure.code, failure.message, headers)
         created = self._created(batch)
         self.batches[created["id"]] = created

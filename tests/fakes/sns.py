@@ -81,9 +81,7 @@ def _error(failure: Failure) -> web.Response:
         f"<Code>{escape(failure.code)}</Code><Message>{escape(failure.message)}</Message>"
         f"</Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>"
     ).encode()
-    headers = {"Content-Type": "text/xml"}
-    if failure.retry_after is not None:
-        headers["Retry-After"] = f"{failure.retry_after:g}"
+    headers = {"Content-Type": "text/xml", **failure.headers()}
     return web.Response(status=failure.status, headers=headers, body=answer)
 
 

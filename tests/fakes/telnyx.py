@@ -75,7 +75,7 @@ class TelnyxFake(LoopbackFake):
             return _error(400, *problem)
         failure = self.failure_for(fields["to"])
         if failure is not None:
-            headers = {"Retry-After": f"{failure.retry_after:g}"} if failure.retry_after else {}
+            headers = failure.headers()
             return _error(failure.status, failure.code, failure.message, None, headers)
         message = _queued(fields)
         self.messages[message["id"]] = message

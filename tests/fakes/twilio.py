@@ -27,16 +27,17 @@ import binascii
 import re
 import secrets
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 
 from smsrelay import segments
+from tests.fakes import base
+from tests.fakes.base import Failure, LoopbackFake
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "fake-twilio-auth-token-5f0e3c"
@@ -45,133 +46,46 @@ _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 
 @dataclass(frozen=True)
-class Failure:
-    """What the fake answers for one destination number instead of a 201."""
+class Received(base.Received):
+    """One request the fake received; ``form`` is its parsed form (``fields``)."""
 
-    status: int
-    code: int
-    message: str = "Configured failure"
-    retry_after: float | None = None
-
-
-@dataclass(frozen=True)
-class Received:
-    """One request the fake received, and the status it answered with."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    content_type: str
-    body: bytes
-    form: dict[str, str]
-    status: int
-    answer: bytes
+    @property
+    def form(self) -> dict[str, str]:
+        """The Messages call's form fields."""
+        return self.fields
 
 
 @dataclass
-class TwilioFake:
-    """The fake server; start it with ``async with`` and read ``url``."""
+class TwilioFake(LoopbackFake):
+    """The fake server; start it with ``async with`` and read ``url``.
+
+    ``fail(to, status, code)`` takes Twilio's integer error code.
+    """
+
+    received_type: ClassVar[type[base.Received]] = Received
 
     account_sid: str = ACCOUNT_SID
     auth_token: str = AUTH_TOKEN
-    host: str = "127.0.0.1"
-    port: int = 0
     latency: float = 0.0
-    received: list[Received] = field(default_factory=list)
-    failures: dict[str, Failure] = field(default_factory=dict)
-    _runner: web.AppRunner | None = field(default=None, init=False, repr=False)
-    _url: str = field(default="", init=False, repr=False)
 
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:40123``; set once started."""
-        if not self._url:
-            raise RuntimeError("TwilioFake is not started")
-        return self._url
-
-    def fail(
-        self,
-        to: str,
-        status: int,
-        code: int,
-        message: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        """Answer sends to ``to`` with this HTTP status and Twilio error code."""
-        text = message or f"Configured failure {code}"
-        self.failures[to] = Failure(status, code, text, retry_after)
-
-    def reset(self) -> None:
-        """Forget received requests and configured failures."""
-        self.received.clear()
-        self.failures.clear()
-
-    async def start(self) -> None:
-        """Listen on ``host:port`` (port 0 picks a free one)."""
-        self._runner = web.AppRunner(self._app(), access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        host, port = self._runner.addresses[0][:2]
-        self._url = f"http://{host}:{port}"
-
-    async def stop(self) -> None:
-        """Stop listening."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> TwilioFake:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    def _app(self) -> web.Application:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/_fake/received", self._list_received)
         app.router.add_post("/_fake/fail", self._configure_failure)
         app.router.add_post("/_fake/reset", self._reset)
         app.router.add_post(MESSAGES_PATH, self._messages)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
-        return app
 
     async def _messages(self, request: web.Request) -> web.Response:
         body = await request.read()
         form = dict(parse_qsl(body.decode(errors="replace"), keep_blank_values=True))
         if self.latency:
             await asyncio.sleep(self.latency)
-        response = self._answer(request, form)
-        self._record(request, body, form, response)
-        return response
+        return self.record(request, body, form, self._answer(request, form))
 
     async def _unknown(self, request: web.Request) -> web.Response:
         body = await request.read()
         response = _error(404, 20404, f"The requested resource {request.path} was not found")
-        self._record(request, body, {}, response)
-        return response
-
-    def _record(
-        self, request: web.Request, body: bytes, form: dict[str, str], response: web.Response
-    ) -> None:
-        answer = response.body if isinstance(response.body, bytes) else b""
-        self.received.append(
-            Received(
-                request.method,
-                request.path,
-                dict(request.headers),
-                request.content_type,
-                body,
-                form,
-                response.status,
-                answer,
-            )
-        )
+        return self.record(request, body, {}, response)
 
     def _answer(self, request: web.Request, form: dict[str, str]) -> web.Response:
         if not self._authorised(request.headers.get("Authorization", "")):
@@ -183,7 +97,7 @@ class TwilioFake:
         problem = _invalid(form)
         if problem is not None:
             return _error(400, *problem)
-        failure = self.failures.get(form["To"])
+        failure = self.failure_for(form["To"])
         if failure is not None:
             return _failure(failure)
         return web.json_response(self._message(form), status=201)
@@ -224,7 +138,8 @@ class TwilioFake:
         }
 
     async def _list_received(self, request: web.Request) -> web.Response:
-        return web.json_response([{**r.form, "_status": r.status} for r in self.received])
+        listed = [{**r.fields, "_status": r.status} for r in self.received]
+        return web.json_response(listed)
 
     async def _configure_failure(self, request: web.Request) -> web.Response:
         spec = await request.json()
@@ -254,14 +169,13 @@ def _invalid(form: dict[str, str]) -> tuple[int, str] | None:
 
 
 def _failure(failure: Failure) -> web.Response:
-    headers = {}
-    if failure.retry_after is not None:
-        headers["Retry-After"] = f"{failure.retry_after:g}"
-    return _error(failure.status, failure.code, failure.message, headers)
+    # fail() keeps codes as text; Twilio's are integers on the wire.
+    code: int | str = int(failure.code) if failure.code.isdigit() else failure.code
+    return _error(failure.status, code, failure.message, failure.headers())
 
 
 def _error(
-    status: int, code: int, message: str, headers: dict[str, str] | None = None
+    status: int, code: int | str, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
     payload = {
         "code": code,
@@ -292,7 +206,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     args = parser.parse_args(argv)
     fake = TwilioFake(
-        args.account_sid, args.auth_token, args.host, args.port, args.latency_ms / 1000
+        host=args.host,
+        port=args.port,
+        account_sid=args.account_sid,
+        auth_token=args.auth_token,
+        latency=args.latency_ms / 1000,
     )
     asyncio.run(_serve(fake))
 

@@ -60,7 +60,7 @@ class VonageFake(LoopbackFake):
             return _refused("3", f"Invalid to address: {form['to']}")
         failure = self.failure_for(form["to"])
         if failure is not None and failure.status != 200:
-            headers = {"Retry-After": f"{failure.retry_after:g}"} if failure.retry_after else {}
+            headers = failure.headers()
             return web.Response(status=failure.status, text=failure.message, headers=headers)
         if failure is not None:
             return _refused(failure.code, failure.message)
