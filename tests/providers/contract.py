@@ -46,7 +46,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -62,7 +62,7 @@ from werkzeug.datastructures import Headers
 
 from smsrelay.errors import ProviderError, RecipientRejected, TransientProviderError
 from smsrelay.models import SendRequest, SendResult, validate_request
-from smsrelay.providers import Provider, ProviderSettings, build, provider_class
+from smsrelay.providers import Provider, ProviderSettings, Webhook, build, provider_class
 from tests.conftest import eventually
 from tests.integration.harness import event_log, publish_raw, running_worker
 from tests.integration.harness import request as wire_request
@@ -119,6 +119,14 @@ class WebhookCall:
 
     def __post_init__(self) -> None:
         self.parameters = RequestParameters(header=Headers(self.headers))
+
+
+def with_header(webhook: Webhook, name: str, value: str | None) -> Webhook:
+    """``webhook`` with header ``name`` (lower-case) set to ``value``, or removed for None."""
+    headers = {k: v for k, v in webhook.headers.items() if k != name}
+    if value is not None:
+        headers[name] = value
+    return replace(webhook, headers=headers)
 
 
 async def send_error(provider: Provider, request: SendRequest, expected: type[E]) -> E:

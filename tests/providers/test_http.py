@@ -32,6 +32,7 @@ from tests.providers.contract import (
     ProviderContractTest,
     assert_table_class,
     message,
+    with_header,
 )
 
 OTHER = "+14155550100"
@@ -318,14 +319,7 @@ def test_sha256_prefix_is_accepted() -> None:
     """A signature written as sha256=<hex> verifies too."""
     webhook = signed(RECEIPT)
     header = "sha256=" + webhook.headers["x-smsrelay-signature"]
-    provider().verify_receipt(_with_header(webhook, "x-smsrelay-signature", header), NOW)
-
-
-def _with_header(webhook: Webhook, name: str, value: str | None) -> Webhook:
-    headers = {k: v for k, v in webhook.headers.items() if k != name}
-    if value is not None:
-        headers[name] = value
-    return Webhook(webhook.method, webhook.url, headers, webhook.body)
+    provider().verify_receipt(with_header(webhook, "x-smsrelay-signature", header), NOW)
 
 
 def test_tampered_body_is_refused() -> None:
@@ -346,7 +340,7 @@ def test_wrong_key_is_refused() -> None:
 
 def test_missing_signature_header_is_refused() -> None:
     """A receipt without the signature header is refused."""
-    webhook = _with_header(signed(RECEIPT), "x-smsrelay-signature", None)
+    webhook = with_header(signed(RECEIPT), "x-smsrelay-signature", None)
     with pytest.raises(BadSignature, match="X-Smsrelay-Signature"):
         provider().verify_receipt(webhook, NOW)
 
@@ -354,7 +348,7 @@ def test_missing_signature_header_is_refused() -> None:
 def test_signature_header_name_is_configurable() -> None:
     """signature_header names the header the signature is read from."""
     webhook = signed(RECEIPT)
-    moved = _with_header(webhook, "x-gw-sig", webhook.headers["x-smsrelay-signature"])
+    moved = with_header(webhook, "x-gw-sig", webhook.headers["x-smsrelay-signature"])
     provider(signature_header="X-Gw-Sig").verify_receipt(moved, NOW)
     with pytest.raises(BadSignature):
         provider(signature_header="X-Gw-Sig").verify_receipt(webhook, NOW)
@@ -389,7 +383,7 @@ def test_old_signature_under_a_fresh_timestamp_is_refused() -> None:
     """The timestamp is signed: replaying an old body with a new timestamp fails."""
     gateway = provider(timestamp_header="X-Smsrelay-Timestamp")
     old = signed(RECEIPT, stamp=str(int((NOW - timedelta(hours=1)).timestamp())))
-    replayed = _with_header(old, "x-smsrelay-timestamp", str(int(NOW.timestamp())))
+    replayed = with_header(old, "x-smsrelay-timestamp", str(int(NOW.timestamp())))
     with pytest.raises(BadSignature):
         gateway.verify_receipt(replayed, NOW)
 
