@@ -54,6 +54,9 @@ class Phase:
     last_ns: int = 0
     duplicates: int = 0
     max_in_flight: int = 0
+    # Time-weighted sum of requests held, from the first receipt on (ns x requests).
+    held_ns: int = 0
+    held_until_ns: int = 0
     latencies_us: array[int] = field(default_factory=lambda: array("q"))
     seen: set[int] = field(default_factory=set)
 
@@ -65,6 +68,9 @@ class Phase:
             "last_ns": self.last_ns,
             "duplicates": self.duplicates,
             "max_in_flight": self.max_in_flight,
+            "mean_in_flight": round(self.held_ns / span, 1)
+            if (span := self.held_until_ns - self.first_ns) > 0
+            else None,
             "p50_ms": _percentile(ordered, 0.50),
             "p99_ms": _percentile(ordered, 0.99),
             "max_ms": ordered[-1] / 1000 if ordered else None,
@@ -85,6 +91,8 @@ class FakeTwilio:
         self.latency = latency_ms / 1000
         self.phases: dict[str, Phase] = {}
         self.in_flight = 0
+        self._changed_ns = time.time_ns()
+        self._current: Phase | None = None
         self.total = 0
         self.refused = 0
         self._auth = auth_header()
@@ -102,7 +110,7 @@ class FakeTwilio:
 
     async def messages(self, request: web.Request) -> web.Response:
         arrived = time.time_ns()
-        self.in_flight += 1
+        self._hold(arrived, +1)
         try:
             body = await request.read()
             if request.headers.get("Authorization") != self._auth:
@@ -117,7 +125,15 @@ class FakeTwilio:
                 body=self._resource(form), status=201, content_type="application/json"
             )
         finally:
-            self.in_flight -= 1
+            self._hold(time.time_ns(), -1)
+
+    def _hold(self, now: int, change: int) -> None:
+        """Count requests held, and their time-weighted sum for the phase being received."""
+        if self._current is not None:
+            self._current.held_ns += self.in_flight * (now - self._changed_ns)
+            self._current.held_until_ns = now
+        self._changed_ns = now
+        self.in_flight += change
 
     def _record(self, text: str, arrived: int) -> None:
         self.total += 1
@@ -127,6 +143,7 @@ class FakeTwilio:
         phase = self.phases.get(parts[1])
         if phase is None:
             phase = self.phases[parts[1]] = Phase(first_ns=arrived)
+        self._current = phase
         seq = int(parts[2])
         if seq in phase.seen:
             phase.duplicates += 1

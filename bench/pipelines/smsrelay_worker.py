@@ -40,6 +40,8 @@ def config(ctx: Context, prefetch: int) -> dict[str, Any]:
                 "auth_token": AUTH_TOKEN,
                 "sender": SENDER,
                 "base_url": ctx.fake_url,
+                # The connection pool must not be what caps sends in flight below prefetch.
+                "max_connections": max(prefetch, 1000),
             }
         },
         "routes": {"*": ["twilio"]},
