@@ -121,6 +121,37 @@ class WebhookCall:
         self.parameters = RequestParameters(header=Headers(self.headers))
 
 
+def serve_fixture(fake_class: Callable[[], AbstractAsyncContextManager[Any]]) -> Any:
+    """A pytest fixture serving a ``fake_class()`` for one test.
+
+    In a provider's test module: ``fake = serve_fixture(AcmeFake)``.
+    """
+
+    @pytest.fixture
+    async def serve() -> AsyncIterator[Any]:
+        async with fake_class() as running:
+            yield running
+
+    return serve
+
+
+def adapter_fixture(settings_for: Callable[[Any], ProviderSettings]) -> Any:
+    """A pytest fixture: the adapter built from ``settings_for(fake)``, closed after the test.
+
+    In a provider's test module: ``acme = adapter_fixture(settings_for)``; the adapter is
+    named after its type and points at the module's ``fake`` fixture.
+    """
+
+    @pytest.fixture
+    async def adapter(fake: Any) -> AsyncIterator[Provider]:
+        settings = settings_for(fake)
+        provider = build(settings.type, settings)
+        yield provider
+        await provider.close()
+
+    return adapter
+
+
 def with_header(webhook: Webhook, name: str, value: str | None) -> Webhook:
     """``webhook`` with header ``name`` (lower-case) set to ``value``, or removed for None."""
     headers = {k: v for k, v in webhook.headers.items() if k != name}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -42,12 +41,14 @@ from tests.providers.contract import (
     ContractError,
     ProviderContractTest,
     WebhookCall,
+    adapter_fixture,
     assert_refused_connection_is_transient,
     assert_table_class,
     message,
     send_error,
     send_error_with,
     send_with,
+    serve_fixture,
     spec_document,
 )
 
@@ -194,17 +195,8 @@ class _TextlessInfobip(InfobipProvider):
         return envelope
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[InfobipFake]:
-    async with InfobipFake() as running:
-        yield running
-
-
-@pytest.fixture
-async def infobip(fake: InfobipFake) -> AsyncIterator[InfobipProvider]:
-    provider = InfobipProvider("infobip", settings_for(fake))
-    yield provider
-    await provider.close()
+fake = serve_fixture(InfobipFake)
+infobip = adapter_fixture(settings_for)
 
 
 async def _error_for(

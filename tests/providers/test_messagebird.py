@@ -4,7 +4,6 @@ examples (fixtures/messagebird), its errors, and its JWT-signed status reports."
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,12 +40,14 @@ from tests.providers.contract import (
     CapturedRequest,
     ContractError,
     ProviderContractTest,
+    adapter_fixture,
     as_openapi_request,
     message,
     openapi,
     send_error,
     send_error_with,
     send_with,
+    serve_fixture,
     validate_answer,
 )
 
@@ -161,17 +162,8 @@ class TestMessageBirdContract(ProviderContractTest):
             self.validate(request)
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[MessageBirdFake]:
-    async with MessageBirdFake() as running:
-        yield running
-
-
-@pytest.fixture
-async def messagebird(fake: MessageBirdFake) -> AsyncIterator[MessageBirdProvider]:
-    provider = MessageBirdProvider("messagebird", settings_for(fake))
-    yield provider
-    await provider.close()
+fake = serve_fixture(MessageBirdFake)
+messagebird = adapter_fixture(settings_for)
 
 
 async def _error_for(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,10 +32,12 @@ from tests.providers.contract import (
     CapturedRequest,
     ContractError,
     ProviderContractTest,
+    adapter_fixture,
     message,
     send_error,
     send_error_with,
     send_with,
+    serve_fixture,
     with_header,
 )
 
@@ -115,17 +116,8 @@ class TestPlivoContract(ProviderContractTest):
             self.validate(request)
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[PlivoFake]:
-    async with PlivoFake() as running:
-        yield running
-
-
-@pytest.fixture
-async def plivo(fake: PlivoFake) -> AsyncIterator[PlivoProvider]:
-    provider = PlivoProvider("plivo", settings_for(fake))
-    yield provider
-    await provider.close()
+fake = serve_fixture(PlivoFake)
+plivo = adapter_fixture(settings_for)
 
 
 async def _error_for(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -32,11 +31,13 @@ from tests.providers.contract import (
     CapturedRequest,
     ContractError,
     ProviderContractTest,
+    adapter_fixture,
     assert_refused_connection_is_transient,
     assert_table_class,
     message,
     send_error,
     send_with,
+    serve_fixture,
     spec_document,
     with_header,
 )
@@ -123,17 +124,8 @@ class TestSinchContract(ProviderContractTest):
             self.validate(request)
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[SinchFake]:
-    async with SinchFake() as running:
-        yield running
-
-
-@pytest.fixture
-async def sinch(fake: SinchFake) -> AsyncIterator[SinchProvider]:
-    provider = SinchProvider("sinch", settings_for(fake))
-    yield provider
-    await provider.close()
+fake = serve_fixture(SinchFake)
+sinch = adapter_fixture(settings_for)
 
 
 async def _error_for(

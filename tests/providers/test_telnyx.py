@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -49,11 +48,13 @@ from tests.providers.contract import (
     ContractError,
     ProviderContractTest,
     WebhookCall,
+    adapter_fixture,
     assert_refused_connection_is_transient,
     assert_table_class,
     message,
     send_error,
     send_error_with,
+    serve_fixture,
     spec_path,
     with_header,
 )
@@ -241,17 +242,8 @@ class TestTelnyxContract(ProviderContractTest):
             raise ContractError(f"event: {exc} ({exc.__cause__})") from exc
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[TelnyxFake]:
-    async with TelnyxFake() as running:
-        yield running
-
-
-@pytest.fixture
-async def telnyx(fake: TelnyxFake) -> AsyncIterator[TelnyxProvider]:
-    provider = TelnyxProvider("telnyx", settings_for(fake))
-    yield provider
-    await provider.close()
+fake = serve_fixture(TelnyxFake)
+telnyx = adapter_fixture(settings_for)
 
 
 async def _error_for(

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import json
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,11 +29,13 @@ from tests.providers.contract import (
     CapturedRequest,
     ContractError,
     ProviderContractTest,
+    adapter_fixture,
     assert_refused_connection_is_transient,
     message,
     send_error,
     send_error_with,
     send_with,
+    serve_fixture,
     spec_document,
 )
 
@@ -139,17 +140,8 @@ class _SenderlessTwilio(TwilioProvider):
         return fields
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[TwilioFake]:
-    async with TwilioFake() as running:
-        yield running
-
-
-@pytest.fixture
-async def twilio(fake: TwilioFake) -> AsyncIterator[TwilioProvider]:
-    provider = TwilioProvider("twilio", settings_for(fake))
-    yield provider
-    await provider.close()
+fake = serve_fixture(TwilioFake)
+twilio = adapter_fixture(settings_for)
 
 
 async def _error_for(

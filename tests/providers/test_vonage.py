@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,12 +34,14 @@ from tests.providers.contract import (
     CapturedRequest,
     ContractError,
     ProviderContractTest,
+    adapter_fixture,
     as_openapi_request,
     assert_table_class,
     message,
     send_error,
     send_error_with,
     send_with,
+    serve_fixture,
     spec_document,
 )
 
@@ -142,17 +143,8 @@ class TestVonageContract(ProviderContractTest):
             self.validate(request)
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[VonageFake]:
-    async with VonageFake() as running:
-        yield running
-
-
-@pytest.fixture
-async def vonage(fake: VonageFake) -> AsyncIterator[VonageProvider]:
-    provider = VonageProvider("vonage", settings_for(fake))
-    yield provider
-    await provider.close()
+fake = serve_fixture(VonageFake)
+vonage = adapter_fixture(settings_for)
 
 
 async def _error_for(
