@@ -134,6 +134,7 @@ def _git() -> str:
 def main(argv: list[str] | None = None) -> int:
     options, out = parse(argv)
     started = time.monotonic()
+    measured = _git()  # before: others may commit to src/ while the benchmark runs
     print(
         f"bench: {', '.join(options.pipelines)} at {options.latencies} ms, N={options.n:,}, "
         f"{options.runs} run(s)",
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "rabbitmq": _rabbitmq_version(),
-        "git": _git(),
+        "git": measured,
         "seconds": round(time.monotonic() - started, 1),
     }
     result = report.build(cells, meta)

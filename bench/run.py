@@ -151,8 +151,7 @@ class Bench:
         self.options = options
         self.log = log
         self.cells: list[dict[str, Any]] = []
-        broker = broker_pid()
-        self.broker = Tree([broker]) if broker else None
+        self.broker: Tree | None = None
         self.described: dict[str, str] = {}
 
     async def run(self, workdir: Path) -> list[dict[str, Any]]:
@@ -197,6 +196,8 @@ class Bench:
     ) -> dict[str, Any]:
         prefetch = self.options.prefetch_for(latency)
         tag = f"{pipeline.name}-r{run}-l{latency}"
+        broker = broker_pid()  # looked up each time: a test elsewhere may restart the node
+        self.broker = Tree([broker]) if broker else None
         cell: dict[str, Any] = {
             "pipeline": pipeline.name,
             "latency_ms": latency,
