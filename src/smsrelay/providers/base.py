@@ -14,13 +14,19 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from smsrelay import phone
-from smsrelay.errors import BadSignature, RateLimited, TransientProviderError
+from smsrelay.errors import (
+    BadSignature,
+    PermanentProviderError,
+    ProviderError,
+    RateLimited,
+    TransientProviderError,
+)
 from smsrelay.models import Receipt, SendRequest, SendResult
 
 
@@ -141,6 +147,26 @@ class HttpProvider(Provider):
             raise RateLimited(self.name, code, message, retry_after=_retry_after(headers))
         if status >= 500:
             raise TransientProviderError(self.name, code, message)
+
+    def raise_for_code(
+        self,
+        error_class: type[ProviderError] | None,
+        status: int,
+        headers: dict[str, str],
+        code: str,
+        message: str,
+        by_status: Mapping[int, type[ProviderError]],
+    ) -> NoReturn:
+        """Raise what a provider's error table says about ``code`` (``error_class``).
+
+        A ``RateLimited`` row is raised as a 429 would be (with ``Retry-After``). A code
+        not in the table (None) falls back on the HTTP status: 429 and 5xx as for every
+        provider, then ``by_status``, else ``PermanentProviderError``.
+        """
+        if error_class is None or error_class is RateLimited:
+            self.raise_for_http_status(429 if error_class else status, headers, code, message)
+            error_class = by_status.get(status, PermanentProviderError)
+        raise error_class(self.name, code, message)
 
     async def close(self) -> None:
         if self._session is not None:

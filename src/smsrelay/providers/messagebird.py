@@ -176,12 +176,9 @@ class MessageBirdProvider(HttpProvider):
         code = str(error.get("code") or f"http-{status}")
         message = self._redact(str(error.get("description") or f"HTTP {status}"))
         error_class = ERRORS.get(code)
-        if error_class is None:
-            self.raise_for_http_status(status, headers, code, message)
-            error_class = _BY_STATUS.get(status, PermanentProviderError)
-        elif code in RECIPIENT_CODES and error.get("parameter") == "recipients":
-            error_class = RecipientRejected
-        raise error_class(self.name, code, message)
+        if code in RECIPIENT_CODES and error.get("parameter") == "recipients":
+            error_class = RecipientRejected  # both codes are in the table
+        self.raise_for_code(error_class, status, headers, code, message, _BY_STATUS)
 
     def _redact(self, message: str) -> str:
         return scrub(message, self.config.access_key)

@@ -191,10 +191,7 @@ class SinchProvider(HttpProvider):
         error_class = ERRORS.get(code)
         if code == "syntax_invalid_parameter_format" and _TO_PARAMETER.search(text):
             error_class = RecipientRejected
-        if error_class is None:
-            self.raise_for_http_status(status, headers, code, self._redact(text))
-            error_class = _BY_STATUS.get(status, PermanentProviderError)
-        raise error_class(self.name, code, self._redact(text))
+        self.raise_for_code(error_class, status, headers, code, self._redact(text), _BY_STATUS)
 
     def _redact(self, message: str) -> str:
         return scrub(message, self.config.api_token)

@@ -273,12 +273,7 @@ class TelnyxProvider(HttpProvider):
         title = str(first.get("title") or f"HTTP {status}")
         detail = first.get("detail")
         message = self._redact(f"{title}: {detail}" if detail else title)
-        error_class = ERRORS.get(code)
-        if error_class is None or error_class is RateLimited:
-            # 429 and 5xx (and Retry-After) are handled the same way for every provider.
-            self.raise_for_http_status(429 if error_class else status, headers, code, message)
-            error_class = _BY_STATUS.get(status, PermanentProviderError)
-        raise error_class(self.name, code, message)
+        self.raise_for_code(ERRORS.get(code), status, headers, code, message, _BY_STATUS)
 
     def _redact(self, message: str) -> str:
         return scrub(message, self.config.api_key)
