@@ -12,6 +12,10 @@ passes its answer through ``record`` so tests and the contract base can read ``r
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -33,6 +37,17 @@ class Failure:
         if self.retry_after is None:
             return {}
         return {"Retry-After": f"{self.retry_after:g}"}
+
+
+def basic_credentials(header: str) -> str | None:
+    """The ``user:password`` of an HTTP Basic ``Authorization`` value, or None if it is none."""
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        return base64.b64decode(encoded, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -113,6 +128,25 @@ class LoopbackFake:
             )
         )
         return response
+
+    async def answer_json(
+        self,
+        request: web.Request,
+        bad_json: web.Response,
+        answer: Callable[[web.Request, dict[str, Any]], web.Response],
+    ) -> web.Response:
+        """Read, answer and record a call with a JSON object body.
+
+        A body that is not JSON gets ``bad_json``; any other is answered by ``answer``
+        (a JSON value that is not an object is read as ``{}``).
+        """
+        body = await request.read()
+        try:
+            fields = json.loads(body)
+        except ValueError:
+            return self.record(request, body, {}, bad_json)
+        fields = fields if isinstance(fields, dict) else {}
+        return self.record(request, body, fields, answer(request, fields))
 
     async def start(self) -> None:
         """Listen on ``host:port`` (port 0 picks a free one)."""

@@ -75,13 +75,9 @@ class InfobipFake(LoopbackFake):
         app.router.add_post("/sms/3/messages", self._messages)
 
     async def _messages(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        try:
-            fields = json.loads(body)
-        except ValueError:
-            return self.record(request, body, {}, _api_error(400, "E400", [("body", "bad JSON")]))
-        fields = fields if isinstance(fields, dict) else {}
-        return self.record(request, body, fields, self._answer(request, fields))
+        return await self.answer_json(
+            request, _api_error(400, "E400", [("body", "bad JSON")]), self._answer
+        )
 
     def _answer(self, request: web.Request, envelope: dict[str, Any]) -> web.Response:
         if request.headers.get("Authorization") != f"App {self.api_key}":

@@ -12,7 +12,6 @@ success answer (to replay a documented example).
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -25,7 +24,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from aiohttp import web
 
 from smsrelay.providers.base import Webhook
-from tests.fakes.base import LoopbackFake
+from tests.fakes.base import LoopbackFake, basic_credentials
 
 AUTH_ID = "MAFAKEPLIVOAUTHID001"
 AUTH_TOKEN = "ZmFrZS1wbGl2by1hdXRoLXRva2VuLTEyMzQ1"
@@ -71,17 +70,9 @@ class PlivoFake(LoopbackFake):
         return web.json_response(answer, status=202)
 
     def _authorised(self, request: web.Request) -> bool:
-        scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
-        try:
-            credentials = base64.b64decode(encoded, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            return False
+        credentials = basic_credentials(request.headers.get("Authorization", ""))
         expected = f"{self.auth_id}:{self.auth_token}"
-        return (
-            scheme.lower() == "basic"
-            and credentials == expected
-            and (request.match_info["auth_id"] == self.auth_id)
-        )
+        return credentials == expected and request.match_info["auth_id"] == self.auth_id
 
 
 def _queued() -> dict[str, Any]:

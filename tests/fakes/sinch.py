@@ -51,13 +51,9 @@ class SinchFake(LoopbackFake):
         app.router.add_post(BATCHES_PATH, self._batches)
 
     async def _batches(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        try:
-            fields = json.loads(body)
-        except ValueError:
-            return self.record(request, body, {}, _error(400, "syntax_invalid_json", "Bad JSON"))
-        fields = fields if isinstance(fields, dict) else {}
-        return self.record(request, body, fields, self._answer(request, fields))
+        return await self.answer_json(
+            request, _error(400, "syntax_invalid_json", "Bad JSON"), self._answer
+        )
 
     def _answer(self, request: web.Request, batch: dict[str, Any]) -> web.Response:
         authorised = request.headers.get("Authorization") == f"Bearer {self.api_token}"

@@ -59,13 +59,7 @@ class TelnyxFake(LoopbackFake):
         app.router.add_post("/v2/messages", self._messages)
 
     async def _messages(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        try:
-            fields = json.loads(body)
-        except ValueError:
-            return self.record(request, body, {}, _error(400, "10015", "Bad Request"))
-        fields = fields if isinstance(fields, dict) else {}
-        return self.record(request, body, fields, self._answer(request, fields))
+        return await self.answer_json(request, _error(400, "10015", "Bad Request"), self._answer)
 
     def _answer(self, request: web.Request, fields: dict[str, Any]) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import binascii
 import re
 import secrets
 import signal
@@ -37,7 +35,7 @@ from aiohttp import web
 
 from smsrelay import segments
 from tests.fakes import base
-from tests.fakes.base import Failure, LoopbackFake
+from tests.fakes.base import Failure, LoopbackFake, basic_credentials
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "fake-twilio-auth-token-5f0e3c"
@@ -103,12 +101,7 @@ class TwilioFake(LoopbackFake):
         return web.json_response(self._message(form), status=201)
 
     def _authorised(self, header: str) -> bool:
-        scheme, _, encoded = header.partition(" ")
-        try:
-            credentials = base64.b64decode(encoded, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        return scheme.lower() == "basic" and credentials == f"{self.account_sid}:{self.auth_token}"
+        return basic_credentials(header) == f"{self.account_sid}:{self.auth_token}"
 
     def _message(self, form: dict[str, str]) -> dict[str, Any]:
         sid = "SM" + secrets.token_hex(16)
