@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -37,6 +38,10 @@ class Failure:
         if self.retry_after is None:
             return {}
         return {"Retry-After": f"{self.retry_after:g}"}
+
+
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+"""A number as the fakes whose providers want E.164 (with its "+") check it."""
 
 
 def basic_credentials(header: str) -> str | None:

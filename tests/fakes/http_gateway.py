@@ -17,18 +17,16 @@ It checks the API key (401 ``UNAUTHORIZED``), that the body is a JSON object wit
 from __future__ import annotations
 
 import json
-import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.base import Failure, LoopbackFake
+from tests.fakes.base import E164, Failure, LoopbackFake
 
 API_KEY = "fake-gateway-key-7d1c"
 SEND_PATH = "/v1/sms"
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 
 @dataclass
@@ -56,7 +54,7 @@ class HttpGatewayFake(LoopbackFake):
         if not isinstance(fields, dict) or not fields.get("reference") or not fields.get("text"):
             return _error(400, "BAD_REQUEST", "reference and text are required")
         recipient = str(fields.get("recipient") or "")
-        if not _E164.match(recipient):
+        if not E164.match(recipient):
             return _error(422, "INVALID_RECIPIENT", f"invalid recipient {recipient}")
         failure = self.failure_for(recipient)
         if failure is not None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -30,11 +29,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from smsrelay import segments
 from smsrelay.providers.base import Webhook
-from tests.fakes.base import LoopbackFake
+from tests.fakes.base import E164, LoopbackFake
 
 API_KEY = "KEY0123456789ABCDEF_fakeTelnyxKey"
 RECEIPT_URL = "https://relay.example.com/receipts/telnyx"
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 
 @dataclass
@@ -127,7 +125,7 @@ def _invalid(fields: dict[str, Any]) -> tuple[str, str, str] | None:
     to = fields.get("to")
     if not to:
         return "10004", "Missing required parameter", "The 'to' parameter is required."
-    if not isinstance(to, str) or not _E164.match(to):
+    if not isinstance(to, str) or not E164.match(to):
         return "40310", "Invalid 'to' address", f"The 'to' address {to} is invalid."
     if not (fields.get("from") or fields.get("messaging_profile_id")):
         return "10004", "Missing required parameter", "'from' or 'messaging_profile_id'."

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import secrets
 import signal
 from dataclasses import dataclass
@@ -35,12 +34,11 @@ from aiohttp import web
 
 from smsrelay import segments
 from tests.fakes import base
-from tests.fakes.base import Failure, LoopbackFake, basic_credentials
+from tests.fakes.base import E164, Failure, LoopbackFake, basic_credentials
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "fake-twilio-auth-token-5f0e3c"
 MESSAGES_PATH = "/2010-04-01/Accounts/{sid}/Messages.json"
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 
 @dataclass(frozen=True)
@@ -150,7 +148,7 @@ def _invalid(form: dict[str, str]) -> tuple[int, str] | None:
     to = form.get("To")
     if not to:
         return 21604, "A 'To' phone number is required."
-    if not _E164.match(to):
+    if not E164.match(to):
         return 21211, f"Invalid 'To' Phone Number: {to}"
     if not (form.get("From") or form.get("MessagingServiceSid")):
         return 21603, "A 'From' or 'MessagingServiceSid' parameter is required to send a message."
