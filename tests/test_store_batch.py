@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, insert
 
 import smsrelay.store
 from smsrelay.models import SendRequest, State, validate_request
 from smsrelay.store import SqlStore
 from smsrelay.store.batch import BatchingStore
+from smsrelay.store.schema import receipts
 
 
 @pytest.fixture
@@ -75,3 +77,33 @@ async def test_duplicate_claim_in_one_batch_reports_the_known_message(
     again, other = await asyncio.gather(batched.claim(_request(1)), batched.claim(_request(2)))
     assert first.new and not again.new and other.new
     assert again.state is State.ACCEPTED
+
+
+async def test_recording_a_send_reports_receipts_that_overtook_it(batched: BatchingStore) -> None:
+    """finish_message says True only for sends whose provider id already has a kept receipt."""
+    async with batched.engine.begin() as conn:
+        await conn.execute(
+            insert(receipts).values(
+                provider="sim",
+                provider_message_id="p-1",
+                status="delivered",
+                provider_status="DELIVRD",
+                received_at=datetime.now(UTC),
+            )
+        )
+    for i in (1, 2):
+        await batched.claim(_request(i))
+    keys = [await batched.start_attempt(f"b-{i}", 1, "sim") for i in (1, 2)]
+    waiting = await asyncio.gather(
+        *(
+            batched.finish_message(
+                f"b-{i}",
+                State.SENT,
+                provider="sim",
+                provider_message_id=f"p-{i}",
+                closing_attempt=k,
+            )
+            for i, k in zip((1, 2), keys, strict=True)
+        )
+    )
+    assert waiting == [True, False]

@@ -242,7 +242,7 @@ class Dispatcher:
     ) -> Outcome:
         pmid = result.provider_message_id if result else None
         parts = result.segments if result else None
-        await self.store.finish_message(
+        waiting = await self.store.finish_message(
             job.request.id,
             state,
             provider=provider,
@@ -255,7 +255,7 @@ class Dispatcher:
         self.metrics.messages.labels(state.value).inc()
         job.log.info("message_" + state.value, provider=provider, attempt=attempt)
         await self._emit(job, state, provider=provider, attempt=attempt, result=result, error=error)
-        if state is State.SENT and provider and pmid:
+        if waiting and provider and pmid:
             # Receipts can arrive before the send is recorded; they wait for this moment.
             await apply_pending_receipts(self.store, self.events, job.request.id, provider, pmid)
         return Done(state)

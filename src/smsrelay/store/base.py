@@ -98,8 +98,8 @@ class Store(Protocol):
         error: EventError | None = None,
         possible_duplicate: bool = False,
         closing_attempt: int | None = None,
-    ) -> None:
-        """Set the message's state and outcome.
+    ) -> bool:
+        """Set the message's state and outcome; True when receipts are waiting for it.
 
         With ``closing_attempt``, that attempt is marked ``sent`` (state SENT) or
         ``failed`` in the same transaction, so no crash can leave an attempt recorded

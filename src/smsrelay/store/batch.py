@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from smsrelay.models import AttemptOutcome, EventError, SendRequest, State
 from smsrelay.store.base import Claim, MessageRecord
 from smsrelay.store.schema import attempts, messages
-from smsrelay.store.sql import SqlStore, message_row
+from smsrelay.store.sql import SqlStore, message_row, waiting_receipts
 
 MAX_BATCH = 1000
 
@@ -90,9 +90,9 @@ class BatchingStore:
         error: EventError | None = None,
         possible_duplicate: bool = False,
         closing_attempt: int | None = None,
-    ) -> None:
+    ) -> bool:
         now = _now()
-        await self._submit(
+        waiting: bool = await self._submit(
             "message",
             b_id=message_id,
             state=state.value,
@@ -115,6 +115,7 @@ class BatchingStore:
                 else None
             ),
         )
+        return bool(waiting)
 
     # -- straight through ----------------------------------------------------------------
 
@@ -200,7 +201,7 @@ class BatchingStore:
             if "attempt" in by_kind:
                 await _update_attempts(conn, [op.params for op in by_kind["attempt"]])
             if "message" in by_kind:
-                await self._messages(conn, by_kind["message"])
+                results.update(await self._messages(conn, by_kind["message"]))
         return results
 
     async def _claims(self, conn: AsyncConnection, ops: Sequence[_Op]) -> dict[int, Any]:
@@ -239,7 +240,7 @@ class BatchingStore:
         )
         return {id(o): int(k) for o, (k,) in zip(ops, keys.all(), strict=True)}
 
-    async def _messages(self, conn: AsyncConnection, ops: Sequence[_Op]) -> None:
+    async def _messages(self, conn: AsyncConnection, ops: Sequence[_Op]) -> dict[int, Any]:
         closing = [o.params["closing"] for o in ops if o.params["closing"] is not None]
         if closing:
             await _update_attempts(conn, closing)
@@ -256,6 +257,15 @@ class BatchingStore:
                 .values(**{c: bindparam(c) for c in columns}, **extra),
                 [{"b_id": o.params["b_id"], **{c: o.params[c] for c in columns}} for o in group],
             )
+        sent = {
+            o.params["b_id"]: (o.params["provider"], o.params["provider_message_id"])
+            for o in ops
+            if o.params["state"] == State.SENT.value
+            and o.params["provider"]
+            and o.params["provider_message_id"]
+        }
+        waiting = await waiting_receipts(conn, sent) if sent else set()
+        return {id(o): o.params["b_id"] in waiting for o in ops}
 
 
 async def _known_claims(conn: AsyncConnection, ids: list[str]) -> dict[str, Claim]:

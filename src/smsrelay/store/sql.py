@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, event, insert, select, text, update
+from sqlalchemy import delete, event, insert, or_, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -16,7 +16,7 @@ from sqlalchemy.pool import StaticPool
 
 from smsrelay.models import AttemptOutcome, EventError, Kind, SendRequest, State
 from smsrelay.store.base import AttemptRecord, Claim, MessageRecord
-from smsrelay.store.schema import attempts, messages, rejections
+from smsrelay.store.schema import attempts, messages, receipts, rejections
 
 
 def _now() -> datetime:
@@ -75,6 +75,32 @@ def message_row(request: SendRequest, now: datetime) -> dict[str, Any]:
         "created_at": now,
         "updated_at": now,
     }
+
+
+async def waiting_receipts(conn: AsyncConnection, sent: dict[str, tuple[str, str]]) -> set[str]:
+    """Which of the just-sent messages (id → provider, provider message id) have receipts.
+
+    Receipts can overtake the worker; the API keeps them unmatched until the send is
+    recorded. One query for a whole batch of sends.
+    """
+    by_pmid = {pmid: (mid, provider) for mid, (provider, pmid) in sent.items()}
+    rows = await conn.execute(
+        select(receipts.c.message_id, receipts.c.provider, receipts.c.provider_message_id).where(
+            or_(
+                receipts.c.message_id.in_(list(sent)),
+                receipts.c.provider_message_id.in_(list(by_pmid)),
+            )
+        )
+    )
+    found: set[str] = set()
+    for row in rows:
+        if row.message_id in sent:
+            found.add(row.message_id)
+        elif row.message_id is None and row.provider_message_id in by_pmid:
+            mid, provider = by_pmid[row.provider_message_id]
+            if row.provider == provider:
+                found.add(mid)
+    return found
 
 
 class SqlStore:
@@ -204,7 +230,7 @@ class SqlStore:
         error: EventError | None = None,
         possible_duplicate: bool = False,
         closing_attempt: int | None = None,
-    ) -> None:
+    ) -> bool:
         values: dict[str, Any] = {
             "state": state.value,
             "provider": provider,
@@ -230,6 +256,10 @@ class SqlStore:
                     )
                 )
             await conn.execute(update(messages).where(messages.c.id == message_id).values(**values))
+            if state is not State.SENT or not provider or not provider_message_id:
+                return False
+            waiting = await waiting_receipts(conn, {message_id: (provider, provider_message_id)})
+        return message_id in waiting
 
     async def record_rejection(self, message_id: str | None, reason: str) -> None:
         async with self._tx() as conn:
