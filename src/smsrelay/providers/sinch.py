@@ -234,26 +234,29 @@ def sign(key: str, body: bytes, nonce: str, timestamp: str) -> str:
 
 
 def _recipient_receipt(data: dict[str, Any]) -> Receipt:
-    provider_status = str(data.get("status") or "")
-    status = RECEIPT_STATUSES.get(provider_status, ReceiptStatus.PENDING)
-    return Receipt(
-        provider_message_id=str_or_none(data.get("batch_id")),
-        message_id=str_or_none(data.get("client_reference")),
-        status=status,
-        provider_status=provider_status,
-        error_code=str_or_none(data.get("code")) if status in _FAILED else None,
-        parts=json_int(data.get("number_of_message_parts")),
-        at=iso_datetime(data.get("at")),
-    )
+    parts = json_int(data.get("number_of_message_parts"))
+    return _receipt(data, data, parts=parts, at=iso_datetime(data.get("at")))
 
 
 def _summary_receipt(data: dict[str, Any], entry: dict[str, Any]) -> Receipt:
+    return _receipt(data, entry)
+
+
+def _receipt(
+    report: dict[str, Any],
+    entry: dict[str, Any],
+    parts: int | None = None,
+    at: datetime | None = None,
+) -> Receipt:
+    # ``entry`` holds the status and code: the report itself, or one of a summary's statuses.
     provider_status = str(entry.get("status") or "")
     status = RECEIPT_STATUSES.get(provider_status, ReceiptStatus.PENDING)
     return Receipt(
-        provider_message_id=str_or_none(data.get("batch_id")),
-        message_id=str_or_none(data.get("client_reference")),
+        provider_message_id=str_or_none(report.get("batch_id")),
+        message_id=str_or_none(report.get("client_reference")),
         status=status,
         provider_status=provider_status,
         error_code=str_or_none(entry.get("code")) if status in _FAILED else None,
+        parts=parts,
+        at=at,
     )
