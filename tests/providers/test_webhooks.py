@@ -14,6 +14,7 @@ from smsrelay.errors import BadSignature, StaleReceipt
 from smsrelay.providers.base import Webhook
 from smsrelay.providers.webhooks import (
     check_timestamp,
+    check_window,
     form_params,
     hmac_b64,
     query_params,
@@ -79,3 +80,9 @@ def test_form_and_query_params() -> None:
     assert query_params(from_url) == {"id": "1", "s": "ok"}
     given = Webhook("GET", "https://r/x?id=1", {}, b"", {"id": "2"})
     assert query_params(given) == {"id": "2"}
+
+
+def test_nan_timestamp_is_stale() -> None:
+    """A signed timestamp of NaN is outside every window, never inside it."""
+    with pytest.raises(StaleReceipt):
+        check_window(float("nan"), datetime.now(UTC), 300, "test")

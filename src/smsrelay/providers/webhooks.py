@@ -34,7 +34,7 @@ def hmac_b64(key: bytes, data: bytes, digest: Callable[[], Any] = hashlib.sha256
 def check_window(sent: float, now: datetime, window: float, what: str) -> None:
     """Raise ``StaleReceipt`` when ``sent`` (Unix seconds) is over ``window`` s from ``now``."""
     skew = now.timestamp() - sent
-    if abs(skew) > window:
+    if not abs(skew) <= window:  # written so that a NaN timestamp is stale, not fresh
         raise StaleReceipt(f"{what} timestamp is {skew:.0f}s off, the window is {window:g}s")
 
 

@@ -50,6 +50,9 @@ class BatchingStore:
         self._queue: list[_Op] = []
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        # Set while nothing is queued or being written.
+        self._idle = asyncio.Event()
+        self._idle.set()
         dialect = inner.engine.dialect.name
         self._insert: Callable[..., Any] = (
             postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -145,6 +148,10 @@ class BatchingStore:
 
     async def close(self) -> None:
         if self._flusher is not None:
+            # Let queued writes commit (their callers are waiting) before stopping.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10):
+                    await self._idle.wait()
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
@@ -159,6 +166,7 @@ class BatchingStore:
     async def _submit(self, kind: str, **params: Any) -> Any:
         op = _Op(kind, params)
         self._queue.append(op)
+        self._idle.clear()
         self._wakeup.set()
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._run(), name="smsrelay-store-flusher")
@@ -171,6 +179,7 @@ class BatchingStore:
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 await self._flush(batch)
+            self._idle.set()
 
     async def _flush(self, batch: list[_Op]) -> None:
         try:
