@@ -96,22 +96,26 @@ def _own_validation_errors(document: dict[str, Any]) -> None:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     ctx = context_of(app)
     await ctx.publisher.start()
-    purge = asyncio.create_task(_purge_daily(ctx))
+    stop = asyncio.Event()
+    purge = asyncio.create_task(_purge_daily(ctx, stop))
     try:
         yield
     finally:
-        purge.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await purge
+        stop.set()
+        # A purge under way finishes first: cancelled mid-call, the database driver's
+        # thread would answer a loop that is gone.
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(purge, timeout=10)
         await ctx.publisher.close()
 
 
-async def _purge_daily(ctx: ApiContext) -> None:
-    while True:
+async def _purge_daily(ctx: ApiContext, stop: asyncio.Event) -> None:
+    while not stop.is_set():
         cutoff = datetime.now(UTC) - timedelta(days=ctx.settings.retention_days)
         try:
             purged = await ctx.receipts.purge(cutoff)
             log.info("receipts_purged", purged=purged, days=ctx.settings.retention_days)
         except Exception as exc:  # the store may be down now; tomorrow is another try
             log.warning("receipts_purge_failed", error=type(exc).__name__)
-        await asyncio.sleep(86400)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=86400)
