@@ -308,3 +308,20 @@ async def test_running_migrations_twice_is_a_no_op(store: SqlStore) -> None:
     await smsrelay.store.upgrade(store.engine)
     assert await store.get("msg-1") is not None
     assert await count(store, messages) == 1
+
+
+async def test_claim_can_start_the_first_attempt_in_the_same_commit(store: Any) -> None:
+    """claim(request, provider) records attempt 1 as started and returns its key."""
+    claim = await store.claim(new_request("first"), "alpha")
+    assert claim.new and claim.attempts == 1 and claim.first_attempt is not None
+    again = await store.claim(new_request("first"), "alpha")
+    assert not again.new and again.open_attempt and again.first_attempt is None
+    await store.finish_message(
+        "first",
+        State.SENT,
+        provider="alpha",
+        provider_message_id="p-1",
+        closing_attempt=claim.first_attempt,
+    )
+    record = await store.get("first")
+    assert [(a.number, a.provider, a.outcome) for a in record.attempts] == [(1, "alpha", "sent")]

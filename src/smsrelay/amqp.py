@@ -99,7 +99,9 @@ class AmqpEvents:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=event.id,
         )
-        await self.exchange.publish(message, routing_key=event.routing_key)
+        # Not mandatory: with no subscriber bound, the broker drops the event instead
+        # of returning it to us frame by frame.
+        await self.exchange.publish(message, routing_key=event.routing_key, mandatory=False)
 
 
 class EventsConnection:

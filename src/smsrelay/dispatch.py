@@ -129,7 +129,10 @@ class Dispatcher:
 
     async def _handle(self, request: SendRequest, redelivered: bool, retry_round: int) -> Outcome:
         bound = log.bind(id=request.id, country=request.country)
-        claim = await self.store.claim(request)
+        route = self.router.route(request)
+        # A new message's first attempt is recorded with its claim: one commit fewer.
+        first = route[0] if route and not request.is_expired() else None
+        claim = await self.store.claim(request, first)
         if not claim.new and not _resumable(claim, redelivered, retry_round):
             return await self._duplicate(request.id, redelivered, bound)
         if claim.open_attempt:
@@ -140,20 +143,27 @@ class Dispatcher:
             request, claim, retry_round, claim.open_attempt or claim.possible_duplicate, bound
         )
         if request.is_expired():
-            return await self._finish(job, State.EXPIRED, error=_expired_error())
-        return await self._send(job)
+            return await self._finish(
+                job, State.EXPIRED, error=_expired_error(), closing_attempt=claim.first_attempt
+            )
+        return await self._send(job, route)
 
-    async def _send(self, job: _Round) -> Outcome:
-        attempt = job.claim.attempts
+    async def _send(self, job: _Round, route: list[str]) -> Outcome:
+        started = job.claim.first_attempt  # attempt 1 at route[0], begun with the claim
+        attempt = job.claim.attempts - (1 if started is not None else 0)
         last: ProviderError | None = None
-        for name in self.router.route(job.request):
+        for name in route:
             if job.request.is_expired():
                 return await self._finish(
-                    job, State.EXPIRED, attempt=attempt, error=_expired_error()
+                    job,
+                    State.EXPIRED,
+                    attempt=attempt,
+                    error=_expired_error(),
+                    closing_attempt=started,
                 )
             attempt += 1
             try:
-                key, result = await self._attempt(job, name, attempt)
+                key, result = await self._attempt(job, name, attempt, started)
             except (RecipientRejected, UnconfirmedSend) as exc:
                 return await self._finish(
                     job, State.FAILED, provider=name, attempt=attempt, error=_error(exc)
@@ -161,14 +171,19 @@ class Dispatcher:
             except ProviderError as exc:
                 last = exc
                 continue
+            finally:
+                started = None
             return await self._finish(
                 job, State.SENT, provider=name, attempt=attempt, result=result, closing_attempt=key
             )
         return await self._after_all_failed(job, attempt, last)
 
-    async def _attempt(self, job: _Round, name: str, attempt: int) -> tuple[int, SendResult]:
+    async def _attempt(
+        self, job: _Round, name: str, attempt: int, key: int | None
+    ) -> tuple[int, SendResult]:
         provider = self.providers[name]
-        key = await self.store.start_attempt(job.request.id, attempt, name)
+        if key is None:
+            key = await self.store.start_attempt(job.request.id, attempt, name)
         started = time.perf_counter()
         try:
             result = await provider.send(job.request)

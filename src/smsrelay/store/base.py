@@ -28,6 +28,8 @@ class Claim:
     attempts: int
     open_attempt: bool
     possible_duplicate: bool = False
+    # Set when the claim also started attempt 1 (see ``Store.claim``).
+    first_attempt: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +70,13 @@ class MessageRecord:
 class Store(Protocol):
     """Persistence of messages, attempts and rejections."""
 
-    async def claim(self, request: SendRequest) -> Claim:
-        """Insert the message if its id is new; report what was known otherwise."""
+    async def claim(self, request: SendRequest, first_provider: str | None = None) -> Claim:
+        """Insert the message if its id is new; report what was known otherwise.
+
+        With ``first_provider``, a new message's attempt 1 at that provider is recorded
+        as started in the same transaction (its key is ``Claim.first_attempt``): one
+        commit fewer before the first send.
+        """
 
     async def start_attempt(self, message_id: str, number: int, provider: str) -> int:
         """Record that attempt ``number`` at ``provider`` begins; returns its key."""

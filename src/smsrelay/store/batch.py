@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from smsrelay.models import AttemptOutcome, EventError, SendRequest, State
 from smsrelay.store.base import Claim, MessageRecord
 from smsrelay.store.schema import attempts, messages
-from smsrelay.store.sql import SqlStore, message_row, waiting_receipts
+from smsrelay.store.sql import SqlStore, first_attempt_row, message_row, waiting_receipts
 
 MAX_BATCH = 1000
 
@@ -60,8 +60,13 @@ class BatchingStore:
 
     # -- the queued writes -------------------------------------------------------------
 
-    async def claim(self, request: SendRequest) -> Claim:
-        result: Claim = await self._submit("claim", row=message_row(request, _now()))
+    async def claim(self, request: SendRequest, first_provider: str | None = None) -> Claim:
+        now = _now()
+        result: Claim = await self._submit(
+            "claim",
+            row=message_row(request, now, first_provider),
+            first=first_attempt_row(request.id, first_provider, now) if first_provider else None,
+        )
         return result
 
     async def start_attempt(self, message_id: str, number: int, provider: str) -> int:
@@ -223,11 +228,30 @@ class BatchingStore:
         }
         seen = [o.params["row"]["id"] for o in ops if o.params["row"]["id"] not in inserted]
         known = await _known_claims(conn, seen) if seen else {}
-        fresh = Claim(new=True, state=State.ACCEPTED, attempts=0, open_attempt=False)
+        new = [o for o in ops if o.params["row"]["id"] in inserted]
+        keys = await self._first_attempts(conn, new)
         return {
-            id(o): fresh if o.params["row"]["id"] in inserted else known[o.params["row"]["id"]]
+            id(o): Claim(
+                new=True,
+                state=State.ACCEPTED,
+                attempts=o.params["row"]["attempts"],
+                open_attempt=False,
+                first_attempt=keys.get(id(o)),
+            )
+            if o.params["row"]["id"] in inserted
+            else known[o.params["row"]["id"]]
             for o in ops
         }
+
+    async def _first_attempts(self, conn: AsyncConnection, ops: Sequence[_Op]) -> dict[int, int]:
+        starting = [o for o in ops if o.params["first"] is not None]
+        if not starting:
+            return {}
+        keys = await conn.execute(
+            insert(attempts).returning(attempts.c.key, sort_by_parameter_order=True),
+            [o.params["first"] for o in starting],
+        )
+        return {id(o): int(k) for o, (k,) in zip(starting, keys.all(), strict=True)}
 
     async def _starts(self, conn: AsyncConnection, ops: Sequence[_Op]) -> dict[int, Any]:
         rows = [{**o.params, "outcome": "started"} for o in ops]

@@ -57,7 +57,20 @@ def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     cur.close()
 
 
-def message_row(request: SendRequest, now: datetime) -> dict[str, Any]:
+def first_attempt_row(message_id: str, provider: str, now: datetime) -> dict[str, Any]:
+    """The ``attempts`` row of attempt 1, started together with the claim."""
+    return {
+        "message_id": message_id,
+        "number": 1,
+        "provider": provider,
+        "outcome": "started",
+        "started_at": now,
+    }
+
+
+def message_row(
+    request: SendRequest, now: datetime, first_provider: str | None = None
+) -> dict[str, Any]:
     """The ``messages`` row of a newly accepted request."""
     return {
         "id": request.id,
@@ -70,7 +83,7 @@ def message_row(request: SendRequest, now: datetime) -> dict[str, Any]:
         "tags": dict(request.tags),
         "expires_at": _utc(request.expires_at),
         "state": State.ACCEPTED.value,
-        "attempts": 0,
+        "attempts": 1 if first_provider else 0,
         "possible_duplicate": False,
         "created_at": now,
         "updated_at": now,
@@ -136,12 +149,25 @@ class SqlStore:
         """A store on a new engine for ``url``."""
         return cls(make_engine(url))
 
-    async def claim(self, request: SendRequest) -> Claim:
-        row = message_row(request, _now())
+    async def claim(self, request: SendRequest, first_provider: str | None = None) -> Claim:
+        now = _now()
+        row = message_row(request, now, first_provider)
         try:
             async with self._tx() as conn:
                 await conn.execute(insert(messages).values(**row))
-            return Claim(new=True, state=State.ACCEPTED, attempts=0, open_attempt=False)
+                key = None
+                if first_provider is not None:
+                    result = await conn.execute(
+                        insert(attempts).values(first_attempt_row(request.id, first_provider, now))
+                    )
+                    key = int(result.inserted_primary_key[0])  # type: ignore[index]
+            return Claim(
+                new=True,
+                state=State.ACCEPTED,
+                attempts=row["attempts"],
+                open_attempt=False,
+                first_attempt=key,
+            )
         except IntegrityError:
             return await self._existing_claim(request.id)
 
