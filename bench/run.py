@@ -177,7 +177,7 @@ class Bench:
             await publisher.connect()
             try:
                 for latency in opts.latencies_for(name):
-                    self.described[name] = pipeline.describe(opts.prefetch_for(latency))
+                    self.described[name] = pipeline.describe()
                     cell = await self._cell(pipeline, ctx, publisher, fake, run, latency)
                     self.cells.append(cell)
                     self.log(_one_line(cell))

@@ -45,8 +45,8 @@ class Pipeline(ABC):
     def start(self, ctx: Context, prefetch: int, tag: str) -> list[Proc]:
         """Start the worker process(es) and wait until each consumes."""
 
-    def describe(self, prefetch: int) -> str:
-        """One line for the report: how this pipeline is configured."""
+    def describe(self) -> str:
+        """One line for the report: how this pipeline is configured (prefetch aside)."""
         return self.name
 
 

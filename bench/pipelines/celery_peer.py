@@ -114,7 +114,7 @@ class CeleryPipeline(Pipeline):
         proc.wait_for(READY)
         return [proc]
 
-    def describe(self, prefetch: int) -> str:
+    def describe(self) -> str:
         return (
             f"Celery {self.pool} pool, concurrency {self.concurrency}, acks_late, "
             f"twilio SDK, log level {self.loglevel}"

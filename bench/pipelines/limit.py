@@ -40,8 +40,8 @@ class LimitPipeline(Pipeline):
         proc.wait_for("ready")
         return [proc]
 
-    def describe(self, prefetch: int) -> str:
-        return f"bare aio-pika consumer + aiohttp POST, prefetch {prefetch}"
+    def describe(self) -> str:
+        return "bare aio-pika consumer + aiohttp POST, one task per delivery"
 
 
 async def consume(amqp_url: str, fake_url: str, prefetch: int) -> None:

@@ -105,9 +105,9 @@ class SmsrelayPipeline(Pipeline):
         elif self.database_url:
             await asyncio.to_thread(_remove_sqlite, self.database_url)
 
-    def describe(self, prefetch: int) -> str:
+    def describe(self) -> str:
         workers = f"{self.processes} worker processes" if self.processes > 1 else "1 worker"
-        return f"smsrelay worker, {self.db} store, events on, prefetch {prefetch}, {workers}"
+        return f"smsrelay worker, {self.db} store, events on, logs at info, {workers}"
 
 
 def _remove_sqlite(url: str) -> None:
