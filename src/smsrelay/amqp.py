@@ -1,6 +1,7 @@
-"""The AMQP boundary: topology, the consume loop, dead-letters, retries, events.
+"""The worker's AMQP boundary: topology, the consume loop, dead-letters, retries, events.
 
-The only module that imports aio-pika. It declares the v1 topology (names in
+Everything the worker and the API say to the broker goes through here (the producer
+client and the dead-letter tools reuse its topology). It declares the v1 topology (names in
 ``smsrelay.topology``), feeds each delivery to the ``Dispatcher`` and carries out the
 ``Outcome``: ack, dead-letter with a reason header, or republish into a TTL retry
 queue. A delivery is acked only after its outcome is recorded and any message it
