@@ -31,9 +31,13 @@ from smsrelay.models import StatusEvent
 
 log = get_logger(__name__)
 
-# A request that crashes the worker this many times is dead-lettered by the broker
-# (quorum queues count deliveries), so one poison message cannot wedge the queue.
-DELIVERY_LIMIT = 20
+# A request that fails this many times for reasons other than its content (the store
+# or broker down, a bug) is dead-lettered by the broker (quorum queues count
+# deliveries), so one poison message cannot wedge the queue. With PAUSE_AFTER_FAILURE
+# between tries, an outage of the store shorter than about four minutes dead-letters
+# nothing.
+DELIVERY_LIMIT = 50
+PAUSE_AFTER_FAILURE = 5.0
 
 
 async def declare_send_topology(channel: AbstractChannel) -> AbstractExchange:
@@ -200,7 +204,7 @@ class Worker:
         except Exception:
             # Store or broker trouble: give the message back; dedupe makes a rerun safe.
             log.exception("delivery_failed", message_id=message.message_id)
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(PAUSE_AFTER_FAILURE)
             await _settle(message.nack(requeue=True))
             return
         await _settle(message.ack())
