@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -26,6 +27,7 @@ from aio_pika.abc import (
 
 from smsrelay import topology as t
 from smsrelay.dispatch import DeadLetter, Dispatcher, Outcome, Retry
+from smsrelay.errors import ConfigError
 from smsrelay.logging import get_logger
 from smsrelay.models import StatusEvent
 
@@ -48,15 +50,20 @@ async def declare_send_topology(channel: AbstractChannel) -> AbstractExchange:
         t.DEAD_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
     )
     await dead.bind(dlx, routing_key="#")
-    queue = await channel.declare_queue(
-        t.SEND_QUEUE,
-        durable=True,
-        arguments={
-            "x-queue-type": "quorum",
-            "x-dead-letter-exchange": t.DLX,
-            "x-delivery-limit": DELIVERY_LIMIT,
-        },
-    )
+    arguments: dict[str, Any] = {
+        "x-queue-type": "quorum",
+        "x-dead-letter-exchange": t.DLX,
+        "x-delivery-limit": DELIVERY_LIMIT,
+    }
+    try:
+        queue = await channel.declare_queue(t.SEND_QUEUE, durable=True, arguments=arguments)
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        # RabbitMQ never changes a queue's arguments in place: say what to do about it.
+        raise ConfigError(
+            t.SEND_QUEUE,
+            f"the broker has this queue with other arguments ({exc.args[0] if exc.args else exc});"
+            f" smsrelay declares {arguments}: drain and delete the queue, then start again",
+        ) from None
     await queue.bind(exchange, routing_key=t.SEND_BINDING)
     return exchange
 
@@ -176,7 +183,12 @@ class Worker:
         self.connection = await aio_pika.connect_robust(self.url)
         channel = await self.connection.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=self.prefetch)
-        await declare_send_topology(channel)
+        try:
+            await declare_send_topology(channel)
+        except ConfigError:
+            await self.connection.close()
+            self.connection = None
+            raise
         self._dlx = await channel.get_exchange(t.DLX)
         self._retry = await declare_retry_queues(channel, self.retry_tiers)
         self.dispatcher = self.make_dispatcher(AmqpEvents(await declare_events_exchange(channel)))

@@ -42,7 +42,11 @@ def _settings(path: Path | None) -> config.Settings:
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+    try:
+        return asyncio.run(coro)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -131,3 +131,16 @@ async def test_replayed_valid_message_is_sent(
     assert replayed.stdout.strip() == "replayed 1"
     async with event_log(amqp_url) as events, running_worker(amqp_url, sqlite_url):
         await eventually(lambda: events.states("poison-1") == ["sent"])
+
+
+async def test_worker_refuses_a_queue_declared_with_other_arguments(
+    env: dict[str, str], amqp_url: str, tmp_path: Path
+) -> None:
+    """An sms.send queue left with other arguments stops the worker with exit 2 and what to do."""
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel()
+        await channel.declare_queue("sms.send", durable=True, arguments={"x-queue-type": "quorum"})
+    started = await _cli("worker", env=env, cwd=tmp_path)
+    assert started.returncode == 2
+    assert "config sms.send: the broker has this queue with other arguments" in started.stderr
+    assert "drain and delete the queue" in started.stderr
