@@ -15,6 +15,7 @@ from smsrelay.models import (
     SendRequest,
     State,
     parse_request,
+    salvage_id,
     validate_request,
 )
 
@@ -261,3 +262,11 @@ def test_request_is_immutable() -> None:
 def test_only_accepted_is_not_a_final_state() -> None:
     """Every state but accepted means the worker will not send the message again."""
     assert [s for s in State if not s.final] == [State.ACCEPTED]
+
+
+def test_salvage_id_reads_a_well_formed_id_from_a_bad_request() -> None:
+    """An invalid request's id is recovered when readable; nesting bombs and bad ids give None."""
+    assert salvage_id(b'{"id": "m-1", "to": "12"}') == "m-1"
+    assert salvage_id(b"[" * 30_000 + b"]" * 30_000) is None
+    assert salvage_id(b'{"id": "has space"}') is None
+    assert salvage_id(b'{"id": 7}') is None

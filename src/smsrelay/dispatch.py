@@ -8,9 +8,7 @@ only after ``handle`` returned, i.e. after the outcome is recorded.
 
 from __future__ import annotations
 
-import json
 import random
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,8 +26,6 @@ from smsrelay.errors import (
 from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
 from smsrelay.models import (
-    ID_PATTERN,
-    MAX_REQUEST_BYTES,
     AttemptOutcome,
     EventError,
     SendRequest,
@@ -37,6 +33,7 @@ from smsrelay.models import (
     State,
     StatusEvent,
     parse_request,
+    salvage_id,
 )
 from smsrelay.providers import Provider
 from smsrelay.routing import Router
@@ -301,7 +298,7 @@ class Dispatcher:
         )
 
     async def _reject(self, raw: bytes, reason: str) -> Outcome:
-        message_id = _salvage_id(raw)
+        message_id = salvage_id(raw)
         log.warning("request_rejected", id=message_id, reason=reason)
         await self.store.record_rejection(message_id, reason)
         self.metrics.messages.labels(State.REJECTED.value).inc()
@@ -319,8 +316,10 @@ class Dispatcher:
     async def _duplicate(self, message_id: str, redelivered: bool, bound: Any) -> Outcome:
         self.metrics.duplicates.inc()
         bound.info("duplicate_request", redelivered=redelivered)
+        if not redelivered:
+            return Done(None)
         record = await self.store.get(message_id)
-        if redelivered and record is not None and record.state.final:
+        if record is not None and record.state.final:
             # We crashed or lost the broker between recording and acking: the event
             # may never have gone out, so publish it again (events are at-least-once).
             await self.events.publish(_event_from_record(record))
@@ -345,18 +344,6 @@ def _expired_error() -> EventError:
     return EventError(
         code="expired", message="expires_at passed before a provider took it", retryable=False
     )
-
-
-def _salvage_id(raw: bytes) -> str | None:
-    """The request's ``id`` if it can be read, so the rejection can be matched."""
-    if len(raw) > MAX_REQUEST_BYTES:  # not worth parsing megabytes for an id
-        return None
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
-    value = data.get("id") if isinstance(data, dict) else None
-    return value if isinstance(value, str) and re.fullmatch(ID_PATTERN, value) else None
 
 
 def _event_from_record(record: MessageRecord) -> StatusEvent:

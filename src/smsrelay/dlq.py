@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import aio_pika
@@ -10,6 +9,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from smsrelay import topology as t
 from smsrelay.amqp import declare_send_topology
+from smsrelay.models import salvage_id
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,8 @@ def _describe(message: AbstractIncomingMessage) -> DeadMessage:
         death = message.headers.get("x-first-death-reason")
         death = death.decode() if isinstance(death, bytes) else death
         reason = f"dead-lettered by the broker ({death})" if death else "unknown"
-    try:
-        data = json.loads(message.body)
-        message_id = data.get("id") if isinstance(data, dict) else None
-    except ValueError:
-        message_id = None
     return DeadMessage(
-        id=str(message_id) if message_id is not None else message.message_id,
+        id=salvage_id(message.body) or message.message_id,
         reason=str(reason.decode() if isinstance(reason, bytes) else reason),
         size=len(message.body),
     )

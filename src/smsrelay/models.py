@@ -7,6 +7,7 @@ its field names, so they change only with a new version.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -140,6 +141,21 @@ def validate_request(data: object) -> SendRequest:
         return SendRequest.model_validate(data)
     except ValidationError as exc:
         raise InvalidRequest(_describe(exc)) from None
+
+
+def salvage_id(raw: bytes) -> str | None:
+    """The ``id`` of a request that may be invalid, when it can be read and is well formed.
+
+    Lets a rejection or a dead letter be matched to what its producer sent.
+    """
+    if len(raw) > MAX_REQUEST_BYTES:  # not worth parsing megabytes for an id
+        return None
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    value = data.get("id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and re.fullmatch(ID_PATTERN, value) else None
 
 
 def _json_type(value: object) -> str:
