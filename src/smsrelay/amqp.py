@@ -1,10 +1,10 @@
 """The worker's AMQP boundary: topology, the consume loop, dead-letters, retries, events.
 
-Everything the worker and the API say to the broker goes through here (the producer
-client and the dead-letter tools reuse its topology). It declares the v1 topology (names in
-``smsrelay.topology``), feeds each delivery to the ``Dispatcher`` and carries out the
-``Outcome``: ack, dead-letter with a reason header, or republish into a TTL retry
-queue. A delivery is acked only after its outcome is recorded and any message it
+Everything the worker and the API say to the broker goes through here. It declares the v1
+topology (``smsrelay.topology``, which the producer client and the dead-letter tools
+share without importing the worker), feeds each delivery to the ``Dispatcher`` and
+carries out the ``Outcome``: ack, dead-letter with a reason header, or republish into a
+TTL retry queue. A delivery is acked only after its outcome is recorded and any message it
 produced (dead-letter, retry) is confirmed by the broker.
 """
 
@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any
 
 import aio_pika
-import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -30,49 +29,13 @@ from smsrelay.dispatch import DeadLetter, Dispatcher, Outcome, Retry
 from smsrelay.errors import ConfigError
 from smsrelay.logging import get_logger
 from smsrelay.models import StatusEvent
+from smsrelay.topology import declare_events_exchange, declare_send_topology
 
 log = get_logger(__name__)
 
-# A request that fails this many times for reasons other than its content (the store
-# or broker down, a bug) is dead-lettered by the broker (quorum queues count
-# deliveries), so one poison message cannot wedge the queue. With PAUSE_AFTER_FAILURE
-# between tries, an outage of the store shorter than about four minutes dead-letters
-# nothing.
-DELIVERY_LIMIT = 50
+# With PAUSE_AFTER_FAILURE between tries (topology.DELIVERY_LIMIT of them), an outage
+# of the store shorter than about four minutes dead-letters nothing.
 PAUSE_AFTER_FAILURE = 5.0
-
-
-async def declare_send_topology(channel: AbstractChannel) -> AbstractExchange:
-    """Exchange ``sms``, queue ``sms.send`` and its dead-letter path; returns ``sms``."""
-    exchange = await channel.declare_exchange(t.EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
-    dlx = await channel.declare_exchange(t.DLX, aio_pika.ExchangeType.FANOUT, durable=True)
-    dead = await channel.declare_queue(
-        t.DEAD_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
-    )
-    await dead.bind(dlx, routing_key="#")
-    arguments: dict[str, Any] = {
-        "x-queue-type": "quorum",
-        "x-dead-letter-exchange": t.DLX,
-        "x-delivery-limit": DELIVERY_LIMIT,
-    }
-    try:
-        queue = await channel.declare_queue(t.SEND_QUEUE, durable=True, arguments=arguments)
-    except aiormq.exceptions.ChannelPreconditionFailed as exc:
-        # RabbitMQ never changes a queue's arguments in place: say what to do about it.
-        raise ConfigError(
-            t.SEND_QUEUE,
-            f"the broker has this queue with other arguments ({exc.args[0] if exc.args else exc});"
-            f" smsrelay declares {arguments}: drain and delete the queue, then start again",
-        ) from None
-    await queue.bind(exchange, routing_key=t.SEND_BINDING)
-    return exchange
-
-
-async def declare_events_exchange(channel: AbstractChannel) -> AbstractExchange:
-    """The topic exchange ``sms.events``."""
-    return await channel.declare_exchange(
-        t.EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
-    )
 
 
 async def declare_retry_queues(channel: AbstractChannel, tiers: int) -> AbstractExchange:

@@ -21,7 +21,6 @@ import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 
 from smsrelay import topology as t
-from smsrelay.amqp import declare_send_topology
 from smsrelay.errors import InvalidRequest
 from smsrelay.models import SendRequest, validate_request
 
@@ -40,7 +39,7 @@ class AsyncClient:
         """Open the connection and make sure the topology exists."""
         self._connection = await aio_pika.connect_robust(self.url)
         channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
-        self._exchange = await declare_send_topology(channel)
+        self._exchange = await t.declare_send_topology(channel)
 
     async def send(self, **fields: Any) -> str:
         """Validate and publish one request (keyword names as on the wire: ``from_`` → ``from``)."""

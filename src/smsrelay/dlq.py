@@ -8,7 +8,6 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from smsrelay import topology as t
-from smsrelay.amqp import declare_send_topology
 from smsrelay.models import salvage_id
 
 
@@ -38,7 +37,7 @@ async def list_dead(url: str, limit: int = 1000) -> list[DeadMessage]:
     """Peek at up to ``limit`` dead letters; they stay in the queue."""
     async with await aio_pika.connect(url) as connection:
         channel = await connection.channel()
-        await declare_send_topology(channel)
+        await t.declare_send_topology(channel)
         queue = await channel.get_queue(t.DEAD_QUEUE)
         found: list[DeadMessage] = []
         while len(found) < limit:
@@ -55,7 +54,7 @@ async def replay(url: str, ids: set[str] | None = None) -> int:
     """Republish dead letters (all, or those with ``ids``) to ``sms``; returns the count."""
     async with await aio_pika.connect(url) as connection:
         channel = await connection.channel(publisher_confirms=True)
-        exchange = await declare_send_topology(channel)
+        exchange = await t.declare_send_topology(channel)
         queue = await channel.get_queue(t.DEAD_QUEUE)
         replayed = 0
         while True:
