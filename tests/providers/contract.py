@@ -35,15 +35,14 @@ with ``base_url`` replaced); ``prism_skip`` names why a spec cannot be served by
 Prism's verdict is shown to fail too. Without ``node_modules/.bin/prism`` both tests skip,
 except in CI (``CI=true``) where they fail.
 
-Specs live in ``../shared/provider-specs`` beside the repository, or where
-``SMSRELAY_PROVIDER_SPECS`` points.
+The descriptions are vendored in ``tests/providers/specs/`` (``SOURCES.md`` there says where
+each came from, its version and licence): the suite reads nothing outside the repository.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
@@ -202,17 +201,13 @@ def assert_table_class(error: BaseException, expected: type[ProviderError], code
     assert isinstance(error, ProviderError) and error.code == code
 
 
-def specs_dir() -> Path:
-    """Where the provider API descriptions live."""
-    override = os.environ.get("SMSRELAY_PROVIDER_SPECS")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "provider-specs"
+SPECS_DIR = Path(__file__).resolve().parent / "specs"
+"""The vendored provider API descriptions (see ``specs/SOURCES.md``)."""
 
 
 @functools.cache
 def spec_document(relative: str) -> dict[str, Any]:
-    """The parsed description ``relative`` to ``specs_dir()`` (cached: Twilio's is 1.8 MB)."""
+    """The parsed description ``relative`` to ``SPECS_DIR`` (cached: Twilio's is 1.8 MB)."""
     path = spec_path(relative)
     text = path.read_text(encoding="utf-8")
     data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
@@ -222,16 +217,16 @@ def spec_document(relative: str) -> dict[str, Any]:
 
 @functools.cache
 def openapi(relative: str) -> OpenAPI:
-    """An openapi-core validator for the description ``relative`` to ``specs_dir()``."""
+    """An openapi-core validator for the description ``relative`` to ``SPECS_DIR``."""
     # from_dict, not from_file_path: the latter fails on the Twilio file.
     return OpenAPI.from_dict(spec_document(relative))
 
 
 def spec_path(relative: str) -> Path:
-    """The file of the description ``relative`` to ``specs_dir()`` (fails when missing)."""
-    path = specs_dir() / relative
+    """The file of the description ``relative`` to ``SPECS_DIR`` (fails when missing)."""
+    path = SPECS_DIR / relative
     if not path.is_file():
-        pytest.fail(f"{path} is missing; set SMSRELAY_PROVIDER_SPECS to the specs directory")
+        pytest.fail(f"{path} is missing: vendor it in {SPECS_DIR} (see SOURCES.md there)")
     return path
 
 
