@@ -19,8 +19,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-AMQP_HOST = os.environ.get("SMSRELAY_TEST_AMQP_HOST", "127.0.0.1:5672")
-PG_DSN = os.environ.get("SMSRELAY_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+# Where the suite finds its services. Not SMSRELAY_*: that prefix is smsrelay's own settings.
+AMQP_HOST = os.environ.get("TEST_AMQP_HOST", "127.0.0.1:5672")
+PG_DSN = os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432")
 
 
 def _rabbitmqctl(*args: str) -> None:

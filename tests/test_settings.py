@@ -194,3 +194,34 @@ def test_out_of_range_value_names_its_key(tmp_path: Path) -> None:
     """Validation errors of nested settings name the dotted key."""
     assert config_error(tmp_path, "retry: {max_attempts: 0}\n").key == "retry.max_attempts"
     assert config_error(tmp_path, "prefetch: 0\n").key == "prefetch"
+
+
+def test_stray_smsrelay_variable_is_ignored_not_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An SMSRELAY_* variable that names no setting (a tool's, a typo) does not stop start-up."""
+    monkeypatch.setenv("SMSRELAY_OTHER_TOOL_DIR", "/somewhere")
+    monkeypatch.setenv("SMSRELAY_RETRY__MAX_ATTEMPT", "9")
+    monkeypatch.setenv("SMSRELAY_PREFETCH", "42")
+    loaded = settings.load()
+    assert loaded.prefetch == 42
+    assert loaded.retry.max_attempts == settings.RetrySettings().max_attempts
+
+
+def test_unknown_variables_names_each_stray_one() -> None:
+    """unknown_variables lists the SMSRELAY_* names load() ignores, and no declared one."""
+    environ = {
+        "SMSRELAY_OTHER_TOOL_DIR": "x",
+        "SMSRELAY_RETRY__MAX_ATTEMPT": "9",
+        "SMSRELAY_PREFETCH__X": "1",
+        "SMSRELAY_CONFIG": "smsrelay.yaml",
+        "SMSRELAY_PREFETCH": "1",
+        "SMSRELAY_RETRY": '{"jitter": 0}',
+        "SMSRELAY_RETRY__JITTER": "0",
+        "SMSRELAY_PROVIDERS__SIM__LATENCY_MS": "7",
+        "SMSRELAY_ROUTES": '{"*": ["simulator"]}',
+        "OTHER_PREFETCH": "1",
+    }
+    assert settings.unknown_variables(environ) == [
+        "SMSRELAY_OTHER_TOOL_DIR",
+        "SMSRELAY_PREFETCH__X",
+        "SMSRELAY_RETRY__MAX_ATTEMPT",
+    ]

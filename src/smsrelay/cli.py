@@ -38,6 +38,9 @@ def _settings(path: Path | None) -> config.Settings:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     smslog.configure(settings.log_format, settings.log_level)
+    for name in config.unknown_variables():
+        # The name only: the value may be a secret.
+        smslog.get_logger(__name__).warning("unknown_variable_ignored", variable=name)
     return settings
 
 

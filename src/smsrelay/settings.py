@@ -2,14 +2,18 @@
 
 Read once at start-up and passed down; nothing reads the environment later. Every
 problem is raised as ``ConfigError`` naming the key, e.g. ``providers.tw.account_sid``.
+Only variables that name a declared key are read (``SMSRELAY_RETRY__JITTER``, any
+``SMSRELAY_PROVIDERS__<name>__<key>``): another ``SMSRELAY_*`` variable, a tool's or a
+typo, is ignored and reported by ``unknown_variables`` rather than stopping the process.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -103,7 +107,7 @@ def _config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
 
 def load(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Read the YAML file (if any), overlay ``SMSRELAY_*`` variables, then ``overrides``."""
-    path = path or os.environ.get("SMSRELAY_CONFIG")
+    path = path or os.environ.get(CONFIG_VARIABLE)
     data: dict[str, Any] = _read_yaml(Path(path)) if path else {}
     _merge(data, _environment())
     _merge(data, overrides)
@@ -116,13 +120,46 @@ def load(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settin
     return settings
 
 
+ENV_PREFIX = "SMSRELAY_"
+CONFIG_VARIABLE = "SMSRELAY_CONFIG"
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The ``SMSRELAY_*`` variables that name no setting (``load`` ignores them), sorted."""
+    environ = os.environ if environ is None else environ
+    return sorted(
+        name
+        for name in environ
+        if name.startswith(ENV_PREFIX) and name != CONFIG_VARIABLE and _env_path(name) is None
+    )
+
+
+def _env_path(name: str) -> list[str] | None:
+    """``SMSRELAY_RETRY__JITTER`` → ``["retry", "jitter"]``; None unless a declared key."""
+    path = name.removeprefix(ENV_PREFIX).lower().split("__")
+    field = Settings.model_fields.get(path[0])
+    if field is None or not all(path):
+        return None
+    kind = field.annotation
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        # A nested block (retry): whole, as JSON, or one of its own keys.
+        inner = path[1:]
+        return path if not inner or (len(inner) == 1 and inner[0] in kind.model_fields) else None
+    if get_origin(kind) is dict:
+        # Keyed by the operator's names (providers, routes): their models check the rest.
+        return path
+    return path if len(path) == 1 else None
+
+
 def _environment() -> dict[str, Any]:
     """``SMSRELAY_A__B=v`` as ``{"a": {"b": v}}``; values are JSON when they parse as JSON."""
     out: dict[str, Any] = {}
     for name, raw in os.environ.items():
-        if not name.startswith("SMSRELAY_") or name == "SMSRELAY_CONFIG":
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_VARIABLE:
             continue
-        *parents, leaf = name.removeprefix("SMSRELAY_").lower().split("__")
+        if (path := _env_path(name)) is None:
+            continue
+        *parents, leaf = path
         node = out
         for part in parents:
             node = node.setdefault(part, {})

@@ -100,6 +100,18 @@ async def test_migrate_creates_the_schema(env: dict[str, str], tmp_path: Path) -
         assert "latest schema" in done.stdout
 
 
+async def test_stray_variable_is_warned_about_once_and_ignored(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """An SMSRELAY_* variable that names no setting gets one warning line naming it; the verb runs."""
+    stray = {**env, "SMSRELAY_OTHER_TOOL_DIR": "/secret-looking-value"}
+    done = await _cli("migrate", env=stray, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    warned = [line for line in done.stderr.splitlines() if "SMSRELAY_OTHER_TOOL_DIR" in line]
+    assert len(warned) == 1 and json.loads(warned[0])["event"] == "unknown_variable_ignored"
+    assert "/secret-looking-value" not in done.stderr
+
+
 async def test_config_error_names_the_key_and_refuses_to_start(
     env: dict[str, str], tmp_path: Path
 ) -> None:
