@@ -4,7 +4,7 @@
         await sms.send(id="login-42", to="+14155550123", body="Your code is 123456", kind="otp")
 
     with Client(url) as sms:
-        sms.send(id="invoice-7", to="+447911123456", body="Your invoice is ready")
+        sms.send(id="invoice-7", to="+447400123456", body="Your invoice is ready")
 
 The request is validated before publishing: a bad number raises ``InvalidRequest``
 here rather than being dead-lettered later.

@@ -48,7 +48,7 @@ def _samples(run: str) -> list[dict[str, object]]:
         {"id": f"{run}-welcome", "to": "+14155550123", "body": "Welcome to smsrelay"},
         {
             "id": f"{run}-otp",
-            "to": "07911 123456",
+            "to": "07400 123456",
             "region": "GB",
             "body": "Your code is 493021",
             "kind": "otp",

@@ -16,7 +16,7 @@ from smsrelay.dispatch import Dispatcher
 from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
 from smsrelay.providers import Provider
-from smsrelay.routing import Router
+from smsrelay.routing import Router, route_coverage_warnings
 from smsrelay.settings import Settings
 from smsrelay.store import SqlStore, upgrade
 from smsrelay.store.batch import BatchingStore
@@ -66,6 +66,8 @@ class Runtime:
             make_dispatcher=self.dispatcher,
         )
         await self.worker.start()
+        for warning in route_coverage_warnings(self.settings.routes):
+            log.warning("route_coverage", problem=warning)
         return self.worker
 
     async def purge_expired_records(self) -> int:

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from smsrelay.errors import ConfigError
 from smsrelay.providers import ProviderSettings, provider_class
+from smsrelay.routing import check_route_key
 
 DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {"simulator": {"type": "simulator"}}
 
@@ -74,10 +75,11 @@ class Settings(BaseSettings):
         return (init_settings,)
 
     def check_routes(self) -> None:
-        """Every route names configured providers, and ``*`` exists."""
+        """Every route key can match (see routing), names configured providers; ``*`` exists."""
         if "*" not in self.routes:
             raise ConfigError("routes", 'needs a "*" default route')
         for dest, names in self.routes.items():
+            check_route_key(dest)
             for name in names:
                 if name not in self.providers:
                     raise ConfigError(f"routes.{dest}", f"unknown provider {name!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from tests.conftest import eventually
 from tests.integration.harness import event_log, publish_raw, request, running_worker
+from tests.integration.process import WorkerProcess
 
 
 def smsrelay(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -110,6 +112,23 @@ async def test_stray_variable_is_warned_about_once_and_ignored(
     warned = [line for line in done.stderr.splitlines() if "SMSRELAY_OTHER_TOOL_DIR" in line]
     assert len(warned) == 1 and json.loads(warned[0])["event"] == "unknown_variable_ignored"
     assert "/secret-looking-value" not in done.stderr
+
+
+async def test_worker_start_warns_once_per_country_route_with_a_shared_code(
+    amqp_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    """`smsrelay worker` with a GB route logs one route_coverage line naming GG, IM, JE and +44."""
+    worker = WorkerProcess(tmp_path, amqp_url, sqlite_url)
+    worker.env["SMSRELAY_PROVIDERS__BACKUP__TYPE"] = "simulator"
+    worker.env["SMSRELAY_ROUTES"] = json.dumps({"GB": ["backup"], "*": ["simulator"]})
+    worker.start()
+    try:
+        worker.wait_for_log("route_coverage")
+        lines = [line for line in worker.log_lines() if line["event"] == "route_coverage"]
+    finally:
+        assert worker.signal(signal.SIGTERM) == 0
+    assert len(lines) == 1 and lines[0]["level"] == "warning"
+    assert "GG, IM, JE" in lines[0]["problem"] and "'+44'" in lines[0]["problem"]
 
 
 async def test_config_error_names_the_key_and_refuses_to_start(
