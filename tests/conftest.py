@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import pytest
@@ -94,3 +95,33 @@ async def eventually(check: object, seconds: float = 20.0, interval: float = 0.0
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {seconds}s")
         await asyncio.sleep(interval)
+
+
+def queue_depth(amqp_url: str, queue: str) -> tuple[int, int]:
+    """``queue``'s (ready, unacknowledged) message counts in the URL's vhost, as the broker sees them."""
+    vhost = unquote(urlsplit(amqp_url).path.removeprefix("/")) or "/"
+    columns = ["name", "messages_ready", "messages_unacknowledged"]
+    listed = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "--no-table-headers", *columns],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    for line in listed.stdout.splitlines():
+        name, ready, unacked = line.split("\t")
+        if name == queue:
+            return int(ready), int(unacked)
+    raise AssertionError(f"no queue {queue!r} in vhost {vhost!r}")
+
+
+async def queue_settled(amqp_url: str, queue: str = "sms.send", seconds: float = 30.0) -> None:
+    """Wait until every message published to ``queue`` has been consumed and acked.
+
+    The positive signal that a duplicate was handled: after it, "sent once" means once.
+    """
+
+    async def settled() -> bool:
+        return await asyncio.to_thread(queue_depth, amqp_url, queue) == (0, 0)
+
+    await eventually(settled, seconds=seconds, interval=0.2)

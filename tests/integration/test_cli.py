@@ -13,7 +13,7 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from tests.conftest import eventually
+from tests.conftest import eventually, queue_settled
 from tests.integration.harness import event_log, publish_raw, request, running_worker
 from tests.integration.process import WorkerProcess
 
@@ -82,7 +82,7 @@ async def test_dlq_list_and_replay(
     """`dlq list` shows dead letters with their reasons; `dlq replay ID` republishes only that one."""
     async with running_worker(amqp_url, sqlite_url):
         await publish_raw(amqp_url, [b'{"id": "dead-1", "to": "+1415", "body": "x"}', b"{oops"])
-        await asyncio.sleep(0.5)
+        await queue_settled(amqp_url)  # both consumed: dead-lettered before the ack
     listed = await _cli("dlq", "list", env=env, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert "dead-1" in listed.stdout and 'field "to": not a valid phone number' in listed.stdout

@@ -6,8 +6,13 @@ import asyncio
 
 import asyncpg
 
-from tests.conftest import PG_DSN, eventually
+from tests.conftest import PG_DSN, eventually, queue_depth
 from tests.integration.harness import drain_dead, event_log, publish_raw, request, running_worker
+
+
+def held_by_worker(amqp_url: str) -> bool:
+    """The worker has taken the one message of sms.send and not settled it."""
+    return queue_depth(amqp_url, "sms.send") == (0, 1)
 
 
 async def _allow_connections(url: str, allowed: bool) -> None:
@@ -31,7 +36,8 @@ async def test_store_outage_requeues_and_sends_once_it_is_back(amqp_url: str, pg
         await _allow_connections(pg_url, False)
         try:
             await publish_raw(amqp_url, [request("during-outage")])
-            await asyncio.sleep(2)
+            # The positive signal that the outage is exercised: the worker holds the message.
+            await eventually(lambda: asyncio.to_thread(held_by_worker, amqp_url))
             assert events.states("during-outage") == []
         finally:
             await _allow_connections(pg_url, True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -11,7 +10,7 @@ import pytest
 
 from smsrelay.client import AsyncClient
 from smsrelay.models import State
-from tests.conftest import eventually
+from tests.conftest import eventually, queue_settled
 from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioFake
 from tests.integration.harness import (
     drain_dead,
@@ -65,6 +64,7 @@ async def test_same_id_published_twice_is_sent_once(amqp_url: str, sqlite_url: s
         other = _id()
         await publish_raw(amqp_url, [request(mid), request(other)])
         await eventually(lambda: events.states(other) == ["sent"])
+        await queue_settled(amqp_url)
         assert [r.id for r in simulator(rt, "simulator").sent] == [mid, other]
     assert rt.metrics.duplicates._value.get() == 2
 
@@ -222,7 +222,7 @@ async def test_twilio_route_sends_once_through_the_wire_format(
         async with event_log(amqp_url) as events, running_worker(amqp_url, sqlite_url, **overrides):
             await publish_raw(amqp_url, [request(mid), request(mid)])
             await eventually(lambda: events.states(mid) == ["sent"])
-            await asyncio.sleep(0.3)
+            await queue_settled(amqp_url)
         assert len(fake.received) == 1
         form = fake.received[0].form
     assert form["To"] == "+14155550123" and form["Body"] == f"hello {mid}"
@@ -260,7 +260,7 @@ async def test_worker_on_postgresql_sends_and_dedupes(amqp_url: str, pg_url: str
     async with event_log(amqp_url) as events, running_worker(amqp_url, pg_url) as rt:
         await publish_raw(amqp_url, [request(mid), request(mid)])
         await eventually(lambda: events.states(mid) == ["sent"])
-        await eventually(lambda: rt.metrics.duplicates._value.get() == 1)
+        await queue_settled(amqp_url)
         record = await rt.store.get(mid)
         assert [r.id for r in simulator(rt, "simulator").sent] == [mid]
     assert record is not None and record.state is State.SENT

@@ -62,7 +62,7 @@ from werkzeug.datastructures import Headers
 from smsrelay.errors import ProviderError, RecipientRejected, TransientProviderError
 from smsrelay.models import SendRequest, SendResult, validate_request
 from smsrelay.providers import Provider, ProviderSettings, Webhook, build, provider_class
-from tests.conftest import eventually
+from tests.conftest import eventually, queue_settled
 from tests.integration.harness import event_log, publish_raw, running_worker
 from tests.integration.harness import request as wire_request
 from tests.providers import prism
@@ -522,6 +522,7 @@ class ProviderContractTest:
         ):
             await publish_raw(amqp_url, [wire_request(mid, to=self.recipient)] * 2)
             await eventually(lambda: events.states(mid) == ["sent"])
+            await queue_settled(amqp_url)
             record = await rt.store.get(mid)
         assert record is not None and record.provider == self.provider_type
         assert len(self.captured(fake)) == 1, "the duplicate publish reached the provider"
