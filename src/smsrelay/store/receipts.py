@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from smsrelay.errors import StaleReceipt
 from smsrelay.logging import get_logger
 from smsrelay.models import EventError, Receipt, ReceiptStatus, State, StatusEvent
+from smsrelay.store.retention import RECEIPTS_PURGE_LOCK, delete_in_batches, purge_lock
 from smsrelay.store.schema import attempts, messages, receipt_digests, receipt_refusals, receipts
 from smsrelay.store.sql import SqlStore
 
@@ -247,16 +248,19 @@ class ReceiptStore:
 
         Matched receipts go with their message (``ON DELETE CASCADE``).
         """
-        async with self.store._tx() as conn:
-            total = 0
-            for stmt in (
-                delete(receipt_refusals).where(receipt_refusals.c.at < older_than),
-                delete(receipt_digests).where(receipt_digests.c.at < older_than),
-                delete(receipts).where(
-                    receipts.c.message_id.is_(None), receipts.c.received_at < older_than
-                ),
-            ):
-                total += int((await conn.execute(stmt)).rowcount or 0)
+        # In batches, one process at a time, as the messages' purge (store/retention.py).
+        unmatched = receipts.c.message_id.is_(None) & (receipts.c.received_at < older_than)
+        old = (
+            (receipt_refusals, receipt_refusals.c.key, receipt_refusals.c.at < older_than),
+            (receipt_digests, receipt_digests.c.key, receipt_digests.c.at < older_than),
+            (receipts, receipts.c.key, unmatched),
+        )
+        total = 0
+        async with purge_lock(self.store.engine, RECEIPTS_PURGE_LOCK) as held:
+            if not held:
+                return 0
+            for table, key, where in old:
+                total += await delete_in_batches(self.store._tx, table, key, where)
         return total
 
 

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, event, insert, or_, select, text, update
+from sqlalchemy import event, insert, or_, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -16,6 +16,12 @@ from sqlalchemy.pool import StaticPool
 
 from smsrelay.models import AttemptOutcome, EventError, Kind, SendRequest, State
 from smsrelay.store.base import AttemptRecord, Claim, MessageRecord
+from smsrelay.store.retention import (
+    MESSAGES_PURGE_LOCK,
+    PURGE_BATCH,
+    delete_in_batches,
+    purge_lock,
+)
 from smsrelay.store.schema import attempts, messages, receipts, rejections
 
 
@@ -313,14 +319,18 @@ class SqlStore:
             )
             return _message_record(msg, [_attempt_record(r) for r in rows])
 
-    async def purge(self, older_than: datetime) -> int:
-        async with self._tx() as conn:
-            cutoff = older_than.astimezone(UTC)
-            old = select(messages.c.id).where(messages.c.updated_at < cutoff)
-            await conn.execute(delete(attempts).where(attempts.c.message_id.in_(old)))
-            result = await conn.execute(delete(messages).where(messages.c.updated_at < cutoff))
-            await conn.execute(delete(rejections).where(rejections.c.at < cutoff))
-        return int(result.rowcount or 0)
+    async def purge(self, older_than: datetime, batch_size: int = PURGE_BATCH) -> int:
+        # In batches, one process at a time (store/retention.py); attempts and receipts
+        # go with their message (ON DELETE CASCADE). 0 when another process is purging.
+        cutoff = older_than.astimezone(UTC)
+        async with purge_lock(self.engine, MESSAGES_PURGE_LOCK) as held:
+            if not held:
+                return 0
+            old = messages.c.updated_at < cutoff
+            purged = await delete_in_batches(self._tx, messages, messages.c.id, old, batch_size)
+            old = rejections.c.at < cutoff
+            await delete_in_batches(self._tx, rejections, rejections.c.key, old, batch_size)
+        return purged
 
     async def ping(self) -> None:
         async with self._read() as conn:
