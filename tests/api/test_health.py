@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import threading
 import uuid
 
 from smsrelay.api import AmqpPublisher
@@ -42,19 +42,27 @@ async def test_readyz_is_503_naming_the_broker_when_its_url_is_wrong(
     assert answer.json() == {"status": "unready", "checks": {"broker": "failed", "store": "ok"}}
 
 
+def _new_aiosqlite_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    # aiosqlite names no thread; Python names it after its target function.
+    return [
+        t for t in threading.enumerate() if t not in before and "_connection_worker" in t.name
+    ]
+
+
 async def test_readyz_is_503_naming_the_store_when_it_cannot_be_reached(
     tmp_path: object, sqlite_url: str
 ) -> None:
     """A store that cannot be opened makes /readyz 503 with store failed."""
+    before = set(threading.enumerate())
     broken = SqlStore.from_url("sqlite+aiosqlite:////nonexistent-dir/smsrelay.db")
     try:
         async with running_api(api_settings(sqlite_url), broken, MemoryPublisher()) as api:
             answer = await api.client.get("/readyz")
     finally:
         await broken.close()
-        # aiosqlite stops the thread of a failed connect by a message nobody awaits;
-        # let it be answered before this test's event loop closes.
-        await asyncio.sleep(0.5)
+        # aiosqlite stops the thread of a failed connect by a message nobody awaits: the
+        # thread must have answered it before this test's event loop closes.
+        await eventually(lambda: not _new_aiosqlite_threads(before))
     assert answer.status_code == 503
     assert answer.json()["checks"] == {"broker": "ok", "store": "failed"}
 

@@ -52,10 +52,11 @@ class WorkerProcess:
     def start(self) -> None:
         """Start a worker (logs go to worker-<n>.log)."""
         self.runs += 1
-        log = (self.tmp / f"worker-{self.runs}.log").open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "smsrelay", "worker"], env=self.env, stdout=log, stderr=log
-        )
+        # The child writes through its own copy of the descriptor; ours closes at once.
+        with (self.tmp / f"worker-{self.runs}.log").open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "smsrelay", "worker"], env=self.env, stdout=log, stderr=log
+            )
         self.wait_for_log("worker_started")
 
     def wait_for_log(self, text: str, seconds: float = 30) -> None:
