@@ -225,3 +225,12 @@ def test_unknown_variables_names_each_stray_one() -> None:
         "SMSRELAY_PREFETCH__X",
         "SMSRELAY_RETRY__MAX_ATTEMPT",
     ]
+
+
+def test_country_route_from_the_environment_keeps_its_upper_case_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SMSRELAY_ROUTES__GB sets the ``GB`` route (a lower-case ``gb`` would never match)."""
+    monkeypatch.setenv("SMSRELAY_ROUTES__GB", '["sim"]')
+    loaded = settings.load(config_file(tmp_path, SIM_FILE))
+    assert loaded.routes == {"*": ["sim"], "GB": ["sim"]}

@@ -149,7 +149,8 @@ def _env_path(name: str) -> list[str] | None:
         return path if not inner or (len(inner) == 1 and inner[0] in kind.model_fields) else None
     if get_origin(kind) is dict:
         # Keyed by the operator's names (providers, routes): their models check the rest.
-        return path
+        # A variable name cannot hold "+" or "*": its route key is a country, upper case.
+        return path if path[0] != "routes" else [path[0], *(p.upper() for p in path[1:])]
     return path if len(path) == 1 else None
 
 
