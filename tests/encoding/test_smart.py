@@ -9,8 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.provisional import urls
 
-from smsrelay.encoding import Encoding, encode, is_gsm7, substitute
+from smsrelay.encoding import Encoding, encode, is_gsm7, outgoing, substitute
 from smsrelay.encoding.smart import LOOKALIKES
+from smsrelay.errors import InvalidRequest
+from smsrelay.models import BodyEncoding, SendRequest, validate_request
+from smsrelay.settings import load
 from tests.encoding.corpus import GSM_BASIC, GSM_EXTENSION
 
 GSM = GSM_BASIC + GSM_EXTENSION
@@ -121,3 +124,42 @@ def test_smart_never_costs_more_parts(body: str) -> None:
     result = encode(body, smart=True)
     assert result.sent.count <= result.original.count
     assert result.text == body or result.sent.encoding is Encoding.GSM7
+
+
+def _request(**fields: object) -> SendRequest:
+    return validate_request({"id": "m-1", "to": "+14155550123", "body": "Don’t", **fields})
+
+
+def test_request_smart_overrides_an_exact_provider() -> None:
+    """`encoding: smart` on the request folds the body even where the provider sends as written."""
+    request = _request(encoding="smart")
+    sent, encoded = outgoing(request, BodyEncoding.EXACT)
+    assert (sent.body, request.body, encoded.sent.encoding) == ("Don't", "Don’t", Encoding.GSM7)
+    assert sent.id == request.id and sent.to == request.to
+
+
+def test_request_exact_overrides_a_smart_provider() -> None:
+    """`encoding: exact` on the request keeps the body as written on a smart provider."""
+    request = _request(encoding="exact")
+    sent, encoded = outgoing(request, BodyEncoding.SMART)
+    assert sent is request and not encoded.changed
+
+
+def test_provider_setting_applies_when_the_request_says_nothing() -> None:
+    """Without a request field, the provider's `encoding` setting decides."""
+    request = _request()
+    assert outgoing(request, BodyEncoding.SMART)[0].body == "Don't"
+    assert outgoing(request, BodyEncoding.EXACT)[0] is request
+
+
+def test_unknown_request_encoding_is_refused() -> None:
+    """A request `encoding` other than exact or smart is an invalid request naming the field."""
+    with pytest.raises(InvalidRequest, match='field "encoding"'):
+        _request(encoding="gsm7")
+
+
+def test_provider_settings_take_an_encoding() -> None:
+    """Every provider's settings accept `encoding: smart`, defaulting to exact."""
+    settings = load(providers={"simulator": {"encoding": "smart"}, "plain": {"type": "simulator"}})
+    parsed = settings.provider_settings()
+    assert (parsed["simulator"].encoding, parsed["plain"].encoding) == (BodyEncoding.SMART, BodyEncoding.EXACT)

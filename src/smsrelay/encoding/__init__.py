@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from smsrelay.encoding.segments import Encoding, Part, Segmentation, count, is_gsm7, segment
-from smsrelay.encoding.smart import Encoded, encode, substitute
+from smsrelay.encoding.smart import Encoded, encode, outgoing, substitute
 
 __all__ = [
     "Encoded",
@@ -13,6 +13,7 @@ __all__ = [
     "count",
     "encode",
     "is_gsm7",
+    "outgoing",
     "segment",
     "substitute",
 ]

@@ -24,8 +24,9 @@ import re
 from dataclasses import dataclass
 
 from smsrelay.encoding.segments import Segmentation, segment
+from smsrelay.models import BodyEncoding, SendRequest
 
-__all__ = ["LOOKALIKES", "Encoded", "encode", "substitute"]
+__all__ = ["LOOKALIKES", "Encoded", "encode", "outgoing", "substitute"]
 
 # No-break, en/em and other fixed-width spaces, narrow no-break, ideographic space.
 _SPACES = "\u00a0" + "".join(map(chr, range(0x2000, 0x200B))) + "\u202f\u205f\u3000"
@@ -136,3 +137,16 @@ def encode(body: str, smart: bool = False) -> Encoded:
     if sent.encoding != "gsm7" or sent.count > original.count:
         return Encoded(body, original, original)
     return Encoded(text, original, sent)
+
+
+def outgoing(request: SendRequest, provider_default: BodyEncoding) -> tuple[SendRequest, Encoded]:
+    """The request to hand one provider, and its encoding before and after.
+
+    The request's own ``encoding`` wins over the provider's setting. The producer's
+    request is never altered: a smart-encoded body travels in a copy.
+    """
+    smart = (request.encoding or provider_default) is BodyEncoding.SMART
+    encoded = encode(request.body, smart)
+    if not encoded.changed:
+        return request, encoded
+    return request.model_copy(update={"body": encoded.text}), encoded
