@@ -40,6 +40,9 @@ messages = Table(
     Column("possible_duplicate", Boolean, nullable=False, default=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The body as written: gsm7/ucs2 and its parts (migration 0003_encoding).
+    Column("original_encoding", String(8)),
+    Column("original_parts", Integer),
     Index("ix_messages_updated_at", "updated_at"),
     Index("ix_messages_provider_message_id", "provider_message_id"),
 )
@@ -57,6 +60,9 @@ attempts = Table(
     Column("provider_message_id", String(128)),
     Column("error_code", String(64)),
     Column("error_message", Text),
+    # The body as sent to this provider, after smart encoding (migration 0003_encoding).
+    Column("sent_encoding", String(8)),
+    Column("sent_parts", Integer),
     Index("ix_attempts_message_id", "message_id"),
 )
 
