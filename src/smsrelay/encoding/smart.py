@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from smsrelay.encoding.segments import Segmentation, segment
+from smsrelay.encoding.segments import Encoding, Segmentation, segment
 from smsrelay.models import BodyEncoding, SendRequest
 
 __all__ = ["LOOKALIKES", "Encoded", "encode", "outgoing", "substitute"]
@@ -130,11 +130,11 @@ class Encoded:
 def encode(body: str, smart: bool = False) -> Encoded:
     """The text to send for ``body``: smart-encoded when that makes it GSM-7 without more parts."""
     original = segment(body)
-    if not smart or original.encoding == "gsm7":
+    if not smart or original.encoding is Encoding.GSM7:
         return Encoded(body, original, original)
     text = substitute(body)
     sent = segment(text)
-    if sent.encoding != "gsm7" or sent.count > original.count:
+    if sent.encoding is not Encoding.GSM7 or sent.count > original.count:
         return Encoded(body, original, original)
     return Encoded(text, original, sent)
 
