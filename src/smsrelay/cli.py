@@ -17,6 +17,7 @@ import typer
 
 from smsrelay import logging as smslog
 from smsrelay import settings as config
+from smsrelay.cli_prices import prices_app
 from smsrelay.errors import ConfigError, InvalidRequest
 from smsrelay.phone import mask
 from smsrelay.store import MessageRecord
@@ -26,6 +27,7 @@ dlq_app = typer.Typer(
     help="Inspect and replay the dead-letter queue sms.dead.", no_args_is_help=True
 )
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(prices_app, name="prices")
 
 T = TypeVar("T")
 ConfigOption = typer.Option(None, "--config", "-c", help="YAML config file (else SMSRELAY_CONFIG).")

@@ -54,6 +54,13 @@ class Kind(StrEnum):
     MARKETING = "marketing"
 
 
+class BodyEncoding(StrEnum):
+    """How a body may be sent: exactly as written, or with look-alikes folded to GSM-7."""
+
+    EXACT = "exact"
+    SMART = "smart"
+
+
 def _tags_limit(tags: dict[str, str]) -> dict[str, str]:
     if len(tags) > 16:
         raise ValueError("at most 16 entries")
@@ -73,6 +80,8 @@ class SendRequest(BaseModel):
     kind: Kind = Kind.TRANSACTIONAL
     expires_at: AwareDatetime | None = None
     tags: Annotated[dict[str, str], AfterValidator(_tags_limit)] = Field(default_factory=dict)
+    # Absent: the provider's `encoding` setting decides (smsrelay.encoding.smart).
+    encoding: BodyEncoding | None = None
     # Filled in by validation from `to`/`region`: not part of the wire format.
     country: Annotated[str, Field(exclude=True)] = ""
 

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from smsrelay.economics.prices import PriceSettings
 from smsrelay.errors import ConfigError
 from smsrelay.providers import ProviderSettings, provider_class
 from smsrelay.routing import check_route_key
@@ -60,6 +61,8 @@ class Settings(BaseSettings):
     api_port: int = 8080
     # The base URL providers call for receipts (https://sms.example.com): signatures sign it.
     public_url: str | None = None
+    # Price tables in config form, and how old a price may get (smsrelay.economics.prices).
+    prices: PriceSettings = PriceSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -27,7 +27,7 @@ from smsrelay.errors import (
     RateLimited,
     TransientProviderError,
 )
-from smsrelay.models import Receipt, SendRequest, SendResult
+from smsrelay.models import BodyEncoding, Receipt, SendRequest, SendResult
 
 
 class ProviderSettings(BaseModel):
@@ -40,6 +40,8 @@ class ProviderSettings(BaseModel):
     timeout: float = 10.0
     max_connections: int = 1000
     sender: str | None = None
+    # `smart`: fold look-alikes to GSM-7 unless a request says `exact` (smsrelay.encoding.smart).
+    encoding: BodyEncoding = BodyEncoding.EXACT
 
     def require_any(self, *names: str) -> None:
         """For a model validator: raise ``ValueError`` unless one of ``names`` is set."""

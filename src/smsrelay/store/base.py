@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from smsrelay.encoding import Encoded
 from smsrelay.models import AttemptOutcome, EventError, SendRequest, State
 
 
@@ -44,6 +45,9 @@ class AttemptRecord:
     provider_message_id: str | None
     error_code: str | None
     error_message: str | None
+    # The body as sent to this provider: "gsm7"/"ucs2" and parts; None when not recorded.
+    sent_encoding: str | None = None
+    sent_parts: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +69,9 @@ class MessageRecord:
     updated_at: datetime
     tags: dict[str, str] = field(default_factory=dict)
     attempts: list[AttemptRecord] = field(default_factory=list)
+    # The body as written: "gsm7"/"ucs2" and parts; None when not recorded.
+    original_encoding: str | None = None
+    original_parts: int | None = None
 
 
 class Store(Protocol):
@@ -115,6 +122,9 @@ class Store(Protocol):
 
     async def record_rejection(self, message_id: str | None, reason: str) -> None:
         """Keep a trace of a request that was dead-lettered as invalid."""
+
+    async def record_encoding(self, message_id: str, attempt_key: int, encoded: Encoded) -> None:
+        """Keep the body's encoding and parts as written (message) and as sent (attempt)."""
 
     async def get(self, message_id: str) -> MessageRecord | None:
         """The message with its attempts, or None."""

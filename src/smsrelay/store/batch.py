@@ -25,6 +25,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from smsrelay.encoding import Encoded
 from smsrelay.models import AttemptOutcome, EventError, SendRequest, State
 from smsrelay.store.base import Claim, MessageRecord
 from smsrelay.store.schema import attempts, messages
@@ -141,6 +142,9 @@ class BatchingStore:
 
     async def record_rejection(self, message_id: str | None, reason: str) -> None:
         await self.inner.record_rejection(message_id, reason)
+
+    async def record_encoding(self, message_id: str, attempt_key: int, encoded: Encoded) -> None:
+        await self.inner.record_encoding(message_id, attempt_key, encoded)
 
     async def get(self, message_id: str) -> MessageRecord | None:
         return await self.inner.get(message_id)

@@ -40,6 +40,9 @@ messages = Table(
     Column("possible_duplicate", Boolean, nullable=False, default=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The body as written: gsm7/ucs2 and its parts (migration 0003_encoding).
+    Column("original_encoding", String(8)),
+    Column("original_parts", Integer),
     Index("ix_messages_updated_at", "updated_at"),
     Index("ix_messages_provider_message_id", "provider_message_id"),
 )
@@ -57,6 +60,9 @@ attempts = Table(
     Column("provider_message_id", String(128)),
     Column("error_code", String(64)),
     Column("error_message", Text),
+    # The body as sent to this provider, after smart encoding (migration 0003_encoding).
+    Column("sent_encoding", String(8)),
+    Column("sent_parts", Integer),
     Index("ix_attempts_message_id", "message_id"),
 )
 
@@ -116,3 +122,22 @@ receipt_digests = Table(
 
 # Receipts are also matched through the attempt that carried the provider's id.
 Index("ix_attempts_provider_message_id", attempts.c.provider, attempts.c.provider_message_id)
+
+# -- price tables (migration 0004_prices) ---------------------------------------------------
+
+# Every price a provider ever had: a newer price is a new row with a later effective_from.
+prices = Table(
+    "prices",
+    metadata,
+    Column("key", Integer, primary_key=True, autoincrement=True),
+    Column("provider", String(64), nullable=False),
+    # An ISO 3166 country ("GB") or an E.164 prefix ("+4420").
+    Column("destination", String(16), nullable=False),
+    # Decimal text, exact on every backend (SQLite has no decimal type).
+    Column("price", String(24), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("effective_from", DateTime(timezone=True), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("imported_at", DateTime(timezone=True), nullable=False),
+    Index("ux_prices", "provider", "destination", "effective_from", unique=True),
+)

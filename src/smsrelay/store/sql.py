@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from smsrelay.encoding import Encoded
 from smsrelay.models import AttemptOutcome, EventError, Kind, SendRequest, State
 from smsrelay.store.base import AttemptRecord, Claim, MessageRecord
 from smsrelay.store.retention import (
@@ -299,6 +300,20 @@ class SqlStore:
                 insert(rejections).values(message_id=message_id, reason=reason, at=_now())
             )
 
+    async def record_encoding(self, message_id: str, attempt_key: int, encoded: Encoded) -> None:
+        original, sent = encoded.original, encoded.sent
+        async with self._tx() as conn:
+            await conn.execute(
+                update(messages)
+                .where(messages.c.id == message_id)
+                .values(original_encoding=original.encoding.value, original_parts=original.count)
+            )
+            await conn.execute(
+                update(attempts)
+                .where(attempts.c.key == attempt_key)
+                .values(sent_encoding=sent.encoding.value, sent_parts=sent.count)
+            )
+
     async def rejections(self, limit: int = 100) -> list[tuple[str | None, str, datetime]]:
         """The latest rejections, newest first."""
         async with self._read() as conn:
@@ -350,6 +365,8 @@ def _attempt_record(row: Row[Any]) -> AttemptRecord:
         provider_message_id=row.provider_message_id,
         error_code=row.error_code,
         error_message=row.error_message,
+        sent_encoding=row.sent_encoding,
+        sent_parts=row.sent_parts,
     )
 
 
@@ -370,4 +387,6 @@ def _message_record(row: Row[Any], tries: list[AttemptRecord]) -> MessageRecord:
         updated_at=_aware(row.updated_at) or _now(),
         tags=dict(row.tags or {}),
         attempts=tries,
+        original_encoding=row.original_encoding,
+        original_parts=row.original_parts,
     )

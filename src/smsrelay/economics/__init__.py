@@ -1,0 +1,1 @@
+"""What sending costs: price tables per provider (``prices``)."""
