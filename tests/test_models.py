@@ -270,3 +270,32 @@ def test_salvage_id_reads_a_well_formed_id_from_a_bad_request() -> None:
     assert salvage_id(b"[" * 30_000 + b"]" * 30_000) is None
     assert salvage_id(b'{"id": "has space"}') is None
     assert salvage_id(b'{"id": 7}') is None
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x07", "\x1b", "\x7f", "\x85"])
+def test_control_character_in_body_is_rejected_naming_body(char: str) -> None:
+    """A NUL (or another control character no provider carries) in the body is refused as "body"."""
+    reason = reason_for(wire(body=f"code{char}1234"))
+    assert reason == f'field "body": control character U+{ord(char):04X} at position 4'
+
+
+def test_line_breaks_and_tabs_in_body_are_accepted() -> None:
+    """LF and CR (GSM 03.38 has them) and a tab stay in the body."""
+    assert parse_request(wire(body="line 1\r\nline 2\tend")).body == "line 1\r\nline 2\tend"
+
+
+@pytest.mark.parametrize("sender", ["AC\x00ME", "ACME\n", "AC\tME"])
+def test_control_character_in_from_is_rejected_naming_from(sender: str) -> None:
+    """A sender id carries no control character at all, not even a line break."""
+    assert reason_for(wire(**{"from": sender})).startswith('field "from": control character')
+
+
+def test_control_character_in_a_tag_is_rejected_naming_tags() -> None:
+    """Tags travel in events and headers: a NUL in a key or a value is refused as "tags"."""
+    assert reason_for(wire(tags={"k": "v\x00"})).startswith('field "tags":')
+    assert reason_for(wire(tags={"k\x00": "v"})).startswith('field "tags":')
+
+
+def test_explicit_null_from_is_no_sender() -> None:
+    """``"from": null`` is accepted as no sender (the control-character check skips it)."""
+    assert parse_request(b'{"id":"a","to":"+14155550123","body":"x","from":null}').sender is None

@@ -54,9 +54,38 @@ class Kind(StrEnum):
     MARKETING = "marketing"
 
 
+# C0 and C1 control characters and DEL: no provider carries them (a NUL cannot even
+# be stored in PostgreSQL). A body keeps line feed, carriage return and tab: GSM 03.38
+# has LF and CR, and a message that needs UCS-2 anyway carries a tab.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_BODY_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _refuse(pattern: re.Pattern[str], value: str) -> str:
+    found = pattern.search(value)
+    if found is not None:
+        char = found.group()
+        raise ValueError(f"control character U+{ord(char):04X} at position {found.start()}")
+    return value
+
+
+def _body_text(value: str) -> str:
+    return _refuse(_BODY_CONTROL, value)
+
+
+def _plain_text(value: str | None) -> str | None:
+    return value if value is None else _refuse(_CONTROL, value)
+
+
 def _tags_limit(tags: dict[str, str]) -> dict[str, str]:
     if len(tags) > 16:
         raise ValueError("at most 16 entries")
+    for key, value in tags.items():
+        try:
+            _refuse(_CONTROL, key)
+            _refuse(_CONTROL, value)
+        except ValueError as exc:
+            raise ValueError(f"{key!r}: {exc}") from None
     return tags
 
 
@@ -67,9 +96,11 @@ class SendRequest(BaseModel):
 
     id: Annotated[str, Field(pattern=ID_PATTERN)]
     to: str
-    body: Annotated[str, Field(min_length=1, max_length=1600)]
+    body: Annotated[str, Field(min_length=1, max_length=1600), AfterValidator(_body_text)]
     region: Annotated[str | None, Field(pattern=r"^[A-Za-z]{2}$")] = None
-    sender: Annotated[str | None, Field(alias="from", min_length=1, max_length=32)] = None
+    sender: Annotated[
+        str | None, Field(alias="from", min_length=1, max_length=32), AfterValidator(_plain_text)
+    ] = None
     kind: Kind = Kind.TRANSACTIONAL
     expires_at: AwareDatetime | None = None
     tags: Annotated[dict[str, str], AfterValidator(_tags_limit)] = Field(default_factory=dict)
@@ -120,17 +151,25 @@ def parse_request(raw: bytes) -> SendRequest:
     """Decode and validate a wire request, or raise ``InvalidRequest`` with a plain reason."""
     if len(raw) > MAX_REQUEST_BYTES:
         raise InvalidRequest(f"request is {len(raw)} bytes, the limit is {MAX_REQUEST_BYTES}")
+    return validate_request(decode_json(raw))
+
+
+def decode_json(raw: bytes) -> object:
+    """Untrusted bytes as JSON, or ``InvalidRequest``; callers bound ``raw``'s size first.
+
+    The parse is linear in the size; nesting is bounded by the interpreter's recursion
+    limit, whose ``RecursionError`` becomes a refusal like any other bad JSON.
+    """
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidRequest(f"body is not valid UTF-8 at byte {exc.start}") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"invalid json at line {exc.lineno} col {exc.colno}") from None
     except RecursionError:
         raise InvalidRequest("invalid json: nested too deeply") from None
-    return validate_request(data)
 
 
 def validate_request(data: object) -> SendRequest:
@@ -151,11 +190,16 @@ def salvage_id(raw: bytes) -> str | None:
     if len(raw) > MAX_REQUEST_BYTES:  # not worth parsing megabytes for an id
         return None
     try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
+        data = decode_json(raw)
+    except InvalidRequest:
         return None
     value = data.get("id") if isinstance(data, dict) else None
-    return value if isinstance(value, str) and re.fullmatch(ID_PATTERN, value) else None
+    return value if isinstance(value, str) and is_valid_id(value) else None
+
+
+def is_valid_id(value: str) -> bool:
+    """True when ``value`` can be a message id (``ID_PATTERN``)."""
+    return re.fullmatch(ID_PATTERN, value) is not None
 
 
 def _json_type(value: object) -> str:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 
 from smsrelay.api.auth import require_api_key
 from smsrelay.api.body import read_body
@@ -15,7 +14,7 @@ from smsrelay.api.errors import documented, error_response, field_of
 from smsrelay.api.schemas import Accepted, MessageStatus, message_status
 from smsrelay.errors import InvalidRequest
 from smsrelay.logging import get_logger
-from smsrelay.models import MAX_REQUEST_BYTES, validate_request
+from smsrelay.models import ID_PATTERN, MAX_REQUEST_BYTES, decode_json, validate_request
 from smsrelay.store import MessageRecord
 
 log = get_logger(__name__)
@@ -47,9 +46,9 @@ async def send_message(request: Request, ctx: ApiContext = Depends(get_context))
     if raw is None:
         return error_response(413, f"the request is over {MAX_REQUEST_BYTES} bytes")
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return error_response(400, "the body is not JSON")
+        data = decode_json(raw)
+    except InvalidRequest as exc:
+        return error_response(400, f"the body is not JSON: {exc.reason}")
     try:
         message = validate_request(data)
     except InvalidRequest as exc:
@@ -68,10 +67,12 @@ async def send_message(request: Request, ctx: ApiContext = Depends(get_context))
     "/v1/messages/{message_id}",
     operation_id="getMessage",
     response_model=MessageStatus,
-    responses=documented(401, 404),
+    responses=documented(401, 404, 422),
     summary="A message's state, attempts and receipts",
 )
-async def get_message(message_id: str, ctx: ApiContext = Depends(get_context)) -> Any:
+async def get_message(
+    message_id: Annotated[str, Path(pattern=ID_PATTERN)], ctx: ApiContext = Depends(get_context)
+) -> Any:
     """The message's state, every attempt and every delivery receipt (404 when unknown)."""
     record = await ctx.store.get(message_id)
     if record is None:

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from smsrelay.models import AttemptOutcome, EventError, Kind, SendRequest, State
+from smsrelay.models import AttemptOutcome, EventError, Kind, SendRequest, State, is_valid_id
 from smsrelay.store.base import AttemptRecord, Claim, MessageRecord
 from smsrelay.store.schema import attempts, messages, receipts, rejections
 
@@ -304,6 +304,8 @@ class SqlStore:
             return [(r.message_id, r.reason, _aware(r.at) or _now()) for r in rows]
 
     async def get(self, message_id: str) -> MessageRecord | None:
+        if not is_valid_id(message_id):  # e.g. a NUL, which PostgreSQL refuses with an error
+            return None
         async with self._read() as conn:
             msg = (await conn.execute(select(messages).where(messages.c.id == message_id))).first()
             if msg is None:
