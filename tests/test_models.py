@@ -296,6 +296,48 @@ def test_control_character_in_a_tag_is_rejected_naming_tags() -> None:
     assert reason_for(wire(tags={"k\x00": "v"})).startswith('field "tags":')
 
 
+def test_digest_is_the_same_for_the_same_message_written_differently() -> None:
+    """A national number with its region, key order and an expiry offset do not change the digest."""
+    one = parse_request(
+        wire(to="+442079460018", expires_at="2030-01-01T01:00:00+01:00", tags={"a": "1", "b": "2"})
+    )
+    other = parse_request(
+        wire(
+            to="020 7946 0018",
+            region="GB",
+            expires_at="2030-01-01T00:00:00Z",
+            tags={"b": "2", "a": "1"},
+        )
+    )
+    assert one.digest() == other.digest()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"body": "another text"},
+        {"to": "+14155550124"},
+        {"from": "ACME"},
+        {"kind": "marketing"},
+        {"expires_at": "2030-01-01T00:00:00Z"},
+        {"tags": {"a": "1"}},
+    ],
+)
+def test_digest_changes_with_each_field_that_defines_the_message(change: dict[str, Any]) -> None:
+    """Each of to, body, from, kind, expires_at and tags is part of the digest; the id is not."""
+    assert parse_request(wire(**change)).digest() != parse_request(wire()).digest()
+    assert parse_request(wire(id="other")).digest() == parse_request(wire()).digest()
+
+
+def test_otp_code_counts_in_the_digest_only_with_a_key() -> None:
+    """An OTP's code changes the keyed digest; without a key the code is left out (never stored)."""
+    first = parse_request(wire(kind="otp", body="Your code is 123456"))
+    second = parse_request(wire(kind="otp", body="Your code is 654321"))
+    assert first.digest(b"k") != second.digest(b"k")
+    assert first.digest() == second.digest()
+    assert first.digest(b"k") != first.digest(b"other key")
+
+
 def test_explicit_null_from_is_no_sender() -> None:
     """``"from": null`` is accepted as no sender (the control-character check skips it)."""
     assert parse_request(b'{"id":"a","to":"+14155550123","body":"x","from":null}').sender is None

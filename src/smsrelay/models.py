@@ -6,6 +6,8 @@ its field names, so they change only with a new version.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 from datetime import UTC, datetime
@@ -132,6 +134,24 @@ class SendRequest(BaseModel):
     def to_wire(self) -> bytes:
         """The request as producers publish it."""
         return self.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+    def digest(self, key: bytes | None = None) -> str:
+        """What defines the message, hashed: one id with one digest is one message.
+
+        Covers ``to`` (as E.164, so a national number and its E.164 form are the same
+        message), ``body``, ``from``, ``kind``, ``expires_at`` (as an instant) and
+        ``tags``; not ``id`` or ``region``. An OTP's body (the code) is covered only with
+        ``key``, as an HMAC: an unkeyed hash of a six-digit code is the code itself to
+        anyone who reads the store.
+        """
+        expires = self.expires_at.astimezone(UTC).isoformat() if self.expires_at else None
+        body = self.body
+        if self.kind is Kind.OTP:
+            body = hmac.new(key, body.encode(), hashlib.sha256).hexdigest() if key else ""
+        tags = sorted(self.tags.items())
+        canonical = [self.to, body, self.sender, self.kind.value, expires, tags]
+        text = json.dumps(canonical, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _describe(err: ValidationError) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from smsrelay.errors import ConfigError
@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     api_port: int = 8080
     # The base URL providers call for receipts (https://sms.example.com): signatures sign it.
     public_url: str | None = None
+    # Keys request digests (see SendRequest.digest); the same on every API and worker.
+    digest_key: SecretStr | None = None
+
+    def request_digest_key(self) -> bytes | None:
+        """``digest_key`` as the bytes ``SendRequest.digest`` takes."""
+        return self.digest_key.get_secret_value().encode() if self.digest_key else None
 
     @classmethod
     def settings_customise_sources(

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    true,
 )
 
 metadata = MetaData()
@@ -40,6 +41,11 @@ messages = Table(
     Column("possible_duplicate", Boolean, nullable=False, default=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # (migration 0003) SendRequest.digest of the request the id was first taken for;
+    # NULL in rows written before it: unknown, taken to be the same request.
+    Column("request_digest", String(64)),
+    # False while the API accepted the message and no worker has taken it yet.
+    Column("claimed", Boolean, nullable=False, server_default=true()),
     Index("ix_messages_updated_at", "updated_at"),
     Index("ix_messages_provider_message_id", "provider_message_id"),
 )
