@@ -37,11 +37,14 @@ def wait_until_ready(
     raise AssertionError("smsrelay api did not become ready")
 
 
-def start_api(tmp_path: Path, amqp_url: str, *args: str) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `smsrelay api ARGS` on a free port; the process and its base URL."""
+def start_api(
+    tmp_path: Path, amqp_url: str, *args: str, **variables: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `smsrelay api ARGS` on a free port (with extra SMSRELAY_ ``variables``)."""
     port = free_port()
     env = {
         **os.environ,
+        **variables,
         "SMSRELAY_AMQP_URL": amqp_url,
         "SMSRELAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/smsrelay.db",
         "SMSRELAY_API_PORT": str(port),
