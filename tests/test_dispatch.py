@@ -184,7 +184,7 @@ async def test_second_delivery_of_the_same_id_is_not_sent_again(
     relay = dispatcher(store, sink, alpha)
     await relay.handle(raw())
 
-    assert await relay.handle(raw(body="the same id, published twice")) == Done(None)
+    assert await relay.handle(raw()) == Done(None)
     assert len(alpha.sent) == 1
     assert sink.states == [State.SENT]
 

@@ -270,3 +270,74 @@ def test_salvage_id_reads_a_well_formed_id_from_a_bad_request() -> None:
     assert salvage_id(b"[" * 30_000 + b"]" * 30_000) is None
     assert salvage_id(b'{"id": "has space"}') is None
     assert salvage_id(b'{"id": 7}') is None
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x07", "\x1b", "\x7f", "\x85"])
+def test_control_character_in_body_is_rejected_naming_body(char: str) -> None:
+    """A NUL (or another control character no provider carries) in the body is refused as "body"."""
+    reason = reason_for(wire(body=f"code{char}1234"))
+    assert reason == f'field "body": control character U+{ord(char):04X} at position 4'
+
+
+def test_line_breaks_and_tabs_in_body_are_accepted() -> None:
+    """LF and CR (GSM 03.38 has them) and a tab stay in the body."""
+    assert parse_request(wire(body="line 1\r\nline 2\tend")).body == "line 1\r\nline 2\tend"
+
+
+@pytest.mark.parametrize("sender", ["AC\x00ME", "ACME\n", "AC\tME"])
+def test_control_character_in_from_is_rejected_naming_from(sender: str) -> None:
+    """A sender id carries no control character at all, not even a line break."""
+    assert reason_for(wire(**{"from": sender})).startswith('field "from": control character')
+
+
+def test_control_character_in_a_tag_is_rejected_naming_tags() -> None:
+    """Tags travel in events and headers: a NUL in a key or a value is refused as "tags"."""
+    assert reason_for(wire(tags={"k": "v\x00"})).startswith('field "tags":')
+    assert reason_for(wire(tags={"k\x00": "v"})).startswith('field "tags":')
+
+
+def test_digest_is_the_same_for_the_same_message_written_differently() -> None:
+    """A national number with its region, key order and an expiry offset do not change the digest."""
+    one = parse_request(
+        wire(to="+442079460018", expires_at="2030-01-01T01:00:00+01:00", tags={"a": "1", "b": "2"})
+    )
+    other = parse_request(
+        wire(
+            to="020 7946 0018",
+            region="GB",
+            expires_at="2030-01-01T00:00:00Z",
+            tags={"b": "2", "a": "1"},
+        )
+    )
+    assert one.digest() == other.digest()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"body": "another text"},
+        {"to": "+14155550124"},
+        {"from": "ACME"},
+        {"kind": "marketing"},
+        {"expires_at": "2030-01-01T00:00:00Z"},
+        {"tags": {"a": "1"}},
+    ],
+)
+def test_digest_changes_with_each_field_that_defines_the_message(change: dict[str, Any]) -> None:
+    """Each of to, body, from, kind, expires_at and tags is part of the digest; the id is not."""
+    assert parse_request(wire(**change)).digest() != parse_request(wire()).digest()
+    assert parse_request(wire(id="other")).digest() == parse_request(wire()).digest()
+
+
+def test_otp_code_counts_in_the_digest_only_with_a_key() -> None:
+    """An OTP's code changes the keyed digest; without a key the code is left out (never stored)."""
+    first = parse_request(wire(kind="otp", body="Your code is 123456"))
+    second = parse_request(wire(kind="otp", body="Your code is 654321"))
+    assert first.digest(b"k") != second.digest(b"k")
+    assert first.digest() == second.digest()
+    assert first.digest(b"k") != first.digest(b"other key")
+
+
+def test_explicit_null_from_is_no_sender() -> None:
+    """``"from": null`` is accepted as no sender (the control-character check skips it)."""
+    assert parse_request(b'{"id":"a","to":"+14155550123","body":"x","from":null}').sender is None

@@ -325,3 +325,9 @@ async def test_claim_can_start_the_first_attempt_in_the_same_commit(store: Any) 
     )
     record = await store.get("first")
     assert [(a.number, a.provider, a.outcome) for a in record.attempts] == [(1, "alpha", "sent")]
+
+
+async def test_get_of_an_id_that_cannot_exist_is_none(store: SqlStore) -> None:
+    """A NUL (which PostgreSQL refuses in a query) or an over-long id is unknown, not an error."""
+    assert await store.get("a\x00b") is None
+    assert await store.get("x" * 65) is None

@@ -96,8 +96,11 @@ class Dispatcher:
         events: EventSink,
         retry: RetrySettings,
         metrics: Metrics | None = None,
+        digest_key: bytes | None = None,
     ) -> None:
         self.store = store
+        # Keys SendRequest.digest: the API must use the same (settings.digest_key).
+        self.digest_key = digest_key
         self.providers = providers
         self.router = router
         self.events = events
@@ -129,7 +132,9 @@ class Dispatcher:
         route = self.router.route(request)
         # A new message's first attempt is recorded with its claim: one commit fewer.
         first = route[0] if route and not request.is_expired() else None
-        claim = await self.store.claim(request, first)
+        claim = await self.store.claim(request, first, request.digest(self.digest_key))
+        if claim.conflict:
+            return await self._conflict(request, bound)
         if not claim.new and not _resumable(claim, redelivered, retry_round):
             return await self._duplicate(request.id, redelivered, bound)
         if claim.open_attempt:
@@ -313,6 +318,24 @@ class Dispatcher:
             )
         return DeadLetter(reason)
 
+    async def _conflict(self, request: SendRequest, bound: Any) -> Outcome:
+        """The id was taken for another request: refuse this one rather than drop it unseen."""
+        reason = id_conflict_reason(request.id)
+        self.metrics.id_conflicts.inc()
+        bound.warning("id_conflict")
+        await self.store.record_rejection(request.id, reason)
+        self.metrics.messages.labels(State.REJECTED.value).inc()
+        await self.events.publish(
+            StatusEvent(
+                id=request.id,
+                state=State.REJECTED,
+                at=datetime.now(UTC),
+                error=EventError(code="id-conflict", message=reason, retryable=False),
+                tags=dict(request.tags),
+            )
+        )
+        return DeadLetter(reason)
+
     async def _duplicate(self, message_id: str, redelivered: bool, bound: Any) -> Outcome:
         self.metrics.duplicates.inc()
         bound.info("duplicate_request", redelivered=redelivered)
@@ -324,6 +347,14 @@ class Dispatcher:
             # may never have gone out, so publish it again (events are at-least-once).
             await self.events.publish(_event_from_record(record))
         return Done(None)
+
+
+def id_conflict_reason(message_id: str) -> str:
+    """Why a request whose id was taken for another request is refused (AMQP and HTTP)."""
+    return (
+        f'id "{message_id}" was already used for a different request (another to, body, '
+        "from, kind, expires_at or tags); use a new id for a new message"
+    )
 
 
 def _resumable(claim: Claim, redelivered: bool, retry_round: int) -> bool:

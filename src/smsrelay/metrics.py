@@ -36,6 +36,11 @@ class Metrics:
             "Requests whose id was already handled",
             registry=self.registry,
         )
+        self.id_conflicts = Counter(
+            "smsrelay_id_conflicts",
+            "Requests refused because their id was taken for a different request",
+            registry=self.registry,
+        )
         self.retries = Counter(
             "smsrelay_retries_scheduled",
             "Messages deferred to a delayed retry",

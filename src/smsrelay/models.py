@@ -6,6 +6,8 @@ its field names, so they change only with a new version.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 from datetime import UTC, datetime
@@ -61,9 +63,38 @@ class BodyEncoding(StrEnum):
     SMART = "smart"
 
 
+# C0 and C1 control characters and DEL: no provider carries them (a NUL cannot even
+# be stored in PostgreSQL). A body keeps line feed, carriage return and tab: GSM 03.38
+# has LF and CR, and a message that needs UCS-2 anyway carries a tab.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_BODY_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _refuse(pattern: re.Pattern[str], value: str) -> str:
+    found = pattern.search(value)
+    if found is not None:
+        char = found.group()
+        raise ValueError(f"control character U+{ord(char):04X} at position {found.start()}")
+    return value
+
+
+def _body_text(value: str) -> str:
+    return _refuse(_BODY_CONTROL, value)
+
+
+def _plain_text(value: str | None) -> str | None:
+    return value if value is None else _refuse(_CONTROL, value)
+
+
 def _tags_limit(tags: dict[str, str]) -> dict[str, str]:
     if len(tags) > 16:
         raise ValueError("at most 16 entries")
+    for key, value in tags.items():
+        try:
+            _refuse(_CONTROL, key)
+            _refuse(_CONTROL, value)
+        except ValueError as exc:
+            raise ValueError(f"{key!r}: {exc}") from None
     return tags
 
 
@@ -74,9 +105,11 @@ class SendRequest(BaseModel):
 
     id: Annotated[str, Field(pattern=ID_PATTERN)]
     to: str
-    body: Annotated[str, Field(min_length=1, max_length=1600)]
+    body: Annotated[str, Field(min_length=1, max_length=1600), AfterValidator(_body_text)]
     region: Annotated[str | None, Field(pattern=r"^[A-Za-z]{2}$")] = None
-    sender: Annotated[str | None, Field(alias="from", min_length=1, max_length=32)] = None
+    sender: Annotated[
+        str | None, Field(alias="from", min_length=1, max_length=32), AfterValidator(_plain_text)
+    ] = None
     kind: Kind = Kind.TRANSACTIONAL
     expires_at: AwareDatetime | None = None
     tags: Annotated[dict[str, str], AfterValidator(_tags_limit)] = Field(default_factory=dict)
@@ -111,6 +144,24 @@ class SendRequest(BaseModel):
         """The request as producers publish it."""
         return self.model_dump_json(by_alias=True, exclude_none=True).encode()
 
+    def digest(self, key: bytes | None = None) -> str:
+        """What defines the message, hashed: one id with one digest is one message.
+
+        Covers ``to`` (as E.164, so a national number and its E.164 form are the same
+        message), ``body``, ``from``, ``kind``, ``expires_at`` (as an instant) and
+        ``tags``; not ``id`` or ``region``. An OTP's body (the code) is covered only with
+        ``key``, as an HMAC: an unkeyed hash of a six-digit code is the code itself to
+        anyone who reads the store.
+        """
+        expires = self.expires_at.astimezone(UTC).isoformat() if self.expires_at else None
+        body = self.body
+        if self.kind is Kind.OTP:
+            body = hmac.new(key, body.encode(), hashlib.sha256).hexdigest() if key else ""
+        tags = sorted(self.tags.items())
+        canonical = [self.to, body, self.sender, self.kind.value, expires, tags]
+        text = json.dumps(canonical, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
 
 def _describe(err: ValidationError) -> str:
     first = err.errors()[0]
@@ -129,17 +180,25 @@ def parse_request(raw: bytes) -> SendRequest:
     """Decode and validate a wire request, or raise ``InvalidRequest`` with a plain reason."""
     if len(raw) > MAX_REQUEST_BYTES:
         raise InvalidRequest(f"request is {len(raw)} bytes, the limit is {MAX_REQUEST_BYTES}")
+    return validate_request(decode_json(raw))
+
+
+def decode_json(raw: bytes) -> object:
+    """Untrusted bytes as JSON, or ``InvalidRequest``; callers bound ``raw``'s size first.
+
+    The parse is linear in the size; nesting is bounded by the interpreter's recursion
+    limit, whose ``RecursionError`` becomes a refusal like any other bad JSON.
+    """
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidRequest(f"body is not valid UTF-8 at byte {exc.start}") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"invalid json at line {exc.lineno} col {exc.colno}") from None
     except RecursionError:
         raise InvalidRequest("invalid json: nested too deeply") from None
-    return validate_request(data)
 
 
 def validate_request(data: object) -> SendRequest:
@@ -160,11 +219,16 @@ def salvage_id(raw: bytes) -> str | None:
     if len(raw) > MAX_REQUEST_BYTES:  # not worth parsing megabytes for an id
         return None
     try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
+        data = decode_json(raw)
+    except InvalidRequest:
         return None
     value = data.get("id") if isinstance(data, dict) else None
-    return value if isinstance(value, str) and re.fullmatch(ID_PATTERN, value) else None
+    return value if isinstance(value, str) and is_valid_id(value) else None
+
+
+def is_valid_id(value: str) -> bool:
+    """True when ``value`` can be a message id (``ID_PATTERN``)."""
+    return re.fullmatch(ID_PATTERN, value) is not None
 
 
 def _json_type(value: object) -> str:

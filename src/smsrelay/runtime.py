@@ -55,6 +55,7 @@ class Runtime:
             events=events,
             retry=self.settings.retry,
             metrics=self.metrics,
+            digest_key=self.settings.request_digest_key(),
         )
 
     async def start_worker(self) -> Worker:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from smsrelay.economics.prices import PriceSettings
@@ -36,6 +36,23 @@ class RetrySettings(BaseModel):
     # One TTL queue per delay: the n-th retry waits delays[n-1] (the last one repeats).
     delays: list[float] = Field(default=[5.0, 30.0, 120.0, 600.0], min_length=1)
     jitter: float = Field(default=0.2, ge=0.0, le=0.5)
+
+
+class ApiLimits(BaseModel):
+    """What one HTTP client may cost the API: time to send a request, bytes held in memory."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # A connection whose request headers are not complete by then is closed.
+    header_timeout: float = Field(default=5.0, gt=0)
+    # A request whose body is not complete this long after its headers is dropped.
+    body_timeout: float = Field(default=10.0, gt=0)
+    # Any request body; routes set smaller limits (/v1/messages: 64 KiB).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Request bodies held in memory at once, all requests together; beyond it: 503.
+    body_budget_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
+    # Connections and requests at once; beyond it uvicorn answers 503.
+    max_connections: int = Field(default=1000, ge=1)
 
 
 class Settings(BaseSettings):
@@ -59,10 +76,17 @@ class Settings(BaseSettings):
     api_keys: list[str] = []
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    api_limits: ApiLimits = ApiLimits()
     # The base URL providers call for receipts (https://sms.example.com): signatures sign it.
     public_url: str | None = None
     # Price tables in config form, and how old a price may get (smsrelay.economics.prices).
     prices: PriceSettings = PriceSettings()
+    # Keys request digests (see SendRequest.digest); the same on every API and worker.
+    digest_key: SecretStr | None = None
+
+    def request_digest_key(self) -> bytes | None:
+        """``digest_key`` as the bytes ``SendRequest.digest`` takes."""
+        return self.digest_key.get_secret_value().encode() if self.digest_key else None
 
     @classmethod
     def settings_customise_sources(

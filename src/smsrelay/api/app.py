@@ -18,9 +18,11 @@ from fastapi import FastAPI
 from smsrelay.api import errors, health, messages, receipts
 from smsrelay.api.broker import Publisher
 from smsrelay.api.context import ApiContext, context_of
+from smsrelay.api.limits import BodyBudget, BodyLimits
 from smsrelay.api.schemas import send_request_schema
 from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
+from smsrelay.models import MAX_REQUEST_BYTES
 from smsrelay.providers import Provider
 from smsrelay.settings import Settings
 from smsrelay.store import SqlStore
@@ -54,6 +56,13 @@ def create_app(
         publisher=publisher,
         providers=providers,
         metrics=metrics,
+    )
+    limits = settings.api_limits
+    app.add_middleware(
+        BodyLimits,
+        budget=BodyBudget(limits.body_budget_bytes),
+        max_body=limits.max_body_bytes,
+        route_limits={"/v1/messages": MAX_REQUEST_BYTES},
     )
     return app
 

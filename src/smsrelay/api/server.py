@@ -16,6 +16,7 @@ import uvicorn
 
 from smsrelay.api.app import create_app
 from smsrelay.api.broker import AmqpPublisher
+from smsrelay.api.limits import guarded_protocol
 from smsrelay.logging import get_logger
 from smsrelay.runtime import Runtime
 from smsrelay.settings import Settings
@@ -40,8 +41,17 @@ async def run_api(settings: Settings, *, with_worker: bool = False) -> None:
         runtime.providers,
         runtime.metrics,
     )
+    limits = settings.api_limits
     config = uvicorn.Config(
-        app, host=settings.api_host, port=settings.api_port, log_config=None, access_log=False
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        access_log=False,
+        # Slow clients are dropped (see smsrelay.api.limits); headers are capped at 16 KiB.
+        http=guarded_protocol(limits.header_timeout, limits.body_timeout),
+        h11_max_incomplete_event_size=16 * 1024,
+        limit_concurrency=limits.max_connections,
     )
     server = _Server(config)
     loop = asyncio.get_running_loop()

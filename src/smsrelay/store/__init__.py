@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from smsrelay.store.base import AttemptRecord, Claim, MessageRecord, Store
+from smsrelay.store.base import Acceptance, AttemptRecord, Claim, MessageRecord, Store
 from smsrelay.store.migrate import upgrade
 from smsrelay.store.sql import SqlStore, make_engine
 
-__all__ = ["AttemptRecord", "Claim", "MessageRecord", "SqlStore", "Store", "make_engine", "upgrade"]
+__all__ = [
+    "Acceptance",
+    "AttemptRecord",
+    "Claim",
+    "MessageRecord",
+    "SqlStore",
+    "Store",
+    "make_engine",
+    "upgrade",
+]

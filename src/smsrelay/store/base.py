@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Protocol
 
 from smsrelay.encoding import Encoded
@@ -21,7 +22,11 @@ class Claim:
     ``new`` is False when the id was seen before; ``open_attempt`` is True when an
     attempt was started and never finished, i.e. a worker died mid-send and the
     provider may already have sent the message; ``possible_duplicate`` is True when an
-    earlier round already found one.
+    earlier round already found one. ``conflict`` is True when the id was first taken
+    for a different request (another digest): this one must be refused, not sent.
+
+    A message the API accepted and no worker has taken yet is claimed as ``new``: the
+    API's record is a promise, not a sign that the message was handled.
     """
 
     new: bool
@@ -31,6 +36,26 @@ class Claim:
     possible_duplicate: bool = False
     # Set when the claim also started attempt 1 (see ``Store.claim``).
     first_attempt: int | None = None
+    conflict: bool = False
+
+
+class Acceptance(StrEnum):
+    """What the store knew of an id when the API accepted a request for it."""
+
+    # Recorded now, for a worker to claim: publish it.
+    NEW = "new"
+    # The same request was accepted before and no worker has taken it yet: publishing
+    # it again is harmless (the worker dedupes) and covers a publish that failed.
+    QUEUED = "queued"
+    # The same request (or one recorded before digests existed) was taken by a worker.
+    KNOWN = "known"
+    # The id was taken for a different request.
+    CONFLICT = "conflict"
+
+
+def conflicting(recorded: str | None, digest: str | None) -> bool:
+    """True when two request digests are both known and differ (unknown is no conflict)."""
+    return recorded is not None and digest is not None and recorded != digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +102,15 @@ class MessageRecord:
 class Store(Protocol):
     """Persistence of messages, attempts and rejections."""
 
-    async def claim(self, request: SendRequest, first_provider: str | None = None) -> Claim:
+    async def claim(
+        self, request: SendRequest, first_provider: str | None = None, digest: str | None = None
+    ) -> Claim:
         """Insert the message if its id is new; report what was known otherwise.
 
         With ``first_provider``, a new message's attempt 1 at that provider is recorded
         as started in the same transaction (its key is ``Claim.first_attempt``): one
-        commit fewer before the first send.
+        commit fewer before the first send. ``digest`` (``SendRequest.digest``) is kept
+        with the message; a known id with another digest is claimed as a ``conflict``.
         """
 
     async def start_attempt(self, message_id: str, number: int, provider: str) -> int:

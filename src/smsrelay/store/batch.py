@@ -27,9 +27,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from smsrelay.encoding import Encoded
 from smsrelay.models import AttemptOutcome, EventError, SendRequest, State
-from smsrelay.store.base import Claim, MessageRecord
+from smsrelay.store.base import Claim, MessageRecord, conflicting
 from smsrelay.store.schema import attempts, messages
-from smsrelay.store.sql import SqlStore, first_attempt_row, message_row, waiting_receipts
+from smsrelay.store.sql import (
+    SqlStore,
+    first_attempt_row,
+    message_row,
+    take_unclaimed,
+    waiting_receipts,
+)
 
 MAX_BATCH = 1000
 
@@ -61,11 +67,13 @@ class BatchingStore:
 
     # -- the queued writes -------------------------------------------------------------
 
-    async def claim(self, request: SendRequest, first_provider: str | None = None) -> Claim:
+    async def claim(
+        self, request: SendRequest, first_provider: str | None = None, digest: str | None = None
+    ) -> Claim:
         now = _now()
         result: Claim = await self._submit(
             "claim",
-            row=message_row(request, now, first_provider),
+            row=message_row(request, now, first_provider, digest),
             first=first_attempt_row(request.id, first_provider, now) if first_provider else None,
         )
         return result
@@ -230,22 +238,18 @@ class BatchingStore:
                 stmt.returning(messages.c.id), [o.params["row"] for o in ops]
             )
         }
-        seen = [o.params["row"]["id"] for o in ops if o.params["row"]["id"] not in inserted]
+        seen = {o.params["row"]["id"]: o.params["row"] for o in ops}
+        for message_id in inserted:
+            del seen[message_id]
         known = await _known_claims(conn, seen) if seen else {}
-        new = [o for o in ops if o.params["row"]["id"] in inserted]
-        keys = await self._first_attempts(conn, new)
-        return {
-            id(o): Claim(
-                new=True,
-                state=State.ACCEPTED,
-                attempts=o.params["row"]["attempts"],
-                open_attempt=False,
-                first_attempt=keys.get(id(o)),
-            )
-            if o.params["row"]["id"] in inserted
-            else known[o.params["row"]["id"]]
-            for o in ops
-        }
+        # Inserted now, or accepted by the API and taken over now: a new message, for
+        # the first op of its id only (a second one in the same batch is a duplicate).
+        new: dict[str, _Op] = {}
+        for o in ops:
+            if known.get(o.params["row"]["id"]) is None:
+                new.setdefault(o.params["row"]["id"], o)
+        keys = await self._first_attempts(conn, list(new.values()))
+        return {id(o): known.get(o.params["row"]["id"]) or _claimed(o, new, keys) for o in ops}
 
     async def _first_attempts(self, conn: AsyncConnection, ops: Sequence[_Op]) -> dict[int, int]:
         starting = [o for o in ops if o.params["first"] is not None]
@@ -299,6 +303,26 @@ class BatchingStore:
         return {id(o): o.params["b_id"] in waiting for o in ops}
 
 
+def _claimed(op: _Op, new: dict[str, _Op], keys: dict[int, int]) -> Claim:
+    """The claim of an id this batch made new; ``op`` is its first op or a duplicate of it."""
+    first = new[op.params["row"]["id"]]
+    if first is not op:
+        # As the direct store would report it: the first op's attempt is under way.
+        return Claim(
+            new=False,
+            state=State.ACCEPTED,
+            attempts=first.params["row"]["attempts"],
+            open_attempt=id(first) in keys,
+        )
+    return Claim(
+        new=True,
+        state=State.ACCEPTED,
+        attempts=op.params["row"]["attempts"],
+        open_attempt=False,
+        first_attempt=keys.get(id(op)),
+    )
+
+
 async def _insert_attempts(
     conn: AsyncConnection, ops: Sequence[_Op], rows: list[dict[str, Any]]
 ) -> dict[int, int]:
@@ -319,11 +343,32 @@ async def _insert_attempts(
     }
 
 
-async def _known_claims(conn: AsyncConnection, ids: list[str]) -> dict[str, Claim]:
-    rows = await conn.execute(
-        select(
-            messages.c.id, messages.c.state, messages.c.attempts, messages.c.possible_duplicate
-        ).where(messages.c.id.in_(ids))
+async def _known_claims(
+    conn: AsyncConnection, rows: dict[str, dict[str, Any]]
+) -> dict[str, Claim | None]:
+    """What was known of ids that were there already (id → the row we meant to insert).
+
+    None for an id the API accepted and no worker had claimed: it is claimed now and
+    is new to the caller.
+    """
+    ids = list(rows)
+    found = list(
+        await conn.execute(
+            select(
+                messages.c.id,
+                messages.c.state,
+                messages.c.attempts,
+                messages.c.possible_duplicate,
+                messages.c.request_digest,
+                messages.c.claimed,
+            ).where(messages.c.id.in_(ids))
+        )
+    )
+    conflicts = {
+        r.id for r in found if conflicting(r.request_digest, rows[r.id]["request_digest"])
+    }
+    taken = await _take_unclaimed(
+        conn, [rows[r.id] for r in found if not r.claimed and r.id not in conflicts]
     )
     open_ids = {
         r.message_id
@@ -334,15 +379,30 @@ async def _known_claims(conn: AsyncConnection, ids: list[str]) -> dict[str, Clai
         )
     }
     return {
-        r.id: Claim(
+        r.id: None
+        if r.id in taken
+        else Claim(
             new=False,
             state=State(r.state),
             attempts=r.attempts,
-            open_attempt=r.id in open_ids,
+            open_attempt=r.id in open_ids and r.id not in conflicts,
             possible_duplicate=bool(r.possible_duplicate),
+            conflict=r.id in conflicts,
         )
-        for r in rows
+        for r in found
     }
+
+
+async def _take_unclaimed(conn: AsyncConnection, rows: list[dict[str, Any]]) -> set[str]:
+    """Claim the API-accepted messages among ``rows``; the ids this transaction got."""
+    taken: set[str] = set()
+    for attempts_now in (0, 1):
+        ids = [r["id"] for r in rows if r["attempts"] == attempts_now]
+        if ids:
+            now = rows[0]["updated_at"]
+            result = await conn.execute(take_unclaimed(ids, attempts_now, now))
+            taken.update(row.id for row in result)
+    return taken
 
 
 async def _update_attempts(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    true,
 )
 
 metadata = MetaData()
@@ -43,6 +44,11 @@ messages = Table(
     # The body as written: gsm7/ucs2 and its parts (migration 0003_encoding).
     Column("original_encoding", String(8)),
     Column("original_parts", Integer),
+    # (migration 0005_request_digest) SendRequest.digest of the request the id was first taken for;
+    # NULL in rows written before it: unknown, taken to be the same request.
+    Column("request_digest", String(64)),
+    # False while the API accepted the message and no worker has taken it yet.
+    Column("claimed", Boolean, nullable=False, server_default=true()),
     Index("ix_messages_updated_at", "updated_at"),
     Index("ix_messages_provider_message_id", "provider_message_id"),
 )

@@ -8,15 +8,15 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event, insert, or_, select, text, update
+from sqlalchemy import delete, event, false, insert, or_, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from smsrelay.encoding import Encoded
-from smsrelay.models import AttemptOutcome, EventError, Kind, SendRequest, State
-from smsrelay.store.base import AttemptRecord, Claim, MessageRecord
+from smsrelay.models import AttemptOutcome, EventError, Kind, SendRequest, State, is_valid_id
+from smsrelay.store.base import Acceptance, AttemptRecord, Claim, MessageRecord, conflicting
 from smsrelay.store.retention import (
     MESSAGES_PURGE_LOCK,
     PURGE_BATCH,
@@ -76,9 +76,14 @@ def first_attempt_row(message_id: str, provider: str, now: datetime) -> dict[str
 
 
 def message_row(
-    request: SendRequest, now: datetime, first_provider: str | None = None
+    request: SendRequest,
+    now: datetime,
+    first_provider: str | None = None,
+    digest: str | None = None,
+    *,
+    claimed: bool = True,
 ) -> dict[str, Any]:
-    """The ``messages`` row of a newly accepted request."""
+    """The ``messages`` row of a newly accepted request (``claimed``: by a worker)."""
     return {
         "id": request.id,
         "to": request.to,
@@ -94,7 +99,23 @@ def message_row(
         "possible_duplicate": False,
         "created_at": now,
         "updated_at": now,
+        "request_digest": digest,
+        "claimed": claimed,
     }
+
+
+def take_unclaimed(ids: list[str], attempts_now: int, now: datetime) -> Any:
+    """UPDATE marking the API-accepted messages among ``ids`` as claimed, returning their ids.
+
+    Conditional on ``claimed`` being false, so of two workers racing for one message
+    exactly one gets it (PostgreSQL re-checks the condition after the row lock).
+    """
+    return (
+        update(messages)
+        .where(messages.c.id.in_(ids), messages.c.claimed == false())
+        .values(claimed=True, attempts=attempts_now, updated_at=now)
+        .returning(messages.c.id)
+    )
 
 
 async def waiting_receipts(conn: AsyncConnection, sent: dict[str, tuple[str, str]]) -> set[str]:
@@ -156,18 +177,15 @@ class SqlStore:
         """A store on a new engine for ``url``."""
         return cls(make_engine(url))
 
-    async def claim(self, request: SendRequest, first_provider: str | None = None) -> Claim:
+    async def claim(
+        self, request: SendRequest, first_provider: str | None = None, digest: str | None = None
+    ) -> Claim:
         now = _now()
-        row = message_row(request, now, first_provider)
+        row = message_row(request, now, first_provider, digest)
         try:
             async with self._tx() as conn:
                 await conn.execute(insert(messages).values(**row))
-                key = None
-                if first_provider is not None:
-                    result = await conn.execute(
-                        insert(attempts).values(first_attempt_row(request.id, first_provider, now))
-                    )
-                    key = int(result.inserted_primary_key[0])  # type: ignore[index]
+                key = await self._first_attempt(conn, request.id, first_provider, now)
             return Claim(
                 new=True,
                 state=State.ACCEPTED,
@@ -176,17 +194,55 @@ class SqlStore:
                 first_attempt=key,
             )
         except IntegrityError:
-            return await self._existing_claim(request.id)
+            return await self._existing_claim(request.id, first_provider, digest)
 
-    async def _existing_claim(self, message_id: str) -> Claim:
-        async with self._read() as conn:
+    async def _first_attempt(
+        self, conn: AsyncConnection, message_id: str, provider: str | None, now: datetime
+    ) -> int | None:
+        if provider is None:
+            return None
+        result = await conn.execute(
+            insert(attempts).values(first_attempt_row(message_id, provider, now))
+        )
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    async def _existing_claim(
+        self, message_id: str, first_provider: str | None, digest: str | None
+    ) -> Claim:
+        now = _now()
+        async with self._tx() as conn:
             msg = (
                 await conn.execute(
                     select(
-                        messages.c.state, messages.c.attempts, messages.c.possible_duplicate
+                        messages.c.state,
+                        messages.c.attempts,
+                        messages.c.possible_duplicate,
+                        messages.c.request_digest,
+                        messages.c.claimed,
                     ).where(messages.c.id == message_id)
                 )
             ).one()
+            if conflicting(msg.request_digest, digest):
+                return Claim(
+                    new=False,
+                    state=State(msg.state),
+                    attempts=msg.attempts,
+                    open_attempt=False,
+                    possible_duplicate=bool(msg.possible_duplicate),
+                    conflict=True,
+                )
+            first = 1 if first_provider else 0
+            if not msg.claimed and (
+                await conn.execute(take_unclaimed([message_id], first, now))
+            ).first():
+                key = await self._first_attempt(conn, message_id, first_provider, now)
+                return Claim(
+                    new=True,
+                    state=State.ACCEPTED,
+                    attempts=first,
+                    open_attempt=False,
+                    first_attempt=key,
+                )
             open_count = (
                 await conn.execute(
                     select(attempts.c.key)
@@ -201,6 +257,41 @@ class SqlStore:
             open_attempt=open_count is not None,
             possible_duplicate=bool(msg.possible_duplicate),
         )
+
+    async def accept(self, request: SendRequest, digest: str) -> Acceptance:
+        """Record a request the API is about to publish, unclaimed, unless its id is known.
+
+        The record lets ``get`` answer for the message before a worker takes it; the
+        worker's ``claim`` then takes this record over as a new message.
+        """
+        row = message_row(request, _now(), digest=digest, claimed=False)
+        for _ in range(2):  # the id can be purged or withdrawn between insert and read
+            try:
+                async with self._tx() as conn:
+                    await conn.execute(insert(messages).values(**row))
+                return Acceptance.NEW
+            except IntegrityError:
+                pass
+            async with self._read() as conn:
+                known = (
+                    await conn.execute(
+                        select(messages.c.request_digest, messages.c.claimed).where(
+                            messages.c.id == request.id
+                        )
+                    )
+                ).first()
+            if known is not None:
+                if conflicting(known.request_digest, digest):
+                    return Acceptance.CONFLICT
+                return Acceptance.KNOWN if known.claimed else Acceptance.QUEUED
+        raise RuntimeError(f"message {request.id!r} can be neither inserted nor read")
+
+    async def withdraw(self, message_id: str) -> None:
+        """Forget an accepted message that was never published (no worker has claimed it)."""
+        async with self._tx() as conn:
+            await conn.execute(
+                delete(messages).where(messages.c.id == message_id, messages.c.claimed == false())
+            )
 
     async def start_attempt(self, message_id: str, number: int, provider: str) -> int:
         now = _now()
@@ -325,6 +416,8 @@ class SqlStore:
             return [(r.message_id, r.reason, _aware(r.at) or _now()) for r in rows]
 
     async def get(self, message_id: str) -> MessageRecord | None:
+        if not is_valid_id(message_id):  # e.g. a NUL, which PostgreSQL refuses with an error
+            return None
         async with self._read() as conn:
             msg = (await conn.execute(select(messages).where(messages.c.id == message_id))).first()
             if msg is None:
