@@ -477,3 +477,20 @@ async def test_possible_duplicate_carries_into_the_final_event_after_a_retry(
 
     assert (await record(store)).possible_duplicate
     assert [e.possible_duplicate for e in sink.events] == [True, True]
+
+
+async def test_worker_killed_right_after_the_interrupt_still_leaves_the_resend_flagged(
+    store: SqlStore, sink: EventList
+) -> None:
+    """A second crash between interrupting the open attempt and the next send keeps the flag."""
+    await store.claim(parse_request(raw()), "alpha")  # worker 1 died inside attempt 1
+    await store.claim(parse_request(raw()))
+    await store.interrupt_open_attempts("msg-1")  # worker 2 died right after this commit
+    alpha = simulator("alpha")
+
+    outcome = await dispatcher(store, sink, alpha).handle(raw(), redelivered=True)
+
+    assert outcome == Done(State.SENT)
+    [event] = sink.events
+    assert event.possible_duplicate
+    assert (await record(store)).possible_duplicate

@@ -20,7 +20,7 @@ class Claim:
     ``new`` is False when the id was seen before; ``open_attempt`` is True when an
     attempt was started and never finished, i.e. a worker died mid-send and the
     provider may already have sent the message; ``possible_duplicate`` is True when an
-    earlier round already found one.
+    earlier round already found one (the message's flag, or an ``interrupted`` attempt).
     """
 
     new: bool
@@ -92,7 +92,11 @@ class Store(Protocol):
         """Record how an attempt ended."""
 
     async def interrupt_open_attempts(self, message_id: str) -> None:
-        """Mark attempts left ``started`` by a dead worker as ``interrupted``."""
+        """Mark attempts left ``started`` by a dead worker as ``interrupted``.
+
+        The message is flagged ``possible_duplicate`` in the same transaction, so the
+        flag outlives any number of further crashes.
+        """
 
     async def finish_message(
         self,

@@ -28,7 +28,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from smsrelay.models import AttemptOutcome, EventError, SendRequest, State
 from smsrelay.store.base import Claim, MessageRecord
 from smsrelay.store.schema import attempts, messages
-from smsrelay.store.sql import SqlStore, first_attempt_row, message_row, waiting_receipts
+from smsrelay.store.sql import (
+    DUPLICATE_EVIDENCE,
+    SqlStore,
+    first_attempt_row,
+    message_row,
+    waiting_receipts,
+)
 
 MAX_BATCH = 1000
 
@@ -321,24 +327,24 @@ async def _known_claims(conn: AsyncConnection, ids: list[str]) -> dict[str, Clai
             messages.c.id, messages.c.state, messages.c.attempts, messages.c.possible_duplicate
         ).where(messages.c.id.in_(ids))
     )
-    open_ids = {
-        r.message_id
-        for r in await conn.execute(
-            select(attempts.c.message_id).where(
-                attempts.c.message_id.in_(ids), attempts.c.outcome == "started"
-            )
-        )
-    }
-    return {
-        r.id: Claim(
-            new=False,
-            state=State(r.state),
-            attempts=r.attempts,
-            open_attempt=r.id in open_ids,
-            possible_duplicate=bool(r.possible_duplicate),
-        )
-        for r in rows
-    }
+    evidence: dict[str, set[str]] = {}
+    for r in await conn.execute(
+        select(attempts.c.message_id, attempts.c.outcome)
+        .where(attempts.c.message_id.in_(ids), attempts.c.outcome.in_(DUPLICATE_EVIDENCE))
+        .distinct()
+    ):
+        evidence.setdefault(r.message_id, set()).add(r.outcome)
+    return {r.id: _known_claim(r, evidence.get(r.id, set())) for r in rows}
+
+
+def _known_claim(row: Any, evidence: set[str]) -> Claim:
+    return Claim(
+        new=False,
+        state=State(row.state),
+        attempts=row.attempts,
+        open_attempt="started" in evidence,
+        possible_duplicate=bool(row.possible_duplicate) or "interrupted" in evidence,
+    )
 
 
 async def _update_attempts(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:

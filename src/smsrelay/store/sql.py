@@ -57,6 +57,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     cur.close()
 
 
+# Attempt outcomes that mean the provider may have the message: an open attempt (a
+# worker died inside it) or one a later worker closed as interrupted. Rows written before
+# the flag was committed with the interrupt carry no flag: the attempt still says so.
+DUPLICATE_EVIDENCE = ("started", "interrupted")
+
+
 def first_attempt_row(message_id: str, provider: str, now: datetime) -> dict[str, Any]:
     """The ``attempts`` row of attempt 1, started together with the claim."""
     return {
@@ -180,19 +186,23 @@ class SqlStore:
                     ).where(messages.c.id == message_id)
                 )
             ).one()
-            open_count = (
-                await conn.execute(
-                    select(attempts.c.key)
-                    .where(attempts.c.message_id == message_id, attempts.c.outcome == "started")
-                    .limit(1)
+            outcomes = {
+                row.outcome
+                for row in await conn.execute(
+                    select(attempts.c.outcome)
+                    .where(
+                        attempts.c.message_id == message_id,
+                        attempts.c.outcome.in_(DUPLICATE_EVIDENCE),
+                    )
+                    .distinct()
                 )
-            ).first()
+            }
         return Claim(
             new=False,
             state=State(msg.state),
             attempts=msg.attempts,
-            open_attempt=open_count is not None,
-            possible_duplicate=bool(msg.possible_duplicate),
+            open_attempt="started" in outcomes,
+            possible_duplicate=bool(msg.possible_duplicate) or "interrupted" in outcomes,
         )
 
     async def start_attempt(self, message_id: str, number: int, provider: str) -> int:
@@ -238,11 +248,20 @@ class SqlStore:
             )
 
     async def interrupt_open_attempts(self, message_id: str) -> None:
+        now = _now()
         async with self._tx() as conn:
             await conn.execute(
                 update(attempts)
                 .where(attempts.c.message_id == message_id, attempts.c.outcome == "started")
-                .values(outcome="interrupted", finished_at=_now())
+                .values(outcome="interrupted", finished_at=now)
+            )
+            # The flag commits with the interrupt: once the open attempt is closed, it is
+            # the only trace that the provider may have the message (another crash before
+            # this round finishes must not erase it).
+            await conn.execute(
+                update(messages)
+                .where(messages.c.id == message_id)
+                .values(possible_duplicate=True, updated_at=now)
             )
 
     async def finish_message(
