@@ -18,6 +18,7 @@ import smsrelay.store
 from smsrelay.dispatch import DeadLetter, Dispatcher, Done, Retry
 from smsrelay.errors import (
     AuthenticationFailed,
+    OutcomeUnknown,
     ProviderError,
     RateLimited,
     TransientProviderError,
@@ -95,8 +96,8 @@ class RaisingProvider(Provider):
     type_name: ClassVar[str] = "raising"
     settings_class: ClassVar[type[ProviderSettings]] = ProviderSettings
 
-    def __init__(self, name: str, error: ProviderError) -> None:
-        super().__init__(name, ProviderSettings(type=self.type_name))
+    def __init__(self, name: str, error: ProviderError, **settings: Any) -> None:
+        super().__init__(name, ProviderSettings(type=self.type_name, **settings))
         self.error = error
 
     async def send(self, request: SendRequest) -> SendResult:
@@ -494,3 +495,61 @@ async def test_worker_killed_right_after_the_interrupt_still_leaves_the_resend_f
     [event] = sink.events
     assert event.possible_duplicate
     assert (await record(store)).possible_duplicate
+
+
+def _no_answer(name: str = "alpha", **settings: Any) -> RaisingProvider:
+    """A provider whose request left and whose answer never came."""
+    return RaisingProvider(name, OutcomeUnknown(name, "no-answer", "TimeoutError"), **settings)
+
+
+async def test_unknown_outcome_fails_without_trying_the_next_provider_by_default(
+    store: SqlStore, sink: EventList
+) -> None:
+    """A send that may have happened is not repeated elsewhere unless allowed: `failed`, not retryable."""
+    beta = simulator("beta")
+
+    outcome = await dispatcher(store, sink, _no_answer(), beta).handle(raw())
+
+    assert outcome == Done(State.FAILED)
+    assert beta.sent == []
+    [event] = sink.events
+    assert event.error is not None
+    assert (event.error.code, event.error.retryable) == ("alpha:no-answer", False)
+    assert not event.possible_duplicate
+    stored = await record(store)
+    assert [(a.provider, a.outcome) for a in stored.attempts] == [("alpha", "unknown")]
+
+
+async def test_unknown_outcome_where_allowed_fails_over_flagged(
+    store: SqlStore, sink: EventList
+) -> None:
+    """With retry_unknown_outcome the next provider sends, flagged in record, event and metric."""
+    beta = simulator("beta")
+    relay = dispatcher(store, sink, _no_answer(retry_unknown_outcome=True), beta)
+
+    assert await relay.handle(raw()) == Done(State.SENT)
+
+    assert len(beta.sent) == 1
+    [event] = sink.events
+    assert event.possible_duplicate
+    stored = await record(store)
+    assert stored.possible_duplicate
+    assert [(a.provider, a.outcome) for a in stored.attempts] == [
+        ("alpha", "unknown"),
+        ("beta", "sent"),
+    ]
+    assert relay.metrics.possible_duplicates._value.get() == 1
+
+
+async def test_unknown_outcome_where_allowed_and_alone_retries_later_flagged(
+    store: SqlStore, sink: EventList
+) -> None:
+    """With no other provider the message waits for a delayed retry, and the retry is flagged."""
+    alpha = _no_answer(retry_unknown_outcome=True)
+    relay = dispatcher(store, sink, alpha)
+
+    assert await relay.handle(raw()) == Retry(delay=1.0, attempt=1)
+    claim = await store.claim(parse_request(raw()))
+
+    assert claim.possible_duplicate
+    assert sink.events[0].possible_duplicate

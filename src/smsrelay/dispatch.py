@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from smsrelay.errors import (
     InvalidRequest,
+    OutcomeUnknown,
     ProviderError,
     RateLimited,
     RecipientRejected,
@@ -165,6 +166,16 @@ class Dispatcher:
                 return await self._finish(
                     job, State.FAILED, provider=name, attempt=attempt, error=_error(exc)
                 )
+            except OutcomeUnknown as exc:
+                if not self.providers[name].settings.retry_unknown_outcome:
+                    # It may have been sent: no other try, unless the provider allows it.
+                    error = _error(exc, retryable=False)
+                    return await self._finish(
+                        job, State.FAILED, provider=name, attempt=attempt, error=error
+                    )
+                self._flag_possible_duplicate(job, name)
+                last = exc
+                continue
             except ProviderError as exc:
                 last = exc
                 continue
@@ -197,8 +208,20 @@ class Dispatcher:
         self.metrics.sends.labels(name, job.request.country, "sent").inc()
         return key, result
 
+    def _flag_possible_duplicate(self, job: _Round, name: str) -> None:
+        """Whatever sends ``job`` from now on may duplicate what ``name`` already sent."""
+        job.possible_duplicate = True
+        self.metrics.possible_duplicates.inc()
+        job.log.warning("possible_duplicate", provider=name, cause="outcome_unknown")
+
     async def _attempt_failed(self, job: _Round, key: int, name: str, exc: ProviderError) -> None:
-        outcome: AttemptOutcome = "transient" if exc.retryable else "failed"
+        outcome: AttemptOutcome = (
+            "unknown"
+            if isinstance(exc, OutcomeUnknown)
+            else "transient"
+            if exc.retryable
+            else "failed"
+        )
         self.metrics.sends.labels(name, job.request.country, outcome).inc()
         job.log.warning(
             "send_failed", provider=name, code=exc.code, error=exc.message, retryable=exc.retryable
@@ -334,9 +357,11 @@ def _resumable(claim: Claim, redelivered: bool, retry_round: int) -> bool:
     return retry_round > 0 or redelivered
 
 
-def _error(exc: ProviderError) -> EventError:
+def _error(exc: ProviderError, retryable: bool | None = None) -> EventError:
     return EventError(
-        code=f"{exc.provider}:{exc.code}", message=exc.message, retryable=exc.retryable
+        code=f"{exc.provider}:{exc.code}",
+        message=exc.message,
+        retryable=exc.retryable if retryable is None else retryable,
     )
 
 

@@ -343,7 +343,7 @@ def _known_claim(row: Any, evidence: set[str]) -> Claim:
         state=State(row.state),
         attempts=row.attempts,
         open_attempt="started" in evidence,
-        possible_duplicate=bool(row.possible_duplicate) or "interrupted" in evidence,
+        possible_duplicate=bool(row.possible_duplicate) or len(evidence - {"started"}) > 0,
     )
 
 

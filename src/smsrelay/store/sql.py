@@ -58,9 +58,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
 
 
 # Attempt outcomes that mean the provider may have the message: an open attempt (a
-# worker died inside it) or one a later worker closed as interrupted. Rows written before
-# the flag was committed with the interrupt carry no flag: the attempt still says so.
-DUPLICATE_EVIDENCE = ("started", "interrupted")
+# worker died inside it), one a later worker closed as interrupted, or one whose answer
+# never came. Rows written before the flag was committed with the interrupt carry no
+# flag: the attempt still says so.
+DUPLICATE_EVIDENCE = ("started", "interrupted", "unknown")
 
 
 def first_attempt_row(message_id: str, provider: str, now: datetime) -> dict[str, Any]:
@@ -202,7 +203,7 @@ class SqlStore:
             state=State(msg.state),
             attempts=msg.attempts,
             open_attempt="started" in outcomes,
-            possible_duplicate=bool(msg.possible_duplicate) or "interrupted" in outcomes,
+            possible_duplicate=bool(msg.possible_duplicate) or len(outcomes - {"started"}) > 0,
         )
 
     async def start_attempt(self, message_id: str, number: int, provider: str) -> int:
