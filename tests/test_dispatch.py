@@ -553,3 +553,25 @@ async def test_unknown_outcome_where_allowed_and_alone_retries_later_flagged(
 
     assert claim.possible_duplicate
     assert sink.events[0].possible_duplicate
+
+
+async def test_message_the_store_refuses_is_dead_lettered_at_once(
+    store: SqlStore, sink: EventList
+) -> None:
+    """A store error permanent for this message: DeadLetter with the reason, `rejected` event, no send."""
+    async with store.engine.begin() as conn:
+        await conn.exec_driver_sql(
+            "CREATE TRIGGER no_poison BEFORE INSERT ON messages WHEN NEW.body LIKE '%poison%'"
+            " BEGIN SELECT RAISE(ABORT, 'poison'); END"
+        )
+    alpha = simulator("alpha")
+
+    outcome = await dispatcher(store, sink, alpha).handle(raw(body="poison pill"))
+
+    assert outcome == DeadLetter("the database refused this message (IntegrityError)")
+    assert alpha.sent == []
+    [event] = sink.events
+    assert (event.id, event.state) == ("msg-1", State.REJECTED)
+    assert event.error is not None
+    assert (event.error.code, event.error.retryable) == ("store-rejected", False)
+    assert [m for m, _, _ in await store.rejections()] == ["msg-1"]

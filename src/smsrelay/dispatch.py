@@ -21,6 +21,7 @@ from smsrelay.errors import (
     ProviderError,
     RateLimited,
     RecipientRejected,
+    StoreRejected,
     TransientProviderError,
     UnconfirmedSend,
 )
@@ -121,9 +122,20 @@ class Dispatcher:
             return Done(None)
         self._in_flight.add(request.id)
         try:
-            return await self._handle(request, redelivered, retry_round)
+            return await self._refusable(request, redelivered, retry_round)
         finally:
             self._in_flight.discard(request.id)
+
+    async def _refusable(
+        self, request: SendRequest, redelivered: bool, retry_round: int
+    ) -> Outcome:
+        try:
+            return await self._handle(request, redelivered, retry_round)
+        except StoreRejected as exc:
+            # The database will never take what this message writes: a redelivery
+            # would fail the same way, fifty times over. Dead-letter it now.
+            log.warning("store_rejected", id=request.id, reason=str(exc))
+            return await self._refuse(request.id, str(exc), code="store-rejected")
 
     async def _handle(self, request: SendRequest, redelivered: bool, retry_round: int) -> Outcome:
         bound = log.bind(id=request.id, country=request.country)
@@ -323,6 +335,12 @@ class Dispatcher:
     async def _reject(self, raw: bytes, reason: str) -> Outcome:
         message_id = salvage_id(raw)
         log.warning("request_rejected", id=message_id, reason=reason)
+        return await self._refuse(message_id, reason)
+
+    async def _refuse(
+        self, message_id: str | None, reason: str, code: str = "invalid-request"
+    ) -> Outcome:
+        """Record and announce a dead-lettered request (``rejected`` when the id is known)."""
         await self.store.record_rejection(message_id, reason)
         self.metrics.messages.labels(State.REJECTED.value).inc()
         if message_id is not None:
@@ -331,7 +349,7 @@ class Dispatcher:
                     id=message_id,
                     state=State.REJECTED,
                     at=datetime.now(UTC),
-                    error=EventError(code="invalid-request", message=reason, retryable=False),
+                    error=EventError(code=code, message=reason, retryable=False),
                 )
             )
         return DeadLetter(reason)

@@ -2,7 +2,10 @@
 
 Every log line about a message carries its ``id`` (bound by the dispatcher). A
 processor masks anything that looks like a full phone number, so a careless
-``log.info(..., to=number)`` still cannot leak one.
+``log.info(..., to=number)`` still cannot leak one. Database errors never bring their
+statement's values into a line: a ``StoreError`` is logged as its own (value-free) text
+without the driver's exception under it, and anything shaped like SQL parameters or a
+driver's quoted value in any other text is cut out.
 """
 
 from __future__ import annotations
@@ -15,16 +18,32 @@ from typing import Any
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
+from smsrelay.errors import StoreError
 from smsrelay.phone import mask
 
 # "+" then digits with common separators, or a bare run of 9+ digits: phone numbers,
 # but not timestamps, durations or error codes.
 _NUMBER = re.compile(r"\+\d[\d ().-]{5,}\d|(?<![\w.-])\d{9,15}(?![\w.])")
 _SECRET_KEYS = frozenset({"body", "otp", "otp_code", "auth_token", "password", "api_key", "token"})
+# What drivers and SQLAlchemy print of a statement's values: SQLAlchemy's parameter
+# list, asyncpg's "invalid input for query argument $1: '<value>'", PostgreSQL's
+# DETAIL lines ("Failing row contains (...)", "Key (id)=(...)"). Each to the line's end.
+_SQL_VALUES = re.compile(
+    r"(\[(?:SQL )?parameters?:)[^\n]*"
+    r"|(invalid input for query argument \$\d+:)[^\n]*"
+    r"|(DETAIL:)[^\n]*"
+    r"|(Failing row contains)[^\n]*"
+    r"|(Key \()[^\n]*"
+)
+
+
+def _cut_sql_values(text: str) -> str:
+    return _SQL_VALUES.sub(lambda m: next(g for g in m.groups() if g) + " [redacted]", text)
 
 
 def _mask_value(value: Any) -> Any:
     if isinstance(value, str):
+        value = _cut_sql_values(value)
         return _NUMBER.sub(lambda m: mask(re.sub(r"[\s().-]", "", m.group())), value)
     if isinstance(value, dict):
         return {k: "[redacted]" if k in _SECRET_KEYS else _mask_value(v) for k, v in value.items()}
@@ -43,6 +62,22 @@ def redact(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     return event
 
 
+def summarise_store_errors(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """A ``StoreError`` is logged as ``error``, its text, without the traceback under it.
+
+    Its text names the database error without values; the driver exception it was
+    raised from quotes the statement and may quote what was in it.
+    """
+    exc_info = event.get("exc_info")
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    exc = exc_info[1] if isinstance(exc_info, tuple) else exc_info
+    if isinstance(exc, StoreError):
+        event.pop("exc_info")
+        event["error"] = f"{type(exc).__name__}: {exc}"
+    return event
+
+
 def configure(fmt: str = "auto", level: str = "info") -> None:
     """Configure structlog once, at process start."""
     if fmt == "auto":
@@ -56,6 +91,7 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            summarise_store_errors,
             # Render tracebacks to text first, so that redact masks numbers in them too.
             structlog.processors.format_exc_info,
             redact,

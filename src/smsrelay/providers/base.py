@@ -218,6 +218,8 @@ def _retry_after(headers: dict[str, str]) -> float | None:
 
 
 _PHONE_LIKE = re.compile(r"\+?\d[\d ()-]{6,}\d")
+# A NUL in a provider's error text would make PostgreSQL refuse the attempt's record.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_ERROR_TEXT = 300
 
 
@@ -225,13 +227,15 @@ def scrub(message: str, *secrets: SecretStr | None) -> str:
     """Provider error text made fit for logs and events.
 
     Secrets go first (masking digits inside a token would hide it from the replace),
-    then anything that looks like a phone number is masked; the length is capped.
+    then anything that looks like a phone number is masked; the length is capped and
+    control characters become spaces.
     """
     for value in secrets:
         plain = secret(value)
         if plain:
             message = message.replace(plain, "***")
-    return _PHONE_LIKE.sub(lambda m: phone.mask(m.group()), message[:MAX_ERROR_TEXT])
+    message = _CONTROL.sub(" ", message[:MAX_ERROR_TEXT])
+    return _PHONE_LIKE.sub(lambda m: phone.mask(m.group()), message)
 
 
 def secret(value: SecretStr | None) -> str:

@@ -68,7 +68,11 @@ class MessageRecord:
 
 
 class Store(Protocol):
-    """Persistence of messages, attempts and rejections."""
+    """Persistence of messages, attempts and rejections.
+
+    Every method raises ``StoreUnavailable`` (try again later) or ``StoreRejected``
+    (these values can never be stored) from ``smsrelay.errors``, never a driver's error.
+    """
 
     async def claim(self, request: SendRequest, first_provider: str | None = None) -> Claim:
         """Insert the message if its id is new; report what was known otherwise.
