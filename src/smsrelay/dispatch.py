@@ -227,13 +227,7 @@ class Dispatcher:
         job.log.warning("possible_duplicate", provider=name, cause="outcome_unknown")
 
     async def _attempt_failed(self, job: _Round, key: int, name: str, exc: ProviderError) -> None:
-        outcome: AttemptOutcome = (
-            "unknown"
-            if isinstance(exc, OutcomeUnknown)
-            else "transient"
-            if exc.retryable
-            else "failed"
-        )
+        outcome = _attempt_outcome(exc)
         self.metrics.sends.labels(name, job.request.country, outcome).inc()
         job.log.warning(
             "send_failed", provider=name, code=exc.code, error=exc.message, retryable=exc.retryable
@@ -373,6 +367,12 @@ def _resumable(claim: Claim, redelivered: bool, retry_round: int) -> bool:
         return False
     # A scheduled retry, or a redelivery after a worker died before recording an outcome.
     return retry_round > 0 or redelivered
+
+
+def _attempt_outcome(exc: ProviderError) -> AttemptOutcome:
+    if isinstance(exc, OutcomeUnknown):
+        return "unknown"
+    return "transient" if exc.retryable else "failed"
 
 
 def _error(exc: ProviderError, retryable: bool | None = None) -> EventError:
