@@ -178,3 +178,25 @@ async def test_store_error_logged_as_the_worker_does_holds_no_body(
     assert "delivery_failed" in line
     assert "secret-body-1" not in line
     assert "4155550123" not in line
+
+
+def test_error_raised_while_handling_a_store_error_hides_the_driver_text(
+    restore_structlog: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An error during a store error keeps its traceback, cut where the store error begins."""
+    from smsrelay.errors import StoreUnavailable
+
+    configure("json", "debug")
+    try:
+        try:
+            try:
+                raise ValueError("driver says: cannot take secret-body-2")
+            except ValueError as exc:
+                raise StoreUnavailable("the database is unavailable (SQLSTATE P0001)") from exc
+        except StoreUnavailable:
+            raise RuntimeError("publish failed")  # noqa: B904 - the implicit chain is the point
+    except RuntimeError:
+        structlog.get_logger("test").exception("delivery_failed")
+    line = capsys.readouterr().err.strip()
+    assert "publish failed" in line
+    assert "secret-body-2" not in line

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import traceback
 from typing import Any
 
 import structlog
@@ -66,16 +67,45 @@ def summarise_store_errors(_: WrappedLogger, __: str, event: EventDict) -> Event
     """A ``StoreError`` is logged as ``error``, its text, without the traceback under it.
 
     Its text names the database error without values; the driver exception it was
-    raised from quotes the statement and may quote what was in it.
+    raised from quotes the statement and may quote what was in it. An error raised
+    while handling a ``StoreError`` keeps its traceback, cut at the store error.
     """
     exc_info = event.get("exc_info")
     if exc_info is True:
         exc_info = sys.exc_info()
     exc = exc_info[1] if isinstance(exc_info, tuple) else exc_info
+    if not isinstance(exc, BaseException) or not any(
+        isinstance(e, StoreError) for e in _chain(exc)
+    ):
+        return event
+    event.pop("exc_info")
     if isinstance(exc, StoreError):
-        event.pop("exc_info")
         event["error"] = f"{type(exc).__name__}: {exc}"
+    else:
+        event["exception"] = _format_up_to_store_error(exc)
     return event
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it was raised from or while handling, newest first."""
+    found: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not e for e in found):
+        found.append(current)
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    return found
+
+
+def _format_up_to_store_error(exc: BaseException) -> str:
+    parts: list[str] = []
+    for link in _chain(exc):
+        if isinstance(link, StoreError):
+            parts.append(f"{type(link).__name__}: {link}\n")
+            break
+        parts.append("".join(traceback.format_exception(link, chain=False)))
+    return "\nDuring or because of the above:\n\n".join(reversed(parts))
 
 
 def configure(fmt: str = "auto", level: str = "info") -> None:
