@@ -28,7 +28,7 @@ from tests.integration.harness import EventLog, event_log, publish_raw, running_
 COUNT = 200
 NUMBERS = [f"+1415555{n:04d}" for n in range(2000, 2100)]
 HUNG = NUMBERS[::20]  # 5 of 100 numbers: 5 % of the requests
-TIMEOUT = 1.5
+TIMEOUT = 3.0
 
 
 def _twilio(url: str, **extra: Any) -> dict[str, Any]:
@@ -101,7 +101,7 @@ async def test_hangs_with_a_backup_route_leave_no_unflagged_duplicate(
         async with _relay(amqp_url, sqlite_url, config, backup) as (events, rt):
             await _run(events, amqp_url, reqs)
             stored = await _flags(rt)
-            metric = rt.metrics.possible_duplicates._value.get()
+            metric = rt.metrics.registry.get_sample_value("smsrelay_possible_duplicates_total")
         sends = _accepted(primary, backup)
     hung = {mid for mid, (to, _) in reqs.items() if to in HUNG}
     twice = {mid for mid, n in sends.items() if n > 1}
@@ -110,7 +110,7 @@ async def test_hangs_with_a_backup_route_leave_no_unflagged_duplicate(
     assert [mid for mid in twice if not stored[mid][1]] == [], "unflagged duplicates"
     assert all(events.of(mid)[-1]["possible_duplicate"] for mid in twice)
     assert all(stored[mid] == ("sent", True) for mid in hung)
-    assert metric >= len(hung)
+    assert metric is not None and metric >= len(hung)
 
 
 async def test_hangs_without_permission_fail_instead_of_sending_twice(
