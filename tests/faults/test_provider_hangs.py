@@ -7,6 +7,7 @@ counted as sent each time a server accepted it, whichever answer reached the wor
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections import Counter
@@ -179,3 +180,23 @@ async def test_refused_connection_is_a_plain_transient_error() -> None:
         await _send_once(dead_url, NUMBERS[1])
     assert not isinstance(caught.value, OutcomeUnknown)
     assert caught.value.code == "network"
+
+
+async def test_connection_closed_after_the_request_is_an_unknown_outcome() -> None:
+    """A server that reads the whole request and closes without answering: OutcomeUnknown."""
+    taken = asyncio.Event()
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        taken.set()
+        writer.close()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    host, port = server.sockets[0].getsockname()[:2]
+    try:
+        with pytest.raises(OutcomeUnknown):
+            await _send_once(f"http://{host}:{port}", NUMBERS[2])
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert taken.is_set()
