@@ -111,6 +111,11 @@ class OutcomeUnknown(TransientProviderError):
     A read timeout or a connection reset after the request was sent: the provider may
     have taken the message. A failure before the request left (refused connection,
     connect timeout, DNS) is a plain ``TransientProviderError`` instead.
+
+    The attempt is recorded ``unknown``. Unless the provider's ``retry_unknown_outcome``
+    is set, the message ends ``failed`` (not retryable) and no other provider is tried;
+    with it, failover and delayed retries go on, every later send flagged
+    ``possible_duplicate``.
     """
 
 

@@ -153,6 +153,8 @@ class HttpProvider(Provider):
                 return resp.status, dict(resp.headers), body
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             detail = type(exc).__name__ + ": " + str(exc)
+            if isinstance(exc, TimeoutError) and not str(exc):
+                detail = f"no answer within {self.settings.timeout:g} s"
             if progress.left:
                 raise OutcomeUnknown(self.name, "no-answer", detail) from exc
             raise TransientProviderError(self.name, "network", detail) from exc
