@@ -18,6 +18,7 @@ import smsrelay.store
 from smsrelay.dispatch import DeadLetter, Dispatcher, Done, Retry
 from smsrelay.errors import (
     AuthenticationFailed,
+    OutcomeUnknown,
     ProviderError,
     RateLimited,
     TransientProviderError,
@@ -95,8 +96,8 @@ class RaisingProvider(Provider):
     type_name: ClassVar[str] = "raising"
     settings_class: ClassVar[type[ProviderSettings]] = ProviderSettings
 
-    def __init__(self, name: str, error: ProviderError) -> None:
-        super().__init__(name, ProviderSettings(type=self.type_name))
+    def __init__(self, name: str, error: ProviderError, **settings: Any) -> None:
+        super().__init__(name, ProviderSettings(type=self.type_name, **settings))
         self.error = error
 
     async def send(self, request: SendRequest) -> SendResult:
@@ -477,3 +478,100 @@ async def test_possible_duplicate_carries_into_the_final_event_after_a_retry(
 
     assert (await record(store)).possible_duplicate
     assert [e.possible_duplicate for e in sink.events] == [True, True]
+
+
+async def test_worker_killed_right_after_the_interrupt_still_leaves_the_resend_flagged(
+    store: SqlStore, sink: EventList
+) -> None:
+    """A second crash between interrupting the open attempt and the next send keeps the flag."""
+    await store.claim(parse_request(raw()), "alpha")  # worker 1 died inside attempt 1
+    await store.claim(parse_request(raw()))
+    await store.interrupt_open_attempts("msg-1")  # worker 2 died right after this commit
+    alpha = simulator("alpha")
+
+    outcome = await dispatcher(store, sink, alpha).handle(raw(), redelivered=True)
+
+    assert outcome == Done(State.SENT)
+    [event] = sink.events
+    assert event.possible_duplicate
+    assert (await record(store)).possible_duplicate
+
+
+def _no_answer(name: str = "alpha", **settings: Any) -> RaisingProvider:
+    """A provider whose request left and whose answer never came."""
+    return RaisingProvider(name, OutcomeUnknown(name, "no-answer", "TimeoutError"), **settings)
+
+
+async def test_unknown_outcome_fails_without_trying_the_next_provider_by_default(
+    store: SqlStore, sink: EventList
+) -> None:
+    """A send that may have happened is not repeated elsewhere unless allowed: `failed`, not retryable."""
+    beta = simulator("beta")
+
+    outcome = await dispatcher(store, sink, _no_answer(), beta).handle(raw())
+
+    assert outcome == Done(State.FAILED)
+    assert beta.sent == []
+    [event] = sink.events
+    assert event.error is not None
+    assert (event.error.code, event.error.retryable) == ("alpha:no-answer", False)
+    assert not event.possible_duplicate
+    stored = await record(store)
+    assert [(a.provider, a.outcome) for a in stored.attempts] == [("alpha", "unknown")]
+
+
+async def test_unknown_outcome_where_allowed_fails_over_flagged(
+    store: SqlStore, sink: EventList
+) -> None:
+    """With retry_unknown_outcome the next provider sends, flagged in record, event and metric."""
+    beta = simulator("beta")
+    relay = dispatcher(store, sink, _no_answer(retry_unknown_outcome=True), beta)
+
+    assert await relay.handle(raw()) == Done(State.SENT)
+
+    assert len(beta.sent) == 1
+    [event] = sink.events
+    assert event.possible_duplicate
+    stored = await record(store)
+    assert stored.possible_duplicate
+    assert [(a.provider, a.outcome) for a in stored.attempts] == [
+        ("alpha", "unknown"),
+        ("beta", "sent"),
+    ]
+    assert relay.metrics.registry.get_sample_value("smsrelay_possible_duplicates_total") == 1
+
+
+async def test_unknown_outcome_where_allowed_and_alone_retries_later_flagged(
+    store: SqlStore, sink: EventList
+) -> None:
+    """With no other provider the message waits for a delayed retry, and the retry is flagged."""
+    alpha = _no_answer(retry_unknown_outcome=True)
+    relay = dispatcher(store, sink, alpha)
+
+    assert await relay.handle(raw()) == Retry(delay=1.0, attempt=1)
+    claim = await store.claim(parse_request(raw()))
+
+    assert claim.possible_duplicate
+    assert sink.events[0].possible_duplicate
+
+
+async def test_message_the_store_refuses_is_dead_lettered_at_once(
+    store: SqlStore, sink: EventList
+) -> None:
+    """A store error permanent for this message: DeadLetter with the reason, `rejected` event, no send."""
+    async with store.engine.begin() as conn:
+        await conn.exec_driver_sql(
+            "CREATE TRIGGER no_poison BEFORE INSERT ON messages WHEN NEW.body LIKE '%poison%'"
+            " BEGIN SELECT RAISE(ABORT, 'poison'); END"
+        )
+    alpha = simulator("alpha")
+
+    outcome = await dispatcher(store, sink, alpha).handle(raw(body="poison pill"))
+
+    assert outcome == DeadLetter("the database refused this message (IntegrityError)")
+    assert alpha.sent == []
+    [event] = sink.events
+    assert (event.id, event.state) == ("msg-1", State.REJECTED)
+    assert event.error is not None
+    assert (event.error.code, event.error.retryable) == ("store-rejected", False)
+    assert [m for m, _, _ in await store.rejections()] == ["msg-1"]

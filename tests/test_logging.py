@@ -122,3 +122,81 @@ def test_logged_exception_is_rendered_with_numbers_masked(
     line = capsys.readouterr().err.strip()
     assert "ValueError" in line
     assert "+14155550123" not in line
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        (
+            "(sqlite3.IntegrityError) poison\n[SQL: INSERT INTO messages VALUES (?, ?)]\n"
+            "[parameters: ('msg-1', 'secret-body-1 for you')]\n(Background on this error)",
+            "[SQL: INSERT INTO messages VALUES (?, ?)]",
+        ),
+        (
+            "(asyncpg.Error) invalid input for query argument $2: 'secret-body-1' (expected int)",
+            "invalid input for query argument $2:",
+        ),
+        (
+            'new row violates check constraint "c"\nDETAIL:  Failing row contains (secret-body-1).',
+            'violates check constraint "c"',
+        ),
+        ("duplicate key\nKey (id)=(secret-body-1) already exists.", "duplicate key"),
+    ],
+)
+def test_sql_parameters_and_quoted_values_are_cut_from_any_text(text: str, kept: str) -> None:
+    """What drivers print of a statement's values is cut; the statement and the error stay."""
+    cut = redacted(exception=text)["exception"]
+    assert "secret-body-1" not in cut
+    assert kept in cut
+
+
+async def test_store_error_logged_as_the_worker_does_holds_no_body(
+    restore_structlog: None, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    """A store error logged with log.exception (as amqp.py does) shows neither body nor number."""
+    from smsrelay.models import validate_request
+    from smsrelay.store import SqlStore, upgrade
+
+    store = SqlStore.from_url(f"sqlite+aiosqlite:///{tmp_path}/smsrelay.db")
+    await upgrade(store.engine)
+    async with store.engine.begin() as conn:
+        await conn.exec_driver_sql(
+            "CREATE TRIGGER no_poison BEFORE INSERT ON messages WHEN NEW.body LIKE 'poison%'"
+            " BEGIN SELECT RAISE(ABORT, 'poison'); END"
+        )
+    configure("json", "debug")
+    request = validate_request(
+        {"id": "msg-1", "to": "+14155550123", "body": "poison secret-body-1"}
+    )
+    try:
+        await store.claim(request, "alpha")
+    except Exception:
+        structlog.get_logger("test").exception("delivery_failed", message_id="msg-1")
+    finally:
+        await store.close()
+    line = capsys.readouterr().err.strip()
+    assert "delivery_failed" in line
+    assert "secret-body-1" not in line
+    assert "4155550123" not in line
+
+
+def test_error_raised_while_handling_a_store_error_hides_the_driver_text(
+    restore_structlog: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An error during a store error keeps its traceback, cut where the store error begins."""
+    from smsrelay.errors import StoreUnavailable
+
+    configure("json", "debug")
+    try:
+        try:
+            try:
+                raise ValueError("driver says: cannot take secret-body-2")
+            except ValueError as exc:
+                raise StoreUnavailable("the database is unavailable (SQLSTATE P0001)") from exc
+        except StoreUnavailable:
+            raise RuntimeError("publish failed")  # noqa: B904 - the implicit chain is the point
+    except RuntimeError:
+        structlog.get_logger("test").exception("delivery_failed")
+    line = capsys.readouterr().err.strip()
+    assert "publish failed" in line
+    assert "secret-body-2" not in line

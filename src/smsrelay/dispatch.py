@@ -17,9 +17,11 @@ from typing import Any, Protocol
 
 from smsrelay.errors import (
     InvalidRequest,
+    OutcomeUnknown,
     ProviderError,
     RateLimited,
     RecipientRejected,
+    StoreRejected,
     TransientProviderError,
     UnconfirmedSend,
 )
@@ -123,9 +125,20 @@ class Dispatcher:
             return Done(None)
         self._in_flight.add(request.id)
         try:
-            return await self._handle(request, redelivered, retry_round)
+            return await self._refusable(request, redelivered, retry_round)
         finally:
             self._in_flight.discard(request.id)
+
+    async def _refusable(
+        self, request: SendRequest, redelivered: bool, retry_round: int
+    ) -> Outcome:
+        try:
+            return await self._handle(request, redelivered, retry_round)
+        except StoreRejected as exc:
+            # The database will never take what this message writes: a redelivery
+            # would fail the same way, fifty times over. Dead-letter it now.
+            log.warning("store_rejected", id=request.id, reason=str(exc))
+            return await self._refuse(request.id, str(exc), code="store-rejected")
 
     async def _handle(self, request: SendRequest, redelivered: bool, retry_round: int) -> Outcome:
         bound = log.bind(id=request.id, country=request.country)
@@ -170,6 +183,16 @@ class Dispatcher:
                 return await self._finish(
                     job, State.FAILED, provider=name, attempt=attempt, error=_error(exc)
                 )
+            except OutcomeUnknown as exc:
+                if not self.providers[name].settings.retry_unknown_outcome:
+                    # It may have been sent: no other try, unless the provider allows it.
+                    error = _error(exc, retryable=False)
+                    return await self._finish(
+                        job, State.FAILED, provider=name, attempt=attempt, error=error
+                    )
+                self._flag_possible_duplicate(job, name)
+                last = exc
+                continue
             except ProviderError as exc:
                 last = exc
                 continue
@@ -202,8 +225,14 @@ class Dispatcher:
         self.metrics.sends.labels(name, job.request.country, "sent").inc()
         return key, result
 
+    def _flag_possible_duplicate(self, job: _Round, name: str) -> None:
+        """Whatever sends ``job`` from now on may duplicate what ``name`` already sent."""
+        job.possible_duplicate = True
+        self.metrics.possible_duplicates.inc()
+        job.log.warning("possible_duplicate", provider=name, cause="outcome_unknown")
+
     async def _attempt_failed(self, job: _Round, key: int, name: str, exc: ProviderError) -> None:
-        outcome: AttemptOutcome = "transient" if exc.retryable else "failed"
+        outcome = _attempt_outcome(exc)
         self.metrics.sends.labels(name, job.request.country, outcome).inc()
         job.log.warning(
             "send_failed", provider=name, code=exc.code, error=exc.message, retryable=exc.retryable
@@ -305,6 +334,12 @@ class Dispatcher:
     async def _reject(self, raw: bytes, reason: str) -> Outcome:
         message_id = salvage_id(raw)
         log.warning("request_rejected", id=message_id, reason=reason)
+        return await self._refuse(message_id, reason)
+
+    async def _refuse(
+        self, message_id: str | None, reason: str, code: str = "invalid-request"
+    ) -> Outcome:
+        """Record and announce a dead-lettered request (``rejected`` when the id is known)."""
         await self.store.record_rejection(message_id, reason)
         self.metrics.messages.labels(State.REJECTED.value).inc()
         if message_id is not None:
@@ -313,7 +348,7 @@ class Dispatcher:
                     id=message_id,
                     state=State.REJECTED,
                     at=datetime.now(UTC),
-                    error=EventError(code="invalid-request", message=reason, retryable=False),
+                    error=EventError(code=code, message=reason, retryable=False),
                 )
             )
         return DeadLetter(reason)
@@ -365,9 +400,17 @@ def _resumable(claim: Claim, redelivered: bool, retry_round: int) -> bool:
     return retry_round > 0 or redelivered
 
 
-def _error(exc: ProviderError) -> EventError:
+def _attempt_outcome(exc: ProviderError) -> AttemptOutcome:
+    if isinstance(exc, OutcomeUnknown):
+        return "unknown"
+    return "transient" if exc.retryable else "failed"
+
+
+def _error(exc: ProviderError, retryable: bool | None = None) -> EventError:
     return EventError(
-        code=f"{exc.provider}:{exc.code}", message=exc.message, retryable=exc.retryable
+        code=f"{exc.provider}:{exc.code}",
+        message=exc.message,
+        retryable=exc.retryable if retryable is None else retryable,
     )
 
 

@@ -7,7 +7,12 @@
     ├─ InvalidRequest              dead-letter with the reason; `rejected` event; HTTP 422
     ├─ ProviderError(provider, code)
     │  ├─ TransientProviderError   next provider in the route, then a delayed retry
-    │  │  └─ RateLimited           same, and carries the provider's retry_after
+    │  │  ├─ RateLimited           same, and carries the provider's retry_after
+    │  │  └─ OutcomeUnknown        the request left but no answer came (read timeout,
+    │  │                           reset): the provider may have sent it. Retried like a
+    │  │                           transient error only when that provider's
+    │  │                           `retry_unknown_outcome` allows it, flagged
+    │  │                           `possible_duplicate`; otherwise `failed` at once
     │  └─ PermanentProviderError   retrying this provider cannot help: the next provider
     │     │                        in the route is tried; `failed` when none is left
     │     ├─ RecipientRejected     invalid or unreachable number, unsubscribed recipient:
@@ -15,9 +20,15 @@
     │     ├─ AuthenticationFailed  bad credentials or account problem
     │     └─ UnconfirmedSend       a success answer we cannot read: the provider may
     │                              have taken it, so `failed` at once, no other provider
-    └─ ReceiptError                a webhook is refused with 401/403
-       ├─ BadSignature
-       └─ StaleReceipt
+    ├─ ReceiptError                a webhook is refused with 401/403
+    │  ├─ BadSignature
+    │  └─ StaleReceipt
+    └─ StoreError                  the database failed a read or write
+       ├─ StoreUnavailable         connection lost or refused, timeout, lock: the message
+       │                           goes back to the queue and is tried again later
+       └─ StoreRejected            the database refuses this message's values (a data or
+                                   integrity error): dead-lettered at once with the reason,
+                                   `rejected` event; retrying could never succeed
 
 Foreign exceptions (aiohttp, botocore, SQLAlchemy) are translated into this tree at
 exactly one place: the module that talks to the foreign library.
@@ -94,6 +105,20 @@ class UnconfirmedSend(PermanentProviderError):
     """
 
 
+class OutcomeUnknown(TransientProviderError):
+    """The request reached the provider but its answer did not reach us.
+
+    A read timeout or a connection reset after the request was sent: the provider may
+    have taken the message. A failure before the request left (refused connection,
+    connect timeout, DNS) is a plain ``TransientProviderError`` instead.
+
+    The attempt is recorded ``unknown``. Unless the provider's ``retry_unknown_outcome``
+    is set, the message ends ``failed`` (not retryable) and no other provider is tried;
+    with it, failover and delayed retries go on, every later send flagged
+    ``possible_duplicate``.
+    """
+
+
 class ReceiptError(SmsRelayError):
     """A delivery receipt was not trusted and is refused."""
 
@@ -104,3 +129,17 @@ class BadSignature(ReceiptError):
 
 class StaleReceipt(ReceiptError):
     """The receipt's timestamp lies outside the replay window, or it was seen before."""
+
+
+class StoreError(SmsRelayError):
+    """The store failed; the text names the database's error class, never a value."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or did not answer: retrying later can succeed."""
+
+    retryable = True
+
+
+class StoreRejected(StoreError):
+    """The database refuses what this message would write: no retry can succeed."""

@@ -28,7 +28,7 @@ class Metrics:
         )
         self.possible_duplicates = Counter(
             "smsrelay_possible_duplicates",
-            "Redelivered messages whose earlier attempt may have reached the provider",
+            "Sends that may repeat an earlier one: after a crash mid-send, or a lost answer",
             registry=self.registry,
         )
         self.duplicates = Counter(

@@ -303,4 +303,5 @@ class StatusEvent(BaseModel):
 
 
 # "interrupted": a worker died mid-attempt; the provider may or may not have sent it.
-AttemptOutcome = Literal["started", "sent", "failed", "transient", "interrupted"]
+# "unknown": the request left but no answer came (OutcomeUnknown): the same doubt.
+AttemptOutcome = Literal["started", "sent", "failed", "transient", "interrupted", "unknown"]

@@ -6,12 +6,14 @@ passes its answer through ``record`` so tests and the contract base can read ``r
 
     async with AcmeFake() as fake:
         fake.fail("+14155550100", status=400, code="21")
+        fake.hang("+14155550101")  # taken, never answered (for fakes that support it)
         ...  # point the adapter at fake.url
         assert fake.received[0].fields["to"] == "14155550123"
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -79,7 +81,9 @@ class LoopbackFake:
     port: int = 0
     received: list[Received] = field(default_factory=list)
     failures: dict[str, Failure] = field(default_factory=dict)
+    hangs: set[str] = field(default_factory=set)
     _runner: web.AppRunner | None = field(default=None, init=False, repr=False)
+    _stopping: asyncio.Event | None = field(default=None, init=False, repr=False)
     _url: str = field(default="", init=False, repr=False)
 
     @property
@@ -105,10 +109,29 @@ class LoopbackFake:
         """The failure configured for ``to``, if any."""
         return self.failures.get(to.lstrip("+"))
 
+    def hang(self, to: str) -> None:
+        """Take sends to ``to`` (with or without its ``+``) and never answer them.
+
+        The request is recorded as accepted, as a provider that took the message and
+        lost its answer would have; the connection stays silent until the fake stops.
+        """
+        self.hangs.add(to.lstrip("+"))
+
+    def hangs_for(self, to: str) -> bool:
+        """Whether sends to ``to`` are taken and never answered."""
+        return to.lstrip("+") in self.hangs
+
+    async def hold(self) -> None:
+        """Wait until the fake stops: the answer a hanging send never gets."""
+        if self._stopping is None:
+            self._stopping = asyncio.Event()
+        await self._stopping.wait()
+
     def reset(self) -> None:
         """Forget received requests and configured failures."""
         self.received.clear()
         self.failures.clear()
+        self.hangs.clear()
 
     def routes(self, app: web.Application) -> None:
         """Add the provider's endpoints to ``app``."""
@@ -165,6 +188,8 @@ class LoopbackFake:
 
     async def stop(self) -> None:
         """Stop listening."""
+        if self._stopping is not None:
+            self._stopping.set()  # release hanging handlers, or cleanup waits for them
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

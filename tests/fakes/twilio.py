@@ -4,6 +4,7 @@ In a test::
 
     async with TwilioFake() as fake:
         fake.fail("+14155550100", status=400, code=21610)
+        fake.hang("+14155550101")  # accepted and recorded, never answered
         ...  # point the adapter at fake.url with fake.account_sid / fake.auth_token
         assert fake.received[0].form["To"] == "+14155550123"
 
@@ -74,6 +75,11 @@ class TwilioFake(LoopbackFake):
     async def _messages(self, request: web.Request) -> web.Response:
         body = await request.read()
         form = dict(parse_qsl(body.decode(errors="replace"), keep_blank_values=True))
+        if self.hangs_for(form.get("To", "")):
+            # Taken, then the answer is lost: the client can only time out.
+            answer = self.record(request, body, form, self._answer(request, form))
+            await self.hold()
+            return answer
         if self.latency:
             await asyncio.sleep(self.latency)
         return self.record(request, body, form, self._answer(request, form))

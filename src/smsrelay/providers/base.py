@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any, ClassVar, NoReturn
 
 import aiohttp
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from smsrelay import phone
 from smsrelay.errors import (
     BadSignature,
+    OutcomeUnknown,
     PermanentProviderError,
     ProviderError,
     RateLimited,
@@ -42,6 +44,9 @@ class ProviderSettings(BaseModel):
     sender: str | None = None
     # `smart`: fold look-alikes to GSM-7 unless a request says `exact` (smsrelay.encoding.smart).
     encoding: BodyEncoding = BodyEncoding.EXACT
+    # When a request left and no answer came (OutcomeUnknown), may the message be tried
+    # again (next provider, later round)? Each such retry is flagged possible_duplicate.
+    retry_unknown_outcome: bool = False
 
     def require_any(self, *names: str) -> None:
         """For a model validator: raise ``ValueError`` unless one of ``names`` is set."""
@@ -122,24 +127,39 @@ class HttpProvider(Provider):
     def session(self) -> aiohttp.ClientSession:
         # Created lazily so that it binds to the running event loop.
         if self._session is None:
+            trace = aiohttp.TraceConfig()
+            trace.on_request_headers_sent.append(_request_left)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.settings.max_connections),
                 timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
+                trace_configs=[trace],
             )
         return self._session
 
     async def request(
         self, method: str, url: str, **kwargs: Any
     ) -> tuple[int, dict[str, str], bytes]:
-        """Perform one call; network failures become ``TransientProviderError``."""
+        """Perform one call; network failures become ``TransientProviderError``.
+
+        A failure once the request has left (its headers were written: a read timeout,
+        a reset) is ``OutcomeUnknown``: the provider may have taken the message. Before
+        that (DNS, connect refused or timed out, waiting for a pooled connection),
+        nothing reached the provider and a retry anywhere is safe.
+        """
+        progress = _Progress()
         try:
-            async with self.session.request(method, url, **kwargs) as resp:
+            async with self.session.request(
+                method, url, trace_request_ctx=progress, **kwargs
+            ) as resp:
                 body = await resp.read()
                 return resp.status, dict(resp.headers), body
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise TransientProviderError(
-                self.name, "network", type(exc).__name__ + ": " + str(exc)
-            ) from exc
+            detail = type(exc).__name__ + ": " + str(exc)
+            if isinstance(exc, TimeoutError) and not str(exc):
+                detail = f"no answer within {self.settings.timeout:g} s"
+            if progress.left:
+                raise OutcomeUnknown(self.name, "no-answer", detail) from exc
+            raise TransientProviderError(self.name, "network", detail) from exc
 
     def raise_for_http_status(
         self, status: int, headers: dict[str, str], code: str, message: str
@@ -176,6 +196,23 @@ class HttpProvider(Provider):
             self._session = None
 
 
+@dataclass
+class _Progress:
+    """How far one call got; set by the session's trace hook."""
+
+    left: bool = False
+
+
+async def _request_left(
+    _: aiohttp.ClientSession,
+    context: SimpleNamespace,
+    __: aiohttp.TraceRequestHeadersSentParams,
+) -> None:
+    progress = context.trace_request_ctx
+    if isinstance(progress, _Progress):
+        progress.left = True
+
+
 def _retry_after(headers: dict[str, str]) -> float | None:
     value = headers.get("Retry-After") or headers.get("retry-after")
     try:
@@ -185,6 +222,8 @@ def _retry_after(headers: dict[str, str]) -> float | None:
 
 
 _PHONE_LIKE = re.compile(r"\+?\d[\d ()-]{6,}\d")
+# A NUL in a provider's error text would make PostgreSQL refuse the attempt's record.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_ERROR_TEXT = 300
 
 
@@ -192,13 +231,15 @@ def scrub(message: str, *secrets: SecretStr | None) -> str:
     """Provider error text made fit for logs and events.
 
     Secrets go first (masking digits inside a token would hide it from the replace),
-    then anything that looks like a phone number is masked; the length is capped.
+    then anything that looks like a phone number is masked; the length is capped and
+    control characters become spaces.
     """
     for value in secrets:
         plain = secret(value)
         if plain:
             message = message.replace(plain, "***")
-    return _PHONE_LIKE.sub(lambda m: phone.mask(m.group()), message[:MAX_ERROR_TEXT])
+    message = _CONTROL.sub(" ", message[:MAX_ERROR_TEXT])
+    return _PHONE_LIKE.sub(lambda m: phone.mask(m.group()), message)
 
 
 def secret(value: SecretStr | None) -> str:

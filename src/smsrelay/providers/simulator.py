@@ -31,6 +31,9 @@ class SimulatorSettings(ProviderSettings):
     transient_failure_numbers: list[str] = []
     record_path: str | None = None
     seed: int | None = None
+    # Take the message as the request arrives and answer latency_ms later, as a real
+    # provider does: a worker that dies while waiting may leave it sent.
+    accept_on_arrival: bool = False
 
 
 class SimulatorProvider(Provider):
@@ -48,8 +51,18 @@ class SimulatorProvider(Provider):
         self._record = Path(settings.record_path) if settings.record_path else None
 
     async def send(self, request: SendRequest) -> SendResult:
+        if self.config.accept_on_arrival:
+            result = self._decide(request)
+            await self._wait()
+            return result
+        await self._wait()
+        return self._decide(request)
+
+    async def _wait(self) -> None:
         if self.config.latency_ms:
             await asyncio.sleep(self.config.latency_ms / 1000)
+
+    def _decide(self, request: SendRequest) -> SendResult:
         if request.to in self.config.permanent_failure_numbers:
             raise RecipientRejected(self.name, "SIM-INVALID", "number rejected by simulator")
         if request.to in self.config.transient_failure_numbers or (

@@ -22,7 +22,8 @@ class Claim:
     ``new`` is False when the id was seen before; ``open_attempt`` is True when an
     attempt was started and never finished, i.e. a worker died mid-send and the
     provider may already have sent the message; ``possible_duplicate`` is True when an
-    earlier round already found one. ``conflict`` is True when the id was first taken
+    earlier round already found one (the message's flag, or an ``interrupted`` attempt).
+    ``conflict`` is True when the id was first taken
     for a different request (another digest): this one must be refused, not sent.
 
     A message the API accepted and no worker has taken yet is claimed as ``new``: the
@@ -100,7 +101,11 @@ class MessageRecord:
 
 
 class Store(Protocol):
-    """Persistence of messages, attempts and rejections."""
+    """Persistence of messages, attempts and rejections.
+
+    Every method raises ``StoreUnavailable`` (try again later) or ``StoreRejected``
+    (these values can never be stored) from ``smsrelay.errors``, never a driver's error.
+    """
 
     async def claim(
         self, request: SendRequest, first_provider: str | None = None, digest: str | None = None
@@ -127,7 +132,11 @@ class Store(Protocol):
         """Record how an attempt ended."""
 
     async def interrupt_open_attempts(self, message_id: str) -> None:
-        """Mark attempts left ``started`` by a dead worker as ``interrupted``."""
+        """Mark attempts left ``started`` by a dead worker as ``interrupted``.
+
+        The message is flagged ``possible_duplicate`` in the same transaction, so the
+        flag outlives any number of further crashes.
+        """
 
     async def finish_message(
         self,

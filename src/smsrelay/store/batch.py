@@ -30,6 +30,7 @@ from smsrelay.models import AttemptOutcome, EventError, SendRequest, State
 from smsrelay.store.base import Claim, MessageRecord, conflicting
 from smsrelay.store.schema import attempts, messages
 from smsrelay.store.sql import (
+    DUPLICATE_EVIDENCE,
     SqlStore,
     first_attempt_row,
     message_row,
@@ -370,27 +371,30 @@ async def _known_claims(
     taken = await _take_unclaimed(
         conn, [rows[r.id] for r in found if not r.claimed and r.id not in conflicts]
     )
-    open_ids = {
-        r.message_id
-        for r in await conn.execute(
-            select(attempts.c.message_id).where(
-                attempts.c.message_id.in_(ids), attempts.c.outcome == "started"
-            )
-        )
-    }
+    evidence: dict[str, set[str]] = {}
+    for r in await conn.execute(
+        select(attempts.c.message_id, attempts.c.outcome)
+        .where(attempts.c.message_id.in_(ids), attempts.c.outcome.in_(DUPLICATE_EVIDENCE))
+        .distinct()
+    ):
+        evidence.setdefault(r.message_id, set()).add(r.outcome)
     return {
         r.id: None
         if r.id in taken
-        else Claim(
-            new=False,
-            state=State(r.state),
-            attempts=r.attempts,
-            open_attempt=r.id in open_ids and r.id not in conflicts,
-            possible_duplicate=bool(r.possible_duplicate),
-            conflict=r.id in conflicts,
-        )
+        else _known_claim(r, evidence.get(r.id, set()), conflict=r.id in conflicts)
         for r in found
     }
+
+
+def _known_claim(row: Any, evidence: set[str], *, conflict: bool) -> Claim:
+    return Claim(
+        new=False,
+        state=State(row.state),
+        attempts=row.attempts,
+        open_attempt="started" in evidence and not conflict,
+        possible_duplicate=bool(row.possible_duplicate) or len(evidence - {"started"}) > 0,
+        conflict=conflict,
+    )
 
 
 async def _take_unclaimed(conn: AsyncConnection, rows: list[dict[str, Any]]) -> set[str]:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, event, false, insert, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from smsrelay.encoding import Encoded
+from smsrelay.errors import StoreError, StoreRejected, StoreUnavailable
 from smsrelay.models import AttemptOutcome, EventError, Kind, SendRequest, State, is_valid_id
 from smsrelay.store.base import Acceptance, AttemptRecord, Claim, MessageRecord, conflicting
 from smsrelay.store.retention import (
@@ -43,14 +45,74 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 def make_engine(url: str) -> AsyncEngine:
-    """An engine tuned for the backend: one shared connection for SQLite, a pool otherwise."""
+    """An engine tuned for the backend: one shared connection for SQLite, a pool otherwise.
+
+    Statement parameters (bodies, numbers) are never rendered into exception text.
+    """
     if url.startswith("sqlite"):
         engine = create_async_engine(
-            url, poolclass=StaticPool, connect_args={"check_same_thread": False}
+            url,
+            poolclass=StaticPool,
+            connect_args={"check_same_thread": False},
+            hide_parameters=True,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_async_engine(
+        url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True
+    )
+
+
+# SQLSTATE classes that mean "these values can never be stored": data exceptions (22:
+# a NUL byte, a value too long or malformed) and integrity violations (23). Every other
+# error (08 connection, 57 shutdown, 53 resources, 40 rollback, 55 lock...) may pass.
+_REFUSED_CLASSES = {"22": "data exception", "23": "integrity constraint violation"}
+
+
+def store_error(exc: BaseException) -> StoreError:
+    """The database's error as ours: the one place SQLAlchemy and driver errors translate.
+
+    The text names the error class and SQLSTATE only, never the database's message:
+    drivers quote the offending value in it.
+    """
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if isinstance(sqlstate, str) and sqlstate[:2] in _REFUSED_CLASSES:
+        return StoreRejected(
+            f"the database refused this message ({_REFUSED_CLASSES[sqlstate[:2]]},"
+            f" SQLSTATE {sqlstate})"
+        )
+    if sqlstate is None and isinstance(exc, IntegrityError | DataError):
+        # SQLite names no SQLSTATE; its constraint failures are these classes.
+        return StoreRejected(f"the database refused this message ({type(exc).__name__})")
+    described = f"SQLSTATE {sqlstate}" if isinstance(sqlstate, str) else type(exc).__name__
+    return StoreUnavailable(f"the database is unavailable ({described})")
+
+
+@asynccontextmanager
+async def _translated(
+    opening: AbstractAsyncContextManager[AsyncConnection],
+) -> AsyncIterator[AsyncConnection]:
+    """``opening``'s connection, whose database errors leave as ``StoreError``.
+
+    A refused or timed-out connect surfaces as a bare OSError/TimeoutError, so those
+    are translated too, unless the caller's own block raised them (receipts publish
+    events inside a transaction).
+    """
+    in_block = False
+    try:
+        async with opening as conn:
+            try:
+                yield conn
+            except BaseException:
+                in_block = True
+                raise
+    except SQLAlchemyError as exc:
+        raise store_error(exc) from exc
+    except (OSError, TimeoutError) as exc:
+        if in_block:
+            raise
+        raise store_error(exc) from exc
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
@@ -62,6 +124,13 @@ def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=5000")
     cur.close()
+
+
+# Attempt outcomes that mean the provider may have the message: an open attempt (a
+# worker died inside it), one a later worker closed as interrupted, or one whose answer
+# never came. Rows written before the flag was committed with the interrupt carry no
+# flag: the attempt still says so.
+DUPLICATE_EVIDENCE = ("started", "interrupted", "unknown")
 
 
 def first_attempt_row(message_id: str, provider: str, now: datetime) -> dict[str, Any]:
@@ -155,13 +224,16 @@ class SqlStore:
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[AsyncConnection]:
-        """A connection inside a transaction that commits on success."""
-        async with self._serial(), self.engine.begin() as conn:
+        """A connection inside a transaction that commits on success.
+
+        Database errors leave it as ``StoreUnavailable`` or ``StoreRejected``.
+        """
+        async with self._serial(), _translated(self.engine.begin()) as conn:
             yield conn
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._serial(), self.engine.connect() as conn:
+        async with self._serial(), _translated(self.engine.connect()) as conn:
             yield conn
 
     @asynccontextmanager
@@ -177,24 +249,33 @@ class SqlStore:
         """A store on a new engine for ``url``."""
         return cls(make_engine(url))
 
+    @property
+    def upsert(self) -> Callable[..., Any]:
+        """The dialect's ``insert`` (it has ``on_conflict_do_nothing``)."""
+        return postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+
     async def claim(
         self, request: SendRequest, first_provider: str | None = None, digest: str | None = None
     ) -> Claim:
         now = _now()
         row = message_row(request, now, first_provider, digest)
-        try:
-            async with self._tx() as conn:
-                await conn.execute(insert(messages).values(**row))
+        # ON CONFLICT rather than catching the unique violation: an integrity error
+        # from the store means a value it refuses (see store_error), never "seen before".
+        stmt = self.upsert(messages).on_conflict_do_nothing(index_elements=["id"])
+        async with self._tx() as conn:
+            inserted = (await conn.execute(stmt.returning(messages.c.id), row)).first()
+            key = None
+            if inserted is not None:
                 key = await self._first_attempt(conn, request.id, first_provider, now)
-            return Claim(
-                new=True,
-                state=State.ACCEPTED,
-                attempts=row["attempts"],
-                open_attempt=False,
-                first_attempt=key,
-            )
-        except IntegrityError:
+        if inserted is None:
             return await self._existing_claim(request.id, first_provider, digest)
+        return Claim(
+            new=True,
+            state=State.ACCEPTED,
+            attempts=row["attempts"],
+            open_attempt=False,
+            first_attempt=key,
+        )
 
     async def _first_attempt(
         self, conn: AsyncConnection, message_id: str, provider: str | None, now: datetime
@@ -243,19 +324,23 @@ class SqlStore:
                     open_attempt=False,
                     first_attempt=key,
                 )
-            open_count = (
-                await conn.execute(
-                    select(attempts.c.key)
-                    .where(attempts.c.message_id == message_id, attempts.c.outcome == "started")
-                    .limit(1)
+            outcomes = {
+                row.outcome
+                for row in await conn.execute(
+                    select(attempts.c.outcome)
+                    .where(
+                        attempts.c.message_id == message_id,
+                        attempts.c.outcome.in_(DUPLICATE_EVIDENCE),
+                    )
+                    .distinct()
                 )
-            ).first()
+            }
         return Claim(
             new=False,
             state=State(msg.state),
             attempts=msg.attempts,
-            open_attempt=open_count is not None,
-            possible_duplicate=bool(msg.possible_duplicate),
+            open_attempt="started" in outcomes,
+            possible_duplicate=bool(msg.possible_duplicate) or len(outcomes - {"started"}) > 0,
         )
 
     async def accept(self, request: SendRequest, digest: str) -> Acceptance:
@@ -266,12 +351,11 @@ class SqlStore:
         """
         row = message_row(request, _now(), digest=digest, claimed=False)
         for _ in range(2):  # the id can be purged or withdrawn between insert and read
-            try:
-                async with self._tx() as conn:
-                    await conn.execute(insert(messages).values(**row))
+            stmt = self.upsert(messages).on_conflict_do_nothing(index_elements=["id"])
+            async with self._tx() as conn:
+                inserted = (await conn.execute(stmt.returning(messages.c.id), row)).first()
+            if inserted is not None:
                 return Acceptance.NEW
-            except IntegrityError:
-                pass
             async with self._read() as conn:
                 known = (
                     await conn.execute(
@@ -336,11 +420,20 @@ class SqlStore:
             )
 
     async def interrupt_open_attempts(self, message_id: str) -> None:
+        now = _now()
         async with self._tx() as conn:
             await conn.execute(
                 update(attempts)
                 .where(attempts.c.message_id == message_id, attempts.c.outcome == "started")
-                .values(outcome="interrupted", finished_at=_now())
+                .values(outcome="interrupted", finished_at=now)
+            )
+            # The flag commits with the interrupt: once the open attempt is closed, it is
+            # the only trace that the provider may have the message (another crash before
+            # this round finishes must not erase it).
+            await conn.execute(
+                update(messages)
+                .where(messages.c.id == message_id)
+                .values(possible_duplicate=True, updated_at=now)
             )
 
     async def finish_message(
