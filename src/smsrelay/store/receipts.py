@@ -31,7 +31,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from smsrelay.errors import StaleReceipt
+from smsrelay.errors import ReplayedReceipt
 from smsrelay.logging import get_logger
 from smsrelay.models import EventError, Receipt, ReceiptStatus, State, StatusEvent
 from smsrelay.store.schema import attempts, messages, receipt_digests, receipt_refusals, receipts
@@ -144,7 +144,7 @@ class ReceiptStore:
                 insert(receipt_digests).values(provider=provider, digest=digest, at=now)
             )
         except IntegrityError:
-            raise StaleReceipt("this webhook was received before (replayed)") from None
+            raise ReplayedReceipt("this webhook was received before (replayed)") from None
 
     async def refuse(self, provider: str, reason: str, at: datetime) -> None:
         """Keep a trace of a refused webhook; nothing else changes."""
