@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from structlog.testing import capture_logs
 
@@ -55,10 +56,25 @@ async def test_the_probes_unsigned_body_is_refused_at_once(api: Api) -> None:
     """The 67 KB `p0=&p1=&…&p9999=` body with any signature: refused (413) in well under 100 ms."""
     body = "&".join(f"p{i}=" for i in range(10_000)).encode()
     headers = {"content-type": "application/x-www-form-urlencoded", "x-twilio-signature": "x"}
-    started = time.process_time()
-    answer = await api.client.post("/v1/receipts/twilio", content=body, headers=headers)
+    answer, spent = await timed(api, "/v1/receipts/twilio", body, headers)
     assert answer.status_code == 413
-    assert time.process_time() - started < CPU_BUDGET
+    assert spent < CPU_BUDGET
+
+
+async def timed(
+    api: Api, path: str, body: bytes, headers: dict[str, str]
+) -> tuple[httpx.Response, float]:
+    """The answer to ``body`` and the least CPU time of three tries.
+
+    A slow path is slow every time; the least of three leaves out a one-off pause (a
+    garbage collection, the store's first write) that says nothing about the input.
+    """
+    spent = []
+    for _ in range(3):
+        started = time.process_time()
+        answer = await api.client.post(path, content=body, headers=headers)
+        spent.append(time.process_time() - started)
+    return answer, min(spent)
 
 
 def _worst_bodies(provider: Provider) -> list[tuple[str, bytes]]:
@@ -79,11 +95,8 @@ def _worst_bodies(provider: Provider) -> list[tuple[str, bytes]]:
 async def test_worst_case_body_of_the_maximum_size_is_refused_quickly(api: Api, name: str) -> None:
     """For every provider, a maximum-size body of separators or brackets: a 4xx in < 100 ms CPU."""
     for content_type, body in _worst_bodies(api.providers[name]):
-        started = time.process_time()
-        answer = await api.client.post(
-            f"/v1/receipts/{name}", content=body, headers={"content-type": content_type}
-        )
-        spent = time.process_time() - started
+        headers = {"content-type": content_type}
+        answer, spent = await timed(api, f"/v1/receipts/{name}", body, headers)
         assert 400 <= answer.status_code < 500, (content_type, answer.text)
         assert spent < CPU_BUDGET, (content_type, spent)
 

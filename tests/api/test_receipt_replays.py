@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from smsrelay.models import State
 from smsrelay.providers.twilio import twilio_signature
 from smsrelay.store import SqlStore
 from tests.api.support import (
@@ -24,7 +25,7 @@ from tests.api.support import (
     running_api,
     twilio_callback,
 )
-from tests.api.test_receipts import SID, sent
+from tests.api.test_receipts import SID, sent, state
 from tests.fakes import plivo as plivo_fake
 from tests.fakes import vonage as vonage_fake
 from tests.fakes.telnyx import public_key_of, signed_event
@@ -94,6 +95,24 @@ async def test_twilio_replay_with_a_percent_encoded_name_is_refused(
     encoded = body.replace(b"MessageStatus", b"Message%53tatus")
     answer = await api.client.post("/v1/receipts/twilio", content=encoded, headers=headers)
     assert answer.status_code == 403, answer.text
+
+
+async def test_a_replayed_delivered_never_undoes_a_later_undelivered(
+    api: Api, store: SqlStore
+) -> None:
+    """Undelivered after delivered, then delivered re-encoded: delivered throughout, one event."""
+    await sent(store)
+    delivered, headers = twilio_callback(SID)
+    assert (
+        await api.client.post("/v1/receipts/twilio", content=delivered, headers=headers)
+    ).status_code == 204
+    undelivered = twilio_callback(SID, status="undelivered", ErrorCode="30003")
+    await api.client.post("/v1/receipts/twilio", content=undelivered[0], headers=undelivered[1])
+    replay = delivered.replace(b"MessageStatus", b"Message%53tatus")
+    await api.client.post("/v1/receipts/twilio", content=replay, headers=headers)
+    assert await state(store) is State.DELIVERED
+    assert isinstance(api.publisher, MemoryPublisher)
+    assert [e.state for e in api.publisher.events] == [State.DELIVERED]
 
 
 async def test_twilio_duplicate_field_with_two_values_is_unreadable(api: Api) -> None:

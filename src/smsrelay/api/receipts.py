@@ -12,16 +12,20 @@ logged and recorded (``smsrelay.api.refusals``), and nothing else in the store c
 
 Replays: every accepted webhook leaves a digest of its ``replay_key``, the canonical
 content its signature covers; the same digest again within the retention period is
-refused as replayed, however the bytes were re-encoded. The receipts, the digest and
-the message states commit together, after the status events went out, so a failed
-publish (503) leaves the provider's retry welcome.
+refused as replayed, however the bytes were re-encoded. The receipts, the digest, the
+message states and their status events (in the outbox) commit together; the events
+are published after the commit. When the broker is down the receipt is still taken
+(204): its events wait in the outbox, which ``drain_outbox_forever`` empties from
+start-up on (so a crash between commit and publish loses nothing either).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -36,6 +40,7 @@ from smsrelay.errors import MalformedReceipt, OversizedReceipt, ReceiptError
 from smsrelay.logging import get_logger
 from smsrelay.models import Receipt
 from smsrelay.providers import Provider, Webhook
+from smsrelay.store.base import PendingEvent
 
 log = get_logger(__name__)
 
@@ -44,7 +49,7 @@ router = APIRouter(tags=["receipts"])
 RECEIPT_ROUTE: dict[str, Any] = {
     "status_code": 204,
     "response_class": Response,
-    "responses": documented(400, 401, 403, 404, 413, 503),
+    "responses": documented(400, 401, 403, 404, 413),
 }
 
 
@@ -97,13 +102,11 @@ async def _webhook(provider: str, request: Request, ctx: ApiContext) -> Response
 async def _receive(ctx: ApiContext, adapter: Provider, webhook: Webhook, now: datetime) -> Response:
     try:
         batch, digest = verified(adapter, webhook, now)
-        await _accept(ctx, adapter.name, digest, batch, now)
+        accepted = await ctx.receipts.accept(adapter.name, digest, batch, now)
     except ReceiptError as exc:
         return await _refuse(ctx, adapter.name, exc, now)
-    except BrokerUnavailable as exc:
-        log.warning("receipt_deferred", provider=adapter.name, error=str(exc))
-        return error_response(503, "events cannot be published now; retry later")
-    for receipt in batch:
+    await publish_pending(ctx, accepted.events)
+    for receipt in accepted.kept:
         ctx.metrics.receipts.labels(adapter.name, receipt.status.value).inc()
     return Response(status_code=204)
 
@@ -127,12 +130,58 @@ def verified(adapter: Provider, webhook: Webhook, now: datetime) -> tuple[list[R
     return batch, webhook_digest(adapter.type_name, key)
 
 
-async def _accept(
-    ctx: ApiContext, provider: str, digest: str, batch: Sequence[Receipt], now: datetime
-) -> None:
-    async with ctx.receipts.accepting(provider, digest, batch, now) as events:
-        for event in events:
-            await ctx.publisher.publish_event(event)
+async def publish_pending(ctx: ApiContext, pending: Sequence[PendingEvent]) -> None:
+    """Publish committed events, then drop them from the outbox.
+
+    A broker that fails leaves the rest in the outbox for ``drain_outbox``: the receipt
+    is kept either way, so the provider is answered 204 and need not retry.
+    """
+    done: list[int] = []
+    try:
+        for item in pending:
+            await ctx.publisher.publish_event(item.event)
+            done.append(item.key)
+    except BrokerUnavailable as exc:
+        log.warning("events_deferred", waiting=len(pending) - len(done), error=str(exc))
+    try:
+        await ctx.receipts.published(done)
+    except Exception as exc:  # published, still listed: the drain publishes them again
+        log.warning("outbox_not_cleared", published=len(done), error=type(exc).__name__)
+
+
+async def drain_outbox(ctx: ApiContext, older_than: datetime | None = None) -> int:
+    """Publish events left in the outbox (by a crash or a broker outage); how many went out."""
+    total = 0
+    while batch := await ctx.receipts.outbox(older_than, limit=OUTBOX_BATCH):
+        for item in batch:
+            await ctx.publisher.publish_event(item.event)
+            await ctx.receipts.published([item.key])
+            total += 1
+    return total
+
+
+async def drain_outbox_forever(ctx: ApiContext, stop: asyncio.Event) -> None:
+    """From start-up on, every ``OUTBOX_EVERY`` s: publish events older than that.
+
+    Younger events are most likely being published by the request that wrote them;
+    an older one was left behind. A few may go out twice (an event is at least once).
+    """
+    while not stop.is_set():
+        if ctx.publisher.ready:
+            cutoff = datetime.now(UTC) - timedelta(seconds=OUTBOX_EVERY)
+            try:
+                drained = await drain_outbox(ctx, cutoff)
+            except Exception as exc:  # broker or store down: next round
+                log.warning("outbox_drain_failed", error=type(exc).__name__)
+            else:
+                if drained:
+                    log.info("outbox_drained", published=drained)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=OUTBOX_EVERY)
+
+
+OUTBOX_EVERY = 10.0
+OUTBOX_BATCH = 100
 
 
 async def _refuse(ctx: ApiContext, provider: str, exc: ReceiptError, now: datetime) -> JSONResponse:

@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from smsrelay.models import AttemptOutcome, EventError, SendRequest, State
-from smsrelay.store.base import Claim, MessageRecord
+from smsrelay.store.base import Claim, MessageRecord, PendingEvent
 from smsrelay.store.schema import attempts, messages
 from smsrelay.store.sql import SqlStore, first_attempt_row, message_row, waiting_receipts
 
@@ -141,6 +141,14 @@ class BatchingStore:
 
     async def record_rejection(self, message_id: str | None, reason: str) -> None:
         await self.inner.record_rejection(message_id, reason)
+
+    async def match_receipts(
+        self, message_id: str, provider: str, provider_message_id: str
+    ) -> list[PendingEvent]:
+        return await self.inner.match_receipts(message_id, provider, provider_message_id)
+
+    async def events_published(self, keys: Sequence[int]) -> None:
+        await self.inner.events_published(keys)
 
     async def get(self, message_id: str) -> MessageRecord | None:
         return await self.inner.get(message_id)

@@ -116,3 +116,16 @@ receipt_digests = Table(
 
 # Receipts are also matched through the attempt that carried the provider's id.
 Index("ix_attempts_provider_message_id", attempts.c.provider, attempts.c.provider_message_id)
+
+# -- the event outbox (migration 0003) ---------------------------------------------------------
+
+# Status events written in the transaction that decided them, deleted once published:
+# a crash between the commit and the publish leaves the event here for the next drain.
+event_outbox = Table(
+    "event_outbox",
+    metadata,
+    Column("key", Integer, primary_key=True, autoincrement=True),
+    Column("event", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_event_outbox_created_at", "created_at"),
+)

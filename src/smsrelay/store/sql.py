@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import StaticPool
 
 from smsrelay.models import AttemptOutcome, EventError, Kind, SendRequest, State
-from smsrelay.store.base import AttemptRecord, Claim, MessageRecord
+from smsrelay.store.base import AttemptRecord, Claim, MessageRecord, PendingEvent
+from smsrelay.store.receipts import ReceiptStore
 from smsrelay.store.schema import attempts, messages, receipts, rejections
 
 
@@ -286,6 +287,15 @@ class SqlStore:
                 return False
             waiting = await waiting_receipts(conn, {message_id: (provider, provider_message_id)})
         return message_id in waiting
+
+    async def match_receipts(
+        self, message_id: str, provider: str, provider_message_id: str
+    ) -> list[PendingEvent]:
+        receipts_ = ReceiptStore(self)
+        return await receipts_.match_pending_receipts(message_id, provider, provider_message_id)
+
+    async def events_published(self, keys: Sequence[int]) -> None:
+        await ReceiptStore(self).published(keys)
 
     async def record_rejection(self, message_id: str | None, reason: str) -> None:
         async with self._tx() as conn:
