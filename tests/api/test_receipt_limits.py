@@ -6,6 +6,7 @@ machine loaded by other processes does not change the figure.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -141,3 +142,11 @@ async def test_a_flood_of_forged_receipts_leaves_bounded_rows_and_log_lines(api:
         )
         == 2000
     )
+
+
+async def test_vonage_json_with_more_fields_than_it_sends_is_400(api: Api) -> None:
+    """A flat JSON DLR with more keys than Vonage sends is refused before its signature."""
+    body = json.dumps({f"k{i}": "v" for i in range(65)}).encode()
+    headers = {"content-type": "application/json"}
+    answer = await api.client.post("/v1/receipts/vonage", content=body, headers=headers)
+    assert answer.status_code == 400, answer.text

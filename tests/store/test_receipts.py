@@ -378,3 +378,22 @@ async def test_worker_hook_does_nothing_without_receipts(store: SqlStore) -> Non
     assert sink.events == []
     record = await store.get("m-1")
     assert record is not None and record.state is State.SENT
+
+
+class DownSink:
+    """An event sink whose broker is down."""
+
+    async def publish(self, event: Any) -> None:
+        raise ConnectionError("broker down")
+
+
+async def test_worker_hook_leaves_an_unpublished_event_in_the_outbox(
+    store: SqlStore, rstore: ReceiptStore
+) -> None:
+    """When the worker cannot publish, the state is committed and the event waits for a drain."""
+    await accept(rstore, receipt(pmid="SM-early"))
+    await sent(store, pmid="SM-early")
+    await apply_pending_receipts(BatchingStore(store), DownSink(), "m-1", "tw", "SM-early")
+    record = await store.get("m-1")
+    assert record is not None and record.state is State.DELIVERED
+    assert [p.event.state for p in await rstore.outbox()] == [State.DELIVERED]

@@ -185,7 +185,8 @@ OUTBOX_BATCH = 100
 
 
 async def _refuse(ctx: ApiContext, provider: str, exc: ReceiptError, now: datetime) -> JSONResponse:
-    reason = str(exc) or type(exc).__name__
+    # Bounded: a reason may quote what the caller sent.
+    reason = (str(exc) or type(exc).__name__)[:200]
     kind = kind_of(exc)
     ctx.metrics.receipts.labels(provider, "refused").inc()
     ctx.metrics.receipt_refusals.labels(provider, kind).inc()

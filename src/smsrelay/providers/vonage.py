@@ -273,17 +273,19 @@ def receipt_params(webhook: Webhook) -> dict[str, str]:
     if webhook.method.upper() == "GET" or not webhook.body:
         return query_params(webhook)
     if "json" in (webhook.header("content-type") or ""):
-        return _flat_json(webhook.body)
+        return _flat_json(webhook.body, VonageProvider.max_receipt_params)
     return form_params(webhook.body)
 
 
-def _flat_json(body: bytes) -> dict[str, str]:
+def _flat_json(body: bytes, max_fields: int) -> dict[str, str]:
     try:
         data = json_value(body)
     except ValueError:
         raise MalformedReceipt("vonage receipt is not JSON") from None
     if not isinstance(data, dict) or not all(_scalar(v) for v in data.values()):
         raise MalformedReceipt("vonage receipt is not one flat JSON object")
+    if len(data) > max_fields:
+        raise MalformedReceipt(f"vonage receipts carry at most {max_fields} fields")
     return {k: str(v) for k, v in data.items() if v is not None}
 
 

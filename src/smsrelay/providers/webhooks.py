@@ -81,7 +81,7 @@ def single_values(pairs: list[tuple[str, str]]) -> dict[str, str]:
     found: dict[str, str] = {}
     for name, value in pairs:
         if found.setdefault(name, value) != value:
-            raise ValueError(f"parameter {name!r} is given twice")
+            raise ValueError("a parameter is given twice with different values")
     return found
 
 
