@@ -419,3 +419,14 @@ async def test_receipt_before_the_send_is_applied_when_the_worker_records_it(
     assert await relay.handle(raw) == Done(State.SENT)
     assert [e.state for e in events.events] == [State.SENT, State.DELIVERED]
     assert await state(store) is State.DELIVERED
+
+
+async def test_a_forwarded_host_with_a_bad_port_is_refused_not_a_500(
+    store: SqlStore, sqlite_url: str
+) -> None:
+    """X-Forwarded-Host `host:abc` (no port number) makes the signed URL unverifiable: 401."""
+    settings = api_settings(sqlite_url, public_url=None)
+    async with running_api(settings, store, MemoryPublisher()) as api:
+        body, headers = twilio_callback(SID, url="https://relay.example.org/v1/receipts/twilio")
+        forwarded = {**headers, "X-Forwarded-Proto": "https", "X-Forwarded-Host": "relay:abc"}
+        assert (await post_twilio(api, body, forwarded)).status_code == 401

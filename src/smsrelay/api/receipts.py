@@ -120,14 +120,15 @@ def verified(adapter: Provider, webhook: Webhook, now: datetime) -> tuple[list[R
     adapter.check_receipt_limits(webhook)
     try:
         adapter.verify_receipt(webhook, now)
-    except (ValueError, UnicodeError) as exc:  # e.g. a header that is not text
-        raise MalformedReceipt(f"unreadable: {type(exc).__name__}") from None
-    try:
         batch = adapter.parse_receipts(webhook)
         key = adapter.replay_key(webhook)
-    except (ValueError, KeyError, TypeError) as exc:
+    except _UNREADABLE as exc:  # a header that is not text, a body that is not JSON…
         raise MalformedReceipt(f"unreadable: {type(exc).__name__}") from None
     return batch, webhook_digest(adapter.type_name, key)
+
+
+# What reading a hostile webhook may raise (ValueError covers UnicodeError, JSON errors).
+_UNREADABLE = (ValueError, KeyError, TypeError, RecursionError)
 
 
 async def publish_pending(ctx: ApiContext, pending: Sequence[PendingEvent]) -> None:
