@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from smsrelay.encoding import Encoded
 from smsrelay.models import AttemptOutcome, EventError, SendRequest, State
-from smsrelay.store.base import Claim, MessageRecord, conflicting
+from smsrelay.store.base import Claim, MessageRecord, PendingEvent, conflicting
 from smsrelay.store.schema import attempts, messages
 from smsrelay.store.sql import (
     DUPLICATE_EVIDENCE,
@@ -154,6 +154,13 @@ class BatchingStore:
 
     async def record_encoding(self, message_id: str, attempt_key: int, encoded: Encoded) -> None:
         await self.inner.record_encoding(message_id, attempt_key, encoded)
+    async def match_receipts(
+        self, message_id: str, provider: str, provider_message_id: str
+    ) -> list[PendingEvent]:
+        return await self.inner.match_receipts(message_id, provider, provider_message_id)
+
+    async def events_published(self, keys: Sequence[int]) -> None:
+        await self.inner.events_published(keys)
 
     async def get(self, message_id: str) -> MessageRecord | None:
         return await self.inner.get(message_id)
