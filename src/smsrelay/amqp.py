@@ -206,10 +206,12 @@ class Worker:
         assert self.dispatcher is not None
         retry_round = _int_header(message.headers.get(t.ATTEMPT_HEADER))
         try:
-            outcome = await self.dispatcher.handle(
+            # The id stays in flight until the outcome is carried out: a redelivery of it
+            # (after the connection dropped) waits instead of being acked too early.
+            async with self.dispatcher.process(
                 message.body, redelivered=bool(message.redelivered), retry_round=retry_round
-            )
-            await self._carry_out(outcome, message)
+            ) as outcome:
+                await self._carry_out(outcome, message)
         except asyncio.CancelledError:
             await _settle(message.nack(requeue=True))
             raise

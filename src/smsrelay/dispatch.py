@@ -8,9 +8,11 @@ only after ``handle`` returned, i.e. after the outcome is recorded.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -103,26 +105,49 @@ class Dispatcher:
         self.events = events
         self.retry = retry
         self.metrics = metrics or Metrics()
-        self._in_flight: set[str] = set()
+        # id → resolves True once that id's outcome is recorded and carried out.
+        self._in_flight: dict[str, asyncio.Future[bool]] = {}
         self._random = random.Random()
 
     async def handle(
         self, raw: bytes, *, redelivered: bool = False, retry_round: int = 0
     ) -> Outcome:
         """Process one delivery of ``raw``; see the module docstring."""
+        async with self.process(raw, redelivered=redelivered, retry_round=retry_round) as outcome:
+            return outcome
+
+    @asynccontextmanager
+    async def process(
+        self, raw: bytes, *, redelivered: bool = False, retry_round: int = 0
+    ) -> AsyncIterator[Outcome]:
+        """``handle`` as a scope: the id stays in flight until the block has carried out
+        the outcome (published the retry or dead letter); a block that raises did not.
+
+        Another delivery of an id in flight (a redelivery after the broker connection
+        dropped, whose original's own delivery died with the old channel, or a duplicate
+        publish) waits for the original: once the original's outcome is recorded and
+        carried out it is done; if the original failed, it takes over.
+        """
         try:
             request = parse_request(raw)
         except InvalidRequest as exc:
-            return await self._reject(raw, exc.reason)
-        if request.id in self._in_flight:
-            # The same id is being sent right now by this worker: a duplicate publish.
-            self.metrics.duplicates.inc()
-            return Done(None)
-        self._in_flight.add(request.id)
+            yield await self._reject(raw, exc.reason)
+            return
+        while (original := self._in_flight.get(request.id)) is not None:
+            log.info("waiting_for_in_flight_copy", id=request.id, redelivered=redelivered)
+            if await asyncio.shield(original):
+                self.metrics.duplicates.inc()
+                yield Done(None)
+                return
+        settled: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._in_flight[request.id] = settled
         try:
-            return await self._handle(request, redelivered, retry_round)
+            yield await self._handle(request, redelivered, retry_round)
+            settled.set_result(True)
         finally:
-            self._in_flight.discard(request.id)
+            del self._in_flight[request.id]
+            if not settled.done():
+                settled.set_result(False)
 
     async def _handle(self, request: SendRequest, redelivered: bool, retry_round: int) -> Outcome:
         bound = log.bind(id=request.id, country=request.country)
