@@ -258,12 +258,16 @@ class Dispatcher:
         return Retry(delay=delay, attempt=next_round)
 
     def _delay(self, round_no: int, last: ProviderError) -> float:
-        """Backoff for retry round ``round_no`` (1-based) with jitter, at least retry_after."""
+        """Backoff for retry round ``round_no`` (1-based) with jitter, at least retry_after.
+
+        A ``Retry-After`` is rounded up to the next retry tier and capped at the longest:
+        one provider asking for an hour must not park a message beyond the tiers.
+        """
         delays = self.retry.delays
         base = delays[min(round_no, len(delays)) - 1]
         jittered = base * (1 + self._random.uniform(-self.retry.jitter, self.retry.jitter))
         if isinstance(last, RateLimited) and last.retry_after:
-            return max(jittered, last.retry_after)
+            return max(jittered, self.retry.round_up(last.retry_after))
         return jittered
 
     async def _finish(

@@ -43,6 +43,7 @@ class FaultyTwilio(TwilioFake):
     hang_ratio: float = 0.0
     fail_ratio: float = 0.0
     seed: int = 0
+    flaky: Counter[str] = field(default_factory=Counter)
     arrivals: Counter[str] = field(default_factory=Counter)
     answered: Counter[str] = field(default_factory=Counter)
     _gate: asyncio.Event | None = field(default=None, init=False, repr=False)
@@ -51,6 +52,10 @@ class FaultyTwilio(TwilioFake):
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
+
+    def fail_first(self, to: str, times: int = 1) -> None:
+        """Answer the next ``times`` sends to ``to`` with a 503, then accept."""
+        self.flaky[to.lstrip("+")] += times
 
     def hold(self) -> None:
         """Make every request from now on wait until ``release()``."""
@@ -84,6 +89,10 @@ class FaultyTwilio(TwilioFake):
     ) -> web.Response:
         hang = self._random.random() < self.hang_ratio
         fail = self._random.random() < self.fail_ratio
+        number = form.get("To", "").lstrip("+")
+        if self.flaky[number] > 0:
+            self.flaky[number] -= 1
+            fail = True
         if self.latency:
             await asyncio.sleep(self.latency)
         gate = self._gate
