@@ -10,8 +10,9 @@ format on loopback) plus knobs that can be turned while workers send to it::
         fake.release()                # ... until this
 
 Every request is counted per message id on arrival (``arrivals``), before any delay,
-hang or failure: a request the provider received may have been accepted even if its
-answer never reached the worker, so this is the count that duplicates are judged by.
+hang or failure, and again in ``refused`` when it is answered with an error:
+``accepted(id)`` counts the requests the provider may have taken (an answer that never
+reached the worker does not make a send undone), the count duplicates are judged by.
 The id is read from the body, which the tests write as ``"<text> [<id>]"``.
 """
 
@@ -46,6 +47,7 @@ class FaultyTwilio(TwilioFake):
     flaky: Counter[str] = field(default_factory=Counter)
     arrivals: Counter[str] = field(default_factory=Counter)
     answered: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)
     _gate: asyncio.Event | None = field(default=None, init=False, repr=False)
     _hangs: asyncio.Event | None = field(default=None, init=False, repr=False)
     _random: random.Random = field(init=False, repr=False)
@@ -80,9 +82,16 @@ class FaultyTwilio(TwilioFake):
         message_id = found.group(1) if found else ""
         self.arrivals[message_id] += 1
         try:
-            return await self._misbehave(request, body, form)
+            response = await self._misbehave(request, body, form)
         finally:
             self.answered[message_id] += 1
+        if response.status >= 400:
+            self.refused[message_id] += 1
+        return response
+
+    def accepted(self, message_id: str) -> int:
+        """Requests for ``message_id`` the provider may have taken: all but those it refused."""
+        return self.arrivals[message_id] - self.refused[message_id]
 
     async def _misbehave(
         self, request: web.Request, body: bytes, form: dict[str, str]

@@ -5,8 +5,8 @@ The two properties every scenario proves, whatever it breaks:
 
 - **0 lost**: every id ends with a terminal record (sent, failed, expired) and a terminal
   event;
-- **0 unflagged duplicates**: an id the provider received more than once is flagged
-  ``possible_duplicate`` in its record.
+- **0 unflagged duplicates**: an id the provider may have taken more than once (requests
+  it received, less those it refused) is flagged ``possible_duplicate`` in its record.
 """
 
 from __future__ import annotations
@@ -179,6 +179,6 @@ def judge(
     """Lost ids and unflagged duplicates, from records, events and the provider's count."""
     done = book.terminal()
     lost = [i for i in ids if found.get(i, ("", False))[0] not in TERMINAL or i not in done]
-    sends = Counter({i: fake.arrivals[i] for i in ids})
+    sends = Counter({i: fake.accepted(i) for i in ids})
     unflagged = [i for i, n in sends.items() if n > 1 and not found.get(i, ("", False))[1]]
     return Verdict(found, lost, unflagged, sends)
