@@ -3,7 +3,9 @@
 The dispatcher knows nothing of AMQP or HTTP: it takes the raw body and what the
 transport knows (redelivered? how many delayed retries so far?) and returns an
 ``Outcome`` that tells the transport what to do with the message. The transport acks
-only after ``handle`` returned, i.e. after the outcome is recorded.
+only after ``handle`` returned, i.e. after the outcome is recorded; a transport that
+publishes (retries, dead letters) carries the outcome out inside ``process`` so that
+another delivery of the same id waits until it is done.
 """
 
 from __future__ import annotations
