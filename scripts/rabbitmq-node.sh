@@ -58,11 +58,16 @@ pid() {
   [ -s "$PID_FILE" ] && tr -dc 0-9 <"$PID_FILE"
 }
 
-running() {
+# The pid in the pid file, if it is still this node (a stale file's pid may be reused).
+live_pid() {
   local p
   p=$(pid) || return 1
-  [ -n "$p" ] && kill -0 "$p" 2>/dev/null
+  [ -n "$p" ] && kill -0 "$p" 2>/dev/null || return 1
+  tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "RABBITMQ_NODENAME=$NODE" || return 1
+  echo "$p"
 }
+
+running() { live_pid >/dev/null; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
 
@@ -120,8 +125,7 @@ start() {
 
 stop() {
   local p
-  p=$(pid) || true
-  if [ -z "${p:-}" ] || ! kill -0 "$p" 2>/dev/null; then
+  if ! p=$(live_pid); then
     rm -f "$PID_FILE"
     return 0
   fi
@@ -146,6 +150,6 @@ case "${1:-}" in
     shift
     ctl "$@" ;;
   *)
-    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2 ;;
 esac
