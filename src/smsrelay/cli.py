@@ -17,7 +17,8 @@ import typer
 
 from smsrelay import logging as smslog
 from smsrelay import settings as config
-from smsrelay.errors import ConfigError, InvalidRequest
+from smsrelay.cli_errors import EXIT_CODE, explain, require_existing_sqlite
+from smsrelay.errors import ConfigError
 from smsrelay.phone import mask
 from smsrelay.store import MessageRecord
 
@@ -41,12 +42,16 @@ def _settings(path: Path | None) -> config.Settings:
     return settings
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
+def _run(coro: Coroutine[Any, Any, T], settings: config.Settings | None) -> T:
+    """Run a command's coroutine; a failure a person can fix becomes one line and exit 2."""
     try:
         return asyncio.run(coro)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    except Exception as exc:
+        message = explain(exc, settings)
+        if message is None:
+            raise
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(EXIT_CODE) from None
 
 
 @app.command()
@@ -54,7 +59,8 @@ def worker(config_path: Path | None = ConfigOption) -> None:
     """Consume sms.send and deliver through the configured providers until SIGTERM."""
     from smsrelay.runtime import run_worker
 
-    _run(run_worker(_settings(config_path)))
+    settings = _settings(config_path)
+    _run(run_worker(settings), settings)
 
 
 @app.command()
@@ -67,7 +73,8 @@ def api(
     """Serve the HTTP API on api_host:api_port (messages, receipts, health, metrics)."""
     from smsrelay.api.server import run_api
 
-    _run(run_api(_settings(config_path), with_worker=with_worker))
+    settings = _settings(config_path)
+    _run(run_api(settings, with_worker=with_worker), settings)
 
 
 @app.command()
@@ -91,11 +98,7 @@ def send(
         async with AsyncClient(settings.amqp_url) as client:
             return await client.send(**fields)
 
-    try:
-        typer.echo(_run(publish()))
-    except InvalidRequest as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    typer.echo(_run(publish(), settings))
 
 
 @app.command()
@@ -106,13 +109,14 @@ def status(message_id: str, config_path: Path | None = ConfigOption) -> None:
     settings = _settings(config_path)
 
     async def fetch() -> MessageRecord | None:
+        require_existing_sqlite(settings.database_url)
         store = SqlStore.from_url(settings.database_url)
         try:
             return await store.get(message_id)
         finally:
             await store.close()
 
-    record = _run(fetch())
+    record = _run(fetch(), settings)
     if record is None:
         typer.echo(f"no message with id {message_id!r}", err=True)
         raise typer.Exit(1)
@@ -152,7 +156,7 @@ def dlq_list(config_path: Path | None = ConfigOption) -> None:
     from smsrelay.dlq import list_dead
 
     settings = _settings(config_path)
-    dead = _run(list_dead(settings.amqp_url))
+    dead = _run(list_dead(settings.amqp_url), settings)
     for item in dead:
         typer.echo(f"{item.id or '-':<40} {item.size:>8}B  {item.reason}")
     typer.echo(f"{len(dead)} dead-lettered", err=True)
@@ -166,7 +170,7 @@ def dlq_replay(
     from smsrelay.dlq import replay
 
     settings = _settings(config_path)
-    count = _run(replay(settings.amqp_url, set(ids) if ids else None))
+    count = _run(replay(settings.amqp_url, set(ids) if ids else None), settings)
     typer.echo(f"replayed {count}")
 
 
@@ -184,17 +188,17 @@ def migrate(config_path: Path | None = ConfigOption) -> None:
         finally:
             await store.close()
 
-    _run(run())
+    _run(run(), settings)
     typer.echo("database is at the latest schema")
 
 
 @app.command()
 def demo(config_path: Path | None = ConfigOption) -> None:
     """Run a worker on embedded defaults, send sample messages, print their outcomes."""
-    from smsrelay.demo import run_demo
+    from smsrelay.demo import demo_settings, run_demo
 
-    settings = _settings(config_path) if config_path else None
-    sys.exit(_run(run_demo(settings)))
+    settings = _settings(config_path) if config_path else demo_settings()
+    sys.exit(_run(run_demo(settings), settings))
 
 
 def main() -> None:
