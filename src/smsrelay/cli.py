@@ -1,4 +1,4 @@
-"""The ``smsrelay`` command: worker, api, send, status, dlq, migrate, demo.
+"""The ``smsrelay`` command: worker, api, send, status, dlq, config, migrate, demo.
 
 Each command reads settings once (``--config`` or ``SMSRELAY_CONFIG``, then
 ``SMSRELAY_*`` variables) and refuses to start on a configuration error, naming the key.
@@ -10,6 +10,7 @@ import asyncio
 import sys
 import uuid
 from collections.abc import Coroutine
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,6 +18,7 @@ import typer
 
 from smsrelay import logging as smslog
 from smsrelay import settings as config
+from smsrelay.cli_config import config_app
 from smsrelay.cli_errors import EXIT_CODE, explain, require_existing_sqlite
 from smsrelay.errors import ConfigError
 from smsrelay.phone import mask
@@ -27,9 +29,25 @@ dlq_app = typer.Typer(
     help="Inspect and replay the dead-letter queue sms.dead.", no_args_is_help=True
 )
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(config_app, name="config")
 
 T = TypeVar("T")
 ConfigOption = typer.Option(None, "--config", "-c", help="YAML config file (else SMSRELAY_CONFIG).")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"smsrelay {version('smsrelay')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    _: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """smsrelay: an SMS gateway behind RabbitMQ."""
 
 
 def _settings(path: Path | None) -> config.Settings:

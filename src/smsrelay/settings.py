@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -103,10 +103,7 @@ def _config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
 
 def load(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Read the YAML file (if any), overlay ``SMSRELAY_*`` variables, then ``overrides``."""
-    path = path or os.environ.get("SMSRELAY_CONFIG")
-    data: dict[str, Any] = _read_yaml(Path(path)) if path else {}
-    _merge(data, _environment())
-    _merge(data, overrides)
+    data = raw_config(path, **overrides)
     try:
         settings = Settings(**data)
     except ValidationError as exc:
@@ -114,6 +111,35 @@ def load(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settin
     settings.check_routes()
     settings.provider_settings()
     return settings
+
+
+def raw_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> dict[str, Any]:
+    """The merged, not yet validated configuration (``smsrelay config check`` reports on it)."""
+    path = path or os.environ.get("SMSRELAY_CONFIG")
+    data: dict[str, Any] = _read_yaml(Path(path)) if path else {}
+    environment = _environment()
+    comma_lists(environment, Settings)
+    _merge(data, environment)
+    _merge(data, overrides)
+    return data
+
+
+def comma_lists(values: dict[str, Any], model: type[BaseModel]) -> None:
+    """``SMSRELAY_API_KEYS=abc,def`` as a list: split scalars given for list-typed keys.
+
+    A JSON list (``["a,b"]``) is kept as it is, for items that hold a comma.
+    """
+    for key, value in values.items():
+        field = model.model_fields.get(key)
+        annotation = field.annotation if field else None
+        if get_origin(annotation) is list and isinstance(value, str | int | float):
+            values[key] = [part.strip() for part in str(value).split(",") if part.strip()]
+        elif isinstance(value, dict) and _is_model(annotation):
+            comma_lists(value, annotation)
+
+
+def _is_model(annotation: Any) -> TypeGuard[type[BaseModel]]:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 def _environment() -> dict[str, Any]:
