@@ -10,6 +10,7 @@ Messages name the setting to change and never print a password (``urls.mask_url`
 
 from __future__ import annotations
 
+import errno
 import os
 import traceback
 from collections.abc import Iterator
@@ -34,6 +35,8 @@ def explain(exc: BaseException, settings: Settings | None) -> str | None:
     """A one-line explanation of ``exc`` for a person, or None when it is not ours to explain."""
     if isinstance(exc, ConfigError | InvalidRequest):
         return str(exc)
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return f"{exc.strerror}: another process listens there; change api_port or metrics_port"
     amqp = settings.amqp_url if settings else "amqp://"
     database = settings.database_url if settings else ""
     for explainer in (_broker, _database):

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     api_port: int = 8080
     # The base URL providers call for receipts (https://sms.example.com): signatures sign it.
     public_url: str | None = None
+    # The worker's /metrics, /healthz, /readyz; 0 = off (the API serves them on api_port).
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    queue_poll_interval: float = Field(default=15.0, gt=0)
 
     @classmethod
     def settings_customise_sources(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,6 +43,7 @@ def create_app(
     publisher: Publisher,
     providers: Mapping[str, Provider],
     metrics: Metrics,
+    send_consumers: Callable[[], int | None] | None = None,
 ) -> FastAPI:
     """The HTTP API over running pieces (see ``smsrelay.api.server`` for the process)."""
     app = bare_app()
@@ -54,6 +55,7 @@ def create_app(
         publisher=publisher,
         providers=providers,
         metrics=metrics,
+        send_consumers=send_consumers,
     )
     return app
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
@@ -25,6 +25,8 @@ class ApiContext:
     publisher: Publisher
     providers: Mapping[str, Provider]
     metrics: Metrics
+    # Consumers of sms.send as the broker last said (None: unknown); None: not checked.
+    send_consumers: Callable[[], int | None] | None = None
 
 
 def context_of(app: FastAPI) -> ApiContext:

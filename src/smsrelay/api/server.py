@@ -17,7 +17,7 @@ import uvicorn
 from smsrelay.api.app import create_app
 from smsrelay.api.broker import AmqpPublisher
 from smsrelay.logging import get_logger
-from smsrelay.runtime import Runtime
+from smsrelay.runtime import Runtime, log_startup
 from smsrelay.settings import Settings
 
 log = get_logger(__name__)
@@ -32,13 +32,16 @@ class _Server(uvicorn.Server):
 
 async def run_api(settings: Settings, *, with_worker: bool = False) -> None:
     """Migrate the store, serve the API on ``api_host:api_port`` until SIGTERM/SIGINT."""
+    log_startup(settings, "api")
     runtime = await Runtime.build(settings)
+    stats = runtime.start_queue_stats()
     app = create_app(
         settings,
         runtime.store,
         AmqpPublisher(settings.amqp_url),
         runtime.providers,
         runtime.metrics,
+        send_consumers=stats.consumers,
     )
     config = uvicorn.Config(
         app, host=settings.api_host, port=settings.api_port, log_config=None, access_log=False
