@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,19 @@ def test_start_up_summary_line_masks_credentials(env: dict[str, str], tmp_path: 
     assert line["routes"] == {"*": ["simulator"]}
     assert line["broker"].startswith("amqp://guest:***@") and "guest:guest" not in str(line)
     assert line["store"].startswith("sqlite+aiosqlite:///")
+
+
+def test_a_message_that_ends_failed_logs_a_warning(
+    env: dict[str, str], amqp_url: str, tmp_path: Path
+) -> None:
+    """A message the provider rejects ends `failed` and its log line is a warning with the error code."""
+    env["SMSRELAY_PROVIDERS"] = json.dumps(
+        {"simulator": {"type": "simulator", "permanent_failure_numbers": ["+14155550199"]}}
+    )
+    with running(["worker"], env, tmp_path / "worker.log") as worker:
+        wait_until(lambda: any(x["event"] == "worker_started" for x in worker.lines()), worker)
+        with Client(amqp_url) as client:
+            client.send(id="fail-1", to="+14155550199", body="hi")
+        wait_until(lambda: any(x["event"] == "message_failed" for x in worker.lines()), worker)
+        [line] = [x for x in worker.lines() if x["event"] == "message_failed"]
+    assert line["level"] == "warning" and line["id"] == "fail-1" and line["error"]
