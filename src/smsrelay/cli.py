@@ -6,33 +6,24 @@ Each command reads settings once (``--config`` or ``SMSRELAY_CONFIG``, then
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import uuid
-from collections.abc import Coroutine
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
 
-from smsrelay import logging as smslog
-from smsrelay import settings as config
 from smsrelay.cli_config import config_app
-from smsrelay.cli_errors import EXIT_CODE, explain, require_existing_sqlite
-from smsrelay.errors import ConfigError
+from smsrelay.cli_dlq import dlq_app
+from smsrelay.cli_errors import require_existing_sqlite
+from smsrelay.cli_runner import ConfigOption, load_settings, run
 from smsrelay.phone import mask
 from smsrelay.store import MessageRecord
 
 app = typer.Typer(help="smsrelay: an SMS gateway behind RabbitMQ.", no_args_is_help=True)
-dlq_app = typer.Typer(
-    help="Inspect and replay the dead-letter queue sms.dead.", no_args_is_help=True
-)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(config_app, name="config")
-
-T = TypeVar("T")
-ConfigOption = typer.Option(None, "--config", "-c", help="YAML config file (else SMSRELAY_CONFIG).")
 
 
 def _version(value: bool) -> None:
@@ -50,35 +41,13 @@ def _main(
     """smsrelay: an SMS gateway behind RabbitMQ."""
 
 
-def _settings(path: Path | None) -> config.Settings:
-    try:
-        settings = config.load(path)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    smslog.configure(settings.log_format, settings.log_level)
-    return settings
-
-
-def _run(coro: Coroutine[Any, Any, T], settings: config.Settings | None) -> T:
-    """Run a command's coroutine; a failure a person can fix becomes one line and exit 2."""
-    try:
-        return asyncio.run(coro)
-    except Exception as exc:
-        message = explain(exc, settings)
-        if message is None:
-            raise
-        typer.echo(f"error: {message}", err=True)
-        raise typer.Exit(EXIT_CODE) from None
-
-
 @app.command()
 def worker(config_path: Path | None = ConfigOption) -> None:
     """Consume sms.send and deliver through the configured providers until SIGTERM."""
     from smsrelay.runtime import run_worker
 
-    settings = _settings(config_path)
-    _run(run_worker(settings), settings)
+    settings = load_settings(config_path)
+    run(run_worker(settings), settings)
 
 
 @app.command()
@@ -91,8 +60,8 @@ def api(
     """Serve the HTTP API on api_host:api_port (messages, receipts, health, metrics)."""
     from smsrelay.api.server import run_api
 
-    settings = _settings(config_path)
-    _run(run_api(settings, with_worker=with_worker), settings)
+    settings = load_settings(config_path)
+    run(run_api(settings, with_worker=with_worker), settings)
 
 
 @app.command()
@@ -108,7 +77,7 @@ def send(
     """Publish one request to the sms exchange and print its id."""
     from smsrelay.client import AsyncClient
 
-    settings = _settings(config_path)
+    settings = load_settings(config_path)
     fields: dict[str, Any] = {"id": id or uuid.uuid4().hex, "to": to, "body": body, "kind": kind}
     fields.update({k: v for k, v in {"region": region, "from": sender}.items() if v})
 
@@ -116,7 +85,7 @@ def send(
         async with AsyncClient(settings.amqp_url) as client:
             return await client.send(**fields)
 
-    typer.echo(_run(publish(), settings))
+    typer.echo(run(publish(), settings))
 
 
 @app.command()
@@ -124,7 +93,7 @@ def status(message_id: str, config_path: Path | None = ConfigOption) -> None:
     """Show a message's state and every attempt."""
     from smsrelay.store import SqlStore
 
-    settings = _settings(config_path)
+    settings = load_settings(config_path)
 
     async def fetch() -> MessageRecord | None:
         require_existing_sqlite(settings.database_url)
@@ -134,7 +103,7 @@ def status(message_id: str, config_path: Path | None = ConfigOption) -> None:
         finally:
             await store.close()
 
-    record = _run(fetch(), settings)
+    record = run(fetch(), settings)
     if record is None:
         typer.echo(f"no message with id {message_id!r}", err=True)
         raise typer.Exit(1)
@@ -168,45 +137,21 @@ def format_record(record: MessageRecord) -> str:
     return "\n".join(lines)
 
 
-@dlq_app.command("list")
-def dlq_list(config_path: Path | None = ConfigOption) -> None:
-    """List dead-lettered requests with the reason each was refused."""
-    from smsrelay.dlq import list_dead
-
-    settings = _settings(config_path)
-    dead = _run(list_dead(settings.amqp_url), settings)
-    for item in dead:
-        typer.echo(f"{item.id or '-':<40} {item.size:>8}B  {item.reason}")
-    typer.echo(f"{len(dead)} dead-lettered", err=True)
-
-
-@dlq_app.command("replay")
-def dlq_replay(
-    ids: list[str] = typer.Argument(None), config_path: Path | None = ConfigOption
-) -> None:
-    """Republish dead letters (all, or those with the given ids) to the sms exchange."""
-    from smsrelay.dlq import replay
-
-    settings = _settings(config_path)
-    count = _run(replay(settings.amqp_url, set(ids) if ids else None), settings)
-    typer.echo(f"replayed {count}")
-
-
 @app.command()
 def migrate(config_path: Path | None = ConfigOption) -> None:
     """Create or upgrade the database schema."""
     from smsrelay.store import SqlStore, upgrade
 
-    settings = _settings(config_path)
+    settings = load_settings(config_path)
 
-    async def run() -> None:
+    async def upgrade_schema() -> None:
         store = SqlStore.from_url(settings.database_url)
         try:
             await upgrade(store.engine)
         finally:
             await store.close()
 
-    _run(run(), settings)
+    run(upgrade_schema(), settings)
     typer.echo("database is at the latest schema")
 
 
@@ -215,8 +160,8 @@ def demo(config_path: Path | None = ConfigOption) -> None:
     """Run a worker on embedded defaults, send sample messages, print their outcomes."""
     from smsrelay.demo import demo_settings, run_demo
 
-    settings = _settings(config_path) if config_path else demo_settings()
-    sys.exit(_run(run_demo(settings), settings))
+    settings = load_settings(config_path) if config_path else demo_settings()
+    sys.exit(run(run_demo(settings), settings))
 
 
 def main() -> None:
