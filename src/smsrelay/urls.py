@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 
 def mask_url(url: str) -> str:
@@ -46,3 +46,8 @@ def sqlite_path(url: str) -> Path | None:
     path = url.split(":///", 1)[1] if ":///" in url else ""
     path = path.split("?", 1)[0]
     return Path(path) if path and path != ":memory:" else None
+
+
+def with_vhost(url: str, name: str) -> str:
+    """``url`` naming the virtual host ``name`` instead."""
+    return urlunsplit(urlsplit(url)._replace(path="/" + quote(name, safe="")))
