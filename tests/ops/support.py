@@ -24,17 +24,19 @@ def free_port() -> int:
 
 
 class Process:
-    """One ``python -m smsrelay …`` subprocess logging to a file."""
+    """One ``python -m smsrelay …`` (or ``program …``) subprocess logging to a file."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], log: Path, program: list[str] | None = None
+    ) -> None:
         self.log = log
-        out = log.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "smsrelay", *args],
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=out,
-        )
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [*(program or [sys.executable, "-m", "smsrelay"]), *args],
+                env={**os.environ, **env},
+                stdout=out,
+                stderr=out,
+            )
 
     def lines(self) -> list[dict[str, Any]]:
         """The JSON log lines so far."""
