@@ -1,4 +1,4 @@
-"""The ``smsrelay`` command: worker, api, send, status, dlq, config, migrate, demo.
+"""The ``smsrelay`` command: worker, api, send, status, resend, dlq, config, migrate, demo.
 
 Each command reads settings once (``--config`` or ``SMSRELAY_CONFIG``, then
 ``SMSRELAY_*`` variables) and refuses to start on a configuration error, naming the key.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import uuid
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,9 @@ import typer
 from smsrelay.cli_config import config_app
 from smsrelay.cli_dlq import dlq_app
 from smsrelay.cli_errors import require_existing_sqlite
-from smsrelay.cli_runner import ConfigOption, load_settings, run
+from smsrelay.cli_runner import ConfigOption, fail, load_settings, run
 from smsrelay.phone import mask
+from smsrelay.resend import Outcome
 from smsrelay.store import MessageRecord
 
 app = typer.Typer(help="smsrelay: an SMS gateway behind RabbitMQ.", no_args_is_help=True)
@@ -116,7 +118,8 @@ def format_record(record: MessageRecord) -> str:
         f"id        {record.id}",
         f"to        {mask(record.to)} ({record.country})",
         f"state     {record.state.value}"
-        + ("  (possible duplicate)" if record.possible_duplicate else ""),
+        + ("  (possible duplicate)" if record.possible_duplicate else "")
+        + (f"  (resent {record.resends}x)" if record.resends else ""),
         f"provider  {record.provider or '-'}  {record.provider_message_id or ''}".rstrip(),
     ]
     if record.error_code:
@@ -135,6 +138,52 @@ def format_record(record: MessageRecord) -> str:
             f"{a.number:>2}  {a.provider:<14} {a.outcome:<12} {started:<26} {ms:>7}  {detail}"
         )
     return "\n".join(lines)
+
+
+@app.command()
+def resend(
+    ids: list[str] = typer.Argument(None, help="Ids of failed messages."),
+    failed_since: str | None = typer.Option(
+        None,
+        "--failed-since",
+        help="Also every message that ended failed this recently: 1h, 30m, 2d.",
+    ),
+    config_path: Path | None = ConfigOption,
+) -> None:
+    """Send failed messages again under the same id (a new attempt, counted in the record)."""
+    from smsrelay.resend import parse_duration
+    from smsrelay.resend import resend as resend_all
+    from smsrelay.store import SqlStore
+
+    if not ids and failed_since is None:
+        raise fail("name the messages to resend, or pass --failed-since 1h", 2)
+    try:
+        window = parse_duration(failed_since) if failed_since else None
+    except ValueError as exc:
+        raise fail(f"--failed-since: {exc}", 2) from None
+    settings = load_settings(config_path)
+
+    async def go() -> list[Outcome]:
+        require_existing_sqlite(settings.database_url)
+        store = SqlStore.from_url(settings.database_url)
+        try:
+            chosen = list(ids or [])
+            if window is not None:
+                since = await store.failed_since(datetime.now(UTC) - window)
+                chosen += [i for i in since if i not in chosen]
+            return await resend_all(store, settings.amqp_url, chosen)
+        finally:
+            await store.close()
+
+    outcomes = run(go(), settings)
+    for outcome in outcomes:
+        if outcome.problem:
+            typer.echo(f"warning: {outcome.id} not resent: {outcome.problem}", err=True)
+        else:
+            typer.echo(f"resent {outcome.id}")
+    typer.echo(f"{sum(1 for o in outcomes if not o.problem)} resent", err=True)
+    if any(o.problem for o in outcomes):
+        raise typer.Exit(1)
 
 
 @app.command()

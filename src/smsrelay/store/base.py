@@ -65,6 +65,7 @@ class MessageRecord:
     updated_at: datetime
     tags: dict[str, str] = field(default_factory=dict)
     attempts: list[AttemptRecord] = field(default_factory=list)
+    resends: int = 0
 
 
 class Store(Protocol):
