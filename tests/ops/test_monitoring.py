@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
 from smsrelay.client import Client
+from smsrelay.metrics import Metrics
+from smsrelay.ops_http import OpsServer
 from tests.ops.support import free_port, get, metric, running, wait_until
 
 
@@ -113,3 +116,26 @@ def test_a_message_that_ends_failed_logs_a_warning(
         wait_until(lambda: any(x["event"] == "message_failed" for x in worker.lines()), worker)
         [line] = [x for x in worker.lines() if x["event"] == "message_failed"]
     assert line["level"] == "warning" and line["id"] == "fail-1" and line["error"]
+
+
+async def test_ops_server_names_the_failing_check() -> None:
+    """/readyz is 503 naming the failed check, 200 once all pass; port 0 binds a free port."""
+    results = {"consuming": False, "store": True}
+
+    async def checks() -> dict[str, bool]:
+        return dict(results)
+
+    server = OpsServer(Metrics(), checks)
+    await server.start("127.0.0.1", 0)
+    try:
+        readyz = f"http://127.0.0.1:{server.port}/readyz"
+        status, body = await asyncio.to_thread(get, readyz)
+        assert status == 503
+        assert json.loads(body) == {
+            "status": "unready",
+            "checks": {"consuming": "failed", "store": "ok"},
+        }
+        results["consuming"] = True
+        assert (await asyncio.to_thread(get, readyz))[0] == 200
+    finally:
+        await server.close()
