@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import uuid
 from pathlib import Path
 
 import aio_pika
+import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
+from smsrelay import demo
 from smsrelay import settings as config
 from smsrelay.demo import report
+from tests.conftest import AMQP_HOST
 from tests.integration.test_cli import smsrelay
 
 
@@ -82,3 +87,22 @@ def test_an_outcome_the_demo_could_not_observe_is_explained() -> None:
     text = "\n".join(lines)
     assert "not observed: demo-1-a has no record after 30 s" in text
     assert "another consumer on sms.send may have taken it" in text
+
+
+def test_demo_moves_off_the_default_vhost_to_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the default vhost the demo creates and uses its own; a URL naming a vhost is kept."""
+    name = f"smsrelay-demo-test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(demo, "DEMO_VHOST", name)
+    assert (
+        demo.own_vhost(f"amqp://guest:guest@{AMQP_HOST}/other")
+        == f"amqp://guest:guest@{AMQP_HOST}/other"
+    )
+    try:
+        moved = demo.own_vhost(f"amqp://guest:guest@{AMQP_HOST}/")
+        assert moved == f"amqp://guest:guest@{AMQP_HOST}/{name}"
+        listed = subprocess.run(
+            ["rabbitmqctl", "-q", "list_vhosts"], capture_output=True, text=True
+        )
+        assert name in listed.stdout.split()
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True)
