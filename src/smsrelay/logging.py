@@ -79,8 +79,21 @@ _LIBRARY_LEVELS = {
     "uvicorn.access": logging.WARNING,
     "sqlalchemy": logging.WARNING,
     "alembic": logging.WARNING,
+    "aiosqlite": logging.WARNING,
     "asyncio": logging.WARNING,
 }
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record comes, not when configured."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
 
 
 class _DropDuplicates(logging.Filter):
@@ -112,11 +125,13 @@ def route_stdlib_logging(renderer: Any, level: str = "info") -> None:
         ],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(formatter)
     handler.addFilter(_DropDuplicates())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Replace only our own handler: configuring twice must not stack, nor drop others'.
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _StderrHandler)]
+    root.addHandler(handler)
     root.setLevel(logging.getLevelName(level.upper()))
     for name, least in _LIBRARY_LEVELS.items():
         logger = logging.getLogger(name)

@@ -35,8 +35,12 @@ def env(amqp_url: str, sqlite_url: str) -> dict[str, str]:
 
 
 def refused(done: subprocess.CompletedProcess[str], *expected: str) -> str:
-    """Assert exit 2 with one or two lines on stderr holding ``expected``; return the error line."""
-    lines = done.stderr.strip().splitlines()
+    """Assert exit 2 with one or two lines (besides JSON log lines) holding ``expected``.
+
+    A long-running command logs its start-up line first (JSON here): that is a log, not
+    the message for the person, which is the last line. Returns that line.
+    """
+    lines = [line for line in done.stderr.strip().splitlines() if not line.startswith("{")]
     assert done.returncode == 2, done.stderr
     assert 1 <= len(lines) <= 2, done.stderr
     assert "Traceback" not in done.stderr

@@ -56,3 +56,14 @@ def test_failed_connect_is_not_logged_twice(capsys: pytest.CaptureFixture[str]) 
     smslog.configure("json", "info")
     logging.getLogger("aiormq.connection").error("error when creating transport: %r", OSError())
     assert capsys.readouterr().err == ""
+
+
+def test_configuring_twice_keeps_one_handler_and_others(capsys: pytest.CaptureFixture[str]) -> None:
+    """A second configure replaces smsrelay's handler only: one line per record, others' handlers kept."""
+    other = logging.NullHandler()
+    logging.getLogger().addHandler(other)
+    smslog.configure("json", "info")
+    smslog.configure("json", "info")
+    logging.getLogger("aio_pika").warning("once")
+    assert [line["event"] for line in lines(capsys.readouterr().err)] == ["once"]
+    assert other in logging.getLogger().handlers
