@@ -19,6 +19,7 @@ from smsrelay.cli_config import config_app
 from smsrelay.cli_dlq import dlq_app
 from smsrelay.cli_errors import require_existing_sqlite
 from smsrelay.cli_runner import ConfigOption, fail, load_settings, run
+from smsrelay.errors import ConfigError
 from smsrelay.phone import mask
 from smsrelay.resend import Outcome
 from smsrelay.store import MessageRecord
@@ -209,7 +210,13 @@ def demo(config_path: Path | None = ConfigOption) -> None:
     """Run a worker on embedded defaults, send sample messages, print their outcomes."""
     from smsrelay.demo import demo_settings, run_demo
 
-    settings = load_settings(config_path) if config_path else demo_settings()
+    if config_path:
+        settings = load_settings(config_path)
+    else:
+        try:
+            settings = demo_settings()
+        except ConfigError as exc:  # an SMSRELAY_* variable the demo cannot use
+            raise fail(str(exc), 2) from None
     sys.exit(run(run_demo(settings), settings))
 
 

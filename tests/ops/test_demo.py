@@ -106,3 +106,10 @@ def test_demo_moves_off_the_default_vhost_to_its_own(monkeypatch: pytest.MonkeyP
         assert name in listed.stdout.split()
     finally:
         subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True)
+
+
+def test_demo_with_an_unusable_environment_says_which_key(tmp_path: Path) -> None:
+    """An SMSRELAY_* variable the demo cannot use stops it with exit 2 naming the key, no traceback."""
+    done = smsrelay("demo", env={"SMSRELAY_PREFETCH": "0"}, cwd=tmp_path)
+    assert done.returncode == 2 and "error: config prefetch:" in done.stderr
+    assert "Traceback" not in done.stderr
