@@ -9,6 +9,7 @@ error, and each must find data. Skips, saying why, where Prometheus is not insta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -180,10 +181,11 @@ def test_every_dashboard_query_and_alert_has_data_from_a_real_worker_and_api(
     worker_env = {**env, "SMSRELAY_METRICS_PORT": str(worker_port)}
     api_env = {**env, "SMSRELAY_API_PORT": str(api_port)}
     api = f"http://127.0.0.1:{api_port}"
-    with (
-        running(["worker"], worker_env, tmp_path / "worker.log") as worker,
-        running(["api"], api_env, tmp_path / "api.log") as api_process,
-    ):
+    stack = contextlib.ExitStack()
+    with stack, running(["worker"], worker_env, tmp_path / "worker.log") as worker:
+        # One process migrates the fresh database first: two at once would race.
+        wait_until(lambda: "worker_started" in worker.log.read_text(), worker)
+        api_process = stack.enter_context(running(["api"], api_env, tmp_path / "api.log"))
         wait_until(lambda: get(f"{api}/readyz")[0] == 200, api_process, what="api ready")
         exercise(api, tmp_path)
         # prom-2 ends failed: by then every kind of send has happened.

@@ -7,18 +7,20 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from smsrelay import logging as smslog
 
 
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
-    """Put the root logger back as pytest had it."""
+    """Put the root logger and structlog back, so later tests do not write to capsys's stream."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+    structlog.reset_defaults()
 
 
 def lines(err: str) -> list[dict[str, object]]:
