@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from smsrelay.economics.prices import PriceSettings
 from smsrelay.errors import ConfigError
 from smsrelay.providers import ProviderSettings, provider_class
-from smsrelay.routing import RouteConfig, check_route_key, route_providers
+from smsrelay.routing import RouteConfig, RouteSpec, check_route_key, route_providers
 
 DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {"simulator": {"type": "simulator"}}
 
@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     providers: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(DEFAULT_PROVIDERS))
     # destination → ordered provider names: "+4420" (prefix), "GB" (country) or "*".
     # A route is a list of provider names (tried in order) or a RouteConfig mapping.
-    routes: dict[str, list[str] | RouteConfig] = Field(default_factory=_default_routes)
+    routes: dict[str, RouteSpec] = Field(default_factory=_default_routes)
     api_keys: list[str] = []
     api_host: str = "127.0.0.1"
     api_port: int = 8080

@@ -20,10 +20,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Annotated, Literal, Protocol
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from smsrelay.errors import ConfigError
 
@@ -66,7 +66,15 @@ class RouteConfig(BaseModel):
         return self
 
 
-RouteSpec = list[str] | RouteConfig
+def _route_form(value: object) -> str:
+    return "mapping" if isinstance(value, dict | RouteConfig) else "list"
+
+
+# A list (ordered) or a mapping: the tag picks which, so an error names the right form.
+RouteSpec = Annotated[
+    Annotated[list[str], Tag("list")] | Annotated[RouteConfig, Tag("mapping")],
+    Discriminator(_route_form),
+]
 
 
 def route_config(spec: Sequence[str] | RouteConfig) -> RouteConfig:
