@@ -18,6 +18,8 @@ import typer
 from smsrelay import logging as smslog
 from smsrelay import settings as config
 from smsrelay.cli_prices import prices_app
+from smsrelay.cli_report import report_app
+from smsrelay.cli_route import route_app
 from smsrelay.errors import ConfigError, InvalidRequest
 from smsrelay.phone import mask
 from smsrelay.store import MessageRecord
@@ -28,6 +30,8 @@ dlq_app = typer.Typer(
 )
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(prices_app, name="prices")
+app.add_typer(route_app, name="route")
+app.add_typer(report_app, name="report")
 
 T = TypeVar("T")
 ConfigOption = typer.Option(None, "--config", "-c", help="YAML config file (else SMSRELAY_CONFIG).")
