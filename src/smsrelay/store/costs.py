@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Float, case, cast, func, select
+from sqlalchemy import Float, case, cast, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from smsrelay.economics.report import GROUPS, CostRow
@@ -32,10 +32,9 @@ class CostStore:
             "country": messages.c.country,
         }
         groups = [keys[name].label(name) for name in by]
-        actual = case(
-            (attempts.c.actual_currency == currency, cast(attempts.c.actual_cost, Float)),
-            else_=None,
-        )
+        # An unnamed currency (Vonage's answer) is the account's: taken as the price's.
+        same = or_(attempts.c.actual_currency.is_(None), attempts.c.actual_currency == currency)
+        actual = case((same, cast(attempts.c.actual_cost, Float)), else_=None)
         delivered = case((messages.c.state == State.DELIVERED.value, 1), else_=0)
         query = (
             select(
