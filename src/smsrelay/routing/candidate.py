@@ -11,13 +11,16 @@ from smsrelay.models import SendRequest
 from smsrelay.routing.views import BREAKER_CLOSED, LimitState
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Candidate:
     """A provider for one message: what it would be sent as, cost, health and limits.
 
     ``request`` is what this provider is handed (a smart-encoded copy when its encoding
     setting says so); ``encoded`` its encoding and parts before and after. ``reason``
     says why the candidate has its place; ``excluded`` why it is not tried at all.
+
+    Built afresh for each plan, and only the strategy and the planner set ``reason``
+    and ``excluded`` (in place: a copy per candidate per message costs the hot path).
     """
 
     provider: str
@@ -51,3 +54,14 @@ class Candidate:
     def currency(self) -> str | None:
         """The price's currency; None without a price."""
         return self.price.currency if self.price is not None else None
+
+
+def placed(
+    candidate: Candidate, *, reason: str | None = None, excluded: str | None = None
+) -> Candidate:
+    """``candidate`` with its ``reason`` (or ``excluded``) set; the same object."""
+    if reason is not None:
+        candidate.reason = reason
+    if excluded is not None:
+        candidate.excluded = excluded
+    return candidate

@@ -11,7 +11,7 @@ The dispatcher walks ``Plan.providers``; ``smsrelay route explain`` and
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import phonenumbers
@@ -19,7 +19,7 @@ import phonenumbers
 from smsrelay.economics.prices import PriceTable
 from smsrelay.encoding import Encoded, outgoing
 from smsrelay.models import BodyEncoding, SendRequest
-from smsrelay.routing.candidate import Candidate
+from smsrelay.routing.candidate import Candidate, placed
 from smsrelay.routing.strategies import STRATEGIES
 from smsrelay.routing.table import Match, RouteConfig, RouteTable
 from smsrelay.routing.views import BREAKER_OPEN, HealthView, LimitsView, NoHealth, NoLimits
@@ -141,6 +141,8 @@ class Router:
     ) -> None:
         self.table = RouteTable(routes)
         self.prices = prices or PriceTable([])
+        # A provider without any price needs no look-up (up to 15 per provider otherwise).
+        self._priced = {provider for provider, _ in self.prices.prices}
         self.encodings = dict(encodings or {})
         self.health: HealthView = health or NoHealth()
         self.limits: LimitsView = limits or NoLimits()
@@ -166,7 +168,11 @@ class Router:
                     index=index,
                     request=sent,
                     encoded=enc,
-                    price=self.prices.lookup(name, request.to, request.country),
+                    price=(
+                        self.prices.lookup(name, request.to, request.country)
+                        if name in self._priced
+                        else None
+                    ),
                     delivery_rate=health.delivery_rate,
                     samples=health.samples,
                     breaker=health.breaker,
@@ -186,9 +192,9 @@ def _for_every_strategy(ordered: list[Candidate]) -> list[Candidate]:
             excluded.append(c)
         elif c.limits.cap_reached:
             detail = f": {c.limits.detail}" if c.limits.detail else ""
-            excluded.append(replace(c, excluded=f"spend cap reached{detail}"))
+            excluded.append(placed(c, excluded=f"spend cap reached{detail}"))
         elif c.breaker == BREAKER_OPEN:
-            closed_last.append(replace(c, reason=f"breaker open, tried last; was: {c.reason}"))
+            closed_last.append(placed(c, reason=f"breaker open, tried last; was: {c.reason}"))
         else:
             tried.append(c)
     return tried + closed_last + excluded

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import replace
 from decimal import Decimal
 from typing import Protocol
 
-from smsrelay.routing.candidate import Candidate
+from smsrelay.routing.candidate import Candidate, placed
 from smsrelay.routing.table import RouteConfig
 
 
@@ -35,7 +34,10 @@ class Strategy(Protocol):
     def order(
         self, candidates: Sequence[Candidate], route: RouteConfig, message_id: str
     ) -> list[Candidate]:
-        """Every candidate, those to try first to last, then the excluded ones."""
+        """Every candidate, those to try first to last, then the excluded ones.
+
+        Sets each candidate's ``reason`` (or ``excluded``) in place.
+        """
 
 
 def unit(message_id: str, purpose: str) -> float:
@@ -57,7 +59,7 @@ class Ordered:
         self, candidates: Sequence[Candidate], route: RouteConfig, message_id: str
     ) -> list[Candidate]:
         """The configured order."""
-        return [replace(c, reason=f"position {c.index + 1} in the route") for c in candidates]
+        return [placed(c, reason=f"position {c.index + 1} in the route") for c in candidates]
 
 
 def _split_unpriced(
@@ -70,10 +72,10 @@ def _split_unpriced(
         if c.price is not None:
             continue
         if route.unpriced == "last":
-            rest.append(replace(c, reason="no price for this destination: after priced ones"))
+            rest.append(placed(c, reason="no price for this destination: after priced ones"))
         else:
             rest.append(
-                replace(
+                placed(
                     c,
                     excluded="no price for this destination (route unpriced: exclude)",
                 )
@@ -92,12 +94,12 @@ class Cheapest:
         """Priced candidates by parts x price, ties in list order; then the unpriced."""
         priced, rest = _split_unpriced(candidates, route)
         ranked = sorted(priced, key=lambda c: (c.estimated_cost, c.index))
-        placed = [
-            replace(c, reason=f"cost rank {n}: {c.parts} part(s) x {c.price.price} = {_cost(c)}")
+        out = [
+            placed(c, reason=f"cost rank {n}: {c.parts} part(s) x {c.price.price} = {_cost(c)}")
             for n, c in enumerate(ranked, start=1)
             if c.price is not None
         ]
-        return placed + rest
+        return out + rest
 
 
 class Weighted:
@@ -121,9 +123,9 @@ class Weighted:
                 break
         chosen = chosen or candidates[-1]
         share = route.weights.get(chosen.provider, 0)
-        first = replace(chosen, reason=f"weighted pick ({share} of {total} shares, by message id)")
+        first = placed(chosen, reason=f"weighted pick ({share} of {total} shares, by message id)")
         rest = [
-            replace(c, reason=f"failover (weight {route.weights.get(c.provider, 0)})")
+            placed(c, reason=f"failover (weight {route.weights.get(c.provider, 0)})")
             for c in candidates
             if c is not chosen
         ]
@@ -143,27 +145,27 @@ class CostPerDelivered:
         scored = sorted(
             ((self.score(c, route), c) for c in priced), key=lambda s: (s[0], s[1].index)
         )
-        placed = [
-            replace(
+        out = [
+            placed(
                 c,
                 reason=f"cost per delivered {score:.6g} {c.currency}"
                 f" ({_cost(c)} / expected rate {self.expected_rate(c, route):.3f})",
             )
             for score, c in scored
         ]
-        if len(placed) > 1 and unit(message_id, "explore") < route.exploration:
-            pick = 1 + int(unit(message_id, "explore-which") * (len(placed) - 1))
-            explored = placed.pop(pick)
+        if len(out) > 1 and unit(message_id, "explore") < route.exploration:
+            pick = 1 + int(unit(message_id, "explore-which") * (len(out) - 1))
+            explored = out.pop(pick)
             share = f"{route.exploration:.0%}"
-            placed.insert(
+            out.insert(
                 0,
-                replace(
+                placed(
                     explored,
                     reason=f"exploration ({share} of messages, by "
                     f"message id) keeps its estimate fresh; {explored.reason}",
                 ),
             )
-        return placed + rest
+        return out + rest
 
     @staticmethod
     def expected_rate(candidate: Candidate, route: RouteConfig) -> float:

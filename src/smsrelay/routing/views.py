@@ -49,12 +49,16 @@ class LimitsView(Protocol):
         """The limits' current state for ``provider`` sending to ``country``."""
 
 
+NO_DATA = HealthSnapshot(None, 0, BREAKER_CLOSED)
+UNLIMITED = LimitState()
+
+
 class NoHealth:
     """No measurements: every provider unknown, every breaker closed."""
 
     def snapshot(self, provider: str, country: str) -> HealthSnapshot:
         """No data, breaker closed."""
-        return HealthSnapshot(None, 0, BREAKER_CLOSED)
+        return NO_DATA
 
 
 class NoLimits:
@@ -62,4 +66,4 @@ class NoLimits:
 
     def state(self, provider: str, country: str) -> LimitState:
         """Nothing limited."""
-        return LimitState()
+        return UNLIMITED
