@@ -317,7 +317,7 @@ class Dispatcher:
             error=error,
             possible_duplicate=job.possible_duplicate,
             closing_attempt=closing_attempt,
-            bill=job.bill if closing_attempt is not None else None,
+            bill=job.bill,
         )
         self.metrics.messages.labels(state.value).inc()
         job.log.info("message_" + state.value, provider=provider, attempt=attempt)

@@ -128,3 +128,15 @@ async def test_plain_list_route_sends_the_body_unchanged(store: Store) -> None:
     assert record is not None
     (sent,) = record.attempts
     assert (sent.sent_encoding, sent.sent_parts, sent.estimated_cost) == ("ucs2", 1, None)
+
+
+async def test_failed_message_keeps_its_original_encoding(store: Store) -> None:
+    """A message no provider took still records its encoding and parts as written."""
+    dispatcher = Dispatcher(store, {"down": Down("down")}, Router({"*": ["down"]}), EventList(),
+                            RETRY)  # fmt: skip
+    raw = json.dumps({"id": "m-3", "to": LONDON, "body": "x" * 161}).encode()
+    assert await dispatcher.handle(raw) == Done(State.FAILED)
+    record = await store.get("m-3")
+    assert record is not None
+    assert (record.original_encoding, record.original_parts) == ("gsm7", 2)
+    assert (record.attempts[0].sent_encoding, record.attempts[0].sent_parts) == ("gsm7", 2)
