@@ -265,7 +265,7 @@ class Dispatcher:
         error = (
             _error(last)
             if last
-            else EventError(code="no-provider", message="route is empty", retryable=False)
+            else EventError(code="no-provider", message=_nothing_to_try(job.plan), retryable=False)
         )
         if last is None or not last.retryable:
             return await self._finish(job, State.FAILED, attempt=attempt, error=error)
@@ -432,6 +432,12 @@ def _bill(candidate: Candidate | None, result: SendResult | None = None) -> Atte
         actual_cost=result.cost if result else None,
         actual_currency=result.currency if result else None,
     )
+
+
+def _nothing_to_try(plan: Plan | None) -> str:
+    """Why a plan has no provider to try: each left-out candidate and its reason."""
+    left_out = [f"{c.provider}: {c.excluded}" for c in plan.candidates] if plan else []
+    return "no provider to try (" + "; ".join(left_out) + ")" if left_out else "route is empty"
 
 
 def _attempt_outcome(exc: ProviderError) -> AttemptOutcome:

@@ -140,3 +140,15 @@ async def test_failed_message_keeps_its_original_encoding(store: Store) -> None:
     assert record is not None
     assert (record.original_encoding, record.original_parts) == ("gsm7", 2)
     assert (record.attempts[0].sent_encoding, record.attempts[0].sent_parts) == ("gsm7", 2)
+
+
+async def test_nothing_left_to_try_fails_with_the_reasons(store: Store) -> None:
+    """When every candidate is left out the message fails as no-provider, naming why."""
+    route = RouteConfig(strategy="cheapest", providers=["first"])
+    sink = EventList()
+    dispatcher = Dispatcher(store, {"first": Billing("first")}, Router({"*": route}), sink, RETRY)
+    raw = json.dumps({"id": "m-4", "to": LONDON, "body": "hi"}).encode()
+    assert await dispatcher.handle(raw) == Done(State.FAILED)
+    error = sink.events[-1].error
+    assert error is not None and error.code == "no-provider"
+    assert "first: no price for this destination" in error.message

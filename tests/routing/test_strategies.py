@@ -202,3 +202,10 @@ def test_route_mapping_is_checked() -> None:
             providers=providers,
             routes={"*": {"strategy": "weighted", "providers": ["a"], "weights": {"b": 1}}},
         )
+
+
+def test_route_mapping_from_an_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SMSRELAY_ROUTES__GB may hold a route mapping as JSON."""
+    monkeypatch.setenv("SMSRELAY_ROUTES__GB", '{"strategy": "cheapest", "providers": ["a"]}')
+    settings = load(None, providers={"a": {"type": "simulator"}}, routes={"*": ["a"]})
+    assert settings.routes["GB"] == RouteConfig(strategy="cheapest", providers=["a"])
