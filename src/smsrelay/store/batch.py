@@ -383,7 +383,9 @@ async def _known_claims(
             ).where(messages.c.id.in_(ids))
         )
     )
-    conflicts = {r.id for r in found if conflicting(r.request_digest, rows[r.id]["request_digest"])}
+    conflicts = {
+        r.id for r in found if conflicting(r.request_digest, rows[r.id]["request_digest"])
+    }
     taken = await _take_unclaimed(
         conn, [rows[r.id] for r in found if not r.claimed and r.id not in conflicts]
     )
