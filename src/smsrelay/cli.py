@@ -19,6 +19,8 @@ from smsrelay.cli_config import config_app
 from smsrelay.cli_dlq import dlq_app
 from smsrelay.cli_errors import require_existing_sqlite
 from smsrelay.cli_prices import prices_app
+from smsrelay.cli_report import report_app
+from smsrelay.cli_route import route_app
 from smsrelay.cli_runner import ConfigOption, fail, load_settings, run
 from smsrelay.errors import ConfigError
 from smsrelay.phone import mask
@@ -29,6 +31,8 @@ app = typer.Typer(help="smsrelay: an SMS gateway behind RabbitMQ.", no_args_is_h
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(prices_app, name="prices")
 app.add_typer(config_app, name="config")
+app.add_typer(route_app, name="route")
+app.add_typer(report_app, name="report")
 
 
 def _version(value: bool) -> None:

@@ -196,9 +196,18 @@ def _type(info: FieldInfo) -> str:
     text = str(info.annotation).replace("typing.", "").replace("pydantic.types.", "")
     # Annotated[float, FieldInfo(...)] → float: the constraints are the models' business.
     text = re.sub(r"Annotated\[([^,\[\]]+), FieldInfo\(.*?\)\]", r"\1", text)
+    if "Discriminator(" in text:
+        # A tagged union of forms (routes: a list or a mapping): name the forms only.
+        text = _forms(text)
     text = text.replace("<class '", "").replace("'>", "")
     text = text.replace("smsrelay.settings.", "")
     return f"`{text}`".replace("|", "\\|")
+
+
+def _forms(text: str) -> str:
+    forms = re.findall(r"Annotated\[([\w.]+(?:\[[\w., ]*\])?), Tag\(tag='\w+'\)\]", text)
+    union = " | ".join(kind.rsplit(".", 1)[-1] for kind in forms)
+    return re.sub(r"Annotated\[Union\[.*$", f"{union}]", text)
 
 
 def _default(info: FieldInfo) -> str:

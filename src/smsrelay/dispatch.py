@@ -1,4 +1,4 @@
-"""One request's journey: validate → dedupe → expiry → route → send → record → event.
+"""One request's journey: validate → dedupe → expiry → plan → send → record → event.
 
 The dispatcher knows nothing of AMQP or HTTP: it takes the raw body and what the
 transport knows (redelivered? how many delayed retries so far?) and returns an
@@ -42,9 +42,9 @@ from smsrelay.models import (
     salvage_id,
 )
 from smsrelay.providers import Provider
-from smsrelay.routing import Router
+from smsrelay.routing import Candidate, Plan, Router
 from smsrelay.settings import RetrySettings
-from smsrelay.store import Claim, MessageRecord, Store
+from smsrelay.store import AttemptBill, Claim, MessageRecord, Store
 from smsrelay.store.receipts import apply_pending_receipts
 
 log = get_logger(__name__)
@@ -89,6 +89,9 @@ class _Round:
     retry_round: int
     possible_duplicate: bool
     log: Any
+    plan: Plan | None = None
+    # What the attempt under way sends and costs (recorded when it is closed).
+    bill: AttemptBill | None = None
 
 
 class Dispatcher:
@@ -176,7 +179,8 @@ class Dispatcher:
 
     async def _handle(self, request: SendRequest, redelivered: bool, retry_round: int) -> Outcome:
         bound = log.bind(id=request.id, country=request.country)
-        route = self.router.route(request)
+        plan = self.router.plan(request)
+        route = plan.providers
         # A new message's first attempt is recorded with its claim: one commit fewer.
         first = route[0] if route and not request.is_expired() else None
         claim = await self.store.claim(request, first, request.digest(self.digest_key))
@@ -189,7 +193,7 @@ class Dispatcher:
             self.metrics.possible_duplicates.inc()
             bound.warning("possible_duplicate", attempts=claim.attempts)
         job = _Round(
-            request, claim, retry_round, claim.open_attempt or claim.possible_duplicate, bound
+            request, claim, retry_round, claim.open_attempt or claim.possible_duplicate, bound, plan
         )
         if request.is_expired():
             return await self._finish(
@@ -198,6 +202,7 @@ class Dispatcher:
         return await self._send(job, route)
 
     async def _send(self, job: _Round, route: list[str]) -> Outcome:
+        """Walk the plan's providers (``route``) until one takes the message."""
         started = job.claim.first_attempt  # attempt 1 at route[0], begun with the claim
         attempt = job.claim.attempts - (1 if started is not None else 0)
         last: ProviderError | None = None
@@ -241,11 +246,13 @@ class Dispatcher:
         self, job: _Round, name: str, attempt: int, key: int | None
     ) -> tuple[int, SendResult]:
         provider = self.providers[name]
+        candidate = job.plan.candidate(name) if job.plan is not None else None
+        job.bill = _bill(candidate)
         if key is None:
             key = await self.store.start_attempt(job.request.id, attempt, name)
         started = time.perf_counter()
         try:
-            result = await provider.send(job.request)
+            result = await provider.send(candidate.request if candidate else job.request)
         except ProviderError as exc:
             await self._attempt_failed(job, key, name, exc)
             raise
@@ -257,7 +264,20 @@ class Dispatcher:
         elapsed = time.perf_counter() - started
         self.metrics.send_latency.labels(name, job.request.country).observe(elapsed)
         self.metrics.sends.labels(name, job.request.country, "sent").inc()
+        job.bill = _bill(candidate, result)
+        self._count_cost(name, job.request.country, job.bill)
         return key, result
+
+    def _count_cost(self, name: str, country: str, bill: AttemptBill | None) -> None:
+        if bill is None:
+            return
+        self.metrics.parts.labels(name, country).inc(bill.encoded.sent.count)
+        if bill.estimated_cost is not None and bill.currency:
+            cost = float(bill.estimated_cost)
+            self.metrics.estimated_cost.labels(name, country, bill.currency).inc(cost)
+        if bill.actual_cost is not None and bill.actual_currency:
+            cost = float(bill.actual_cost)
+            self.metrics.actual_cost.labels(name, country, bill.actual_currency).inc(cost)
 
     def _flag_possible_duplicate(self, job: _Round, name: str) -> None:
         """Whatever sends ``job`` from now on may duplicate what ``name`` already sent."""
@@ -271,7 +291,7 @@ class Dispatcher:
         job.log.warning(
             "send_failed", provider=name, code=exc.code, error=exc.message, retryable=exc.retryable
         )
-        await self.store.finish_attempt(key, outcome, error=_error(exc))
+        await self.store.finish_attempt(key, outcome, error=_error(exc), bill=job.bill)
 
     async def _after_all_failed(
         self, job: _Round, attempt: int, last: ProviderError | None
@@ -279,7 +299,7 @@ class Dispatcher:
         error = (
             _error(last)
             if last
-            else EventError(code="no-provider", message="route is empty", retryable=False)
+            else EventError(code="no-provider", message=_nothing_to_try(job.plan), retryable=False)
         )
         if last is None or not last.retryable:
             return await self._finish(job, State.FAILED, attempt=attempt, error=error)
@@ -335,6 +355,7 @@ class Dispatcher:
             error=error,
             possible_duplicate=job.possible_duplicate,
             closing_attempt=closing_attempt,
+            bill=job.bill,
         )
         self.metrics.messages.labels(state.value).inc()
         if state is State.FAILED:
@@ -441,6 +462,25 @@ def _resumable(claim: Claim, redelivered: bool, retry_round: int) -> bool:
         return False
     # A scheduled retry, or a redelivery after a worker died before recording an outcome.
     return retry_round > 0 or redelivered
+
+
+def _bill(candidate: Candidate | None, result: SendResult | None = None) -> AttemptBill | None:
+    """What an attempt sends and costs: the plan's estimate, the provider's answer."""
+    if candidate is None:
+        return None
+    return AttemptBill(
+        encoded=candidate.encoded,
+        estimated_cost=candidate.estimated_cost,
+        currency=candidate.currency,
+        actual_cost=result.cost if result else None,
+        actual_currency=result.currency if result else None,
+    )
+
+
+def _nothing_to_try(plan: Plan | None) -> str:
+    """Why a plan has no provider to try: each left-out candidate and its reason."""
+    left_out = [f"{c.provider}: {c.excluded}" for c in plan.candidates] if plan else []
+    return "no provider to try (" + "; ".join(left_out) + ")" if left_out else "route is empty"
 
 
 def _attempt_outcome(exc: ProviderError) -> AttemptOutcome:

@@ -53,6 +53,24 @@ class Metrics:
             "Messages deferred to a delayed retry",
             registry=self.registry,
         )
+        self.parts = Counter(
+            "smsrelay_parts",
+            "SMS parts handed to providers (what they bill), by provider and country",
+            ["provider", "country"],
+            registry=self.registry,
+        )
+        self.estimated_cost = Counter(
+            "smsrelay_estimated_cost",
+            "Estimated cost of sent messages (parts x price), in the price's currency",
+            ["provider", "country", "currency"],
+            registry=self.registry,
+        )
+        self.actual_cost = Counter(
+            "smsrelay_actual_cost",
+            "Cost of sent messages as the provider reported it, in its currency",
+            ["provider", "country", "currency"],
+            registry=self.registry,
+        )
         self.receipts = Counter(
             "smsrelay_receipts",
             "Delivery receipts by provider and status",

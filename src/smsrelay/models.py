@@ -11,6 +11,7 @@ import hmac
 import json
 import re
 from datetime import UTC, datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -243,6 +244,10 @@ class SendResult(BaseModel):
 
     provider_message_id: str
     segments: int | None = None
+    # What the provider says it charged for this message, where its answer tells
+    # (Twilio's and Vonage's ``price``, Plivo's ``TotalAmount``…): positive, ISO 4217.
+    cost: Decimal | None = None
+    currency: str | None = None
 
 
 class ReceiptStatus(StrEnum):

@@ -15,15 +15,18 @@ from importlib.metadata import version
 from smsrelay import providers as registry
 from smsrelay.amqp import AmqpEvents, Worker
 from smsrelay.dispatch import Dispatcher
+from smsrelay.economics.prices import PriceTable, StalePrices
 from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
 from smsrelay.ops_http import OpsServer
 from smsrelay.providers import Provider
 from smsrelay.queue_stats import QueueStats, watched_queues
-from smsrelay.routing import Router, route_coverage_warnings
+from smsrelay.routing import HealthView, LimitsView, Router, route_coverage_warnings
+from smsrelay.routing.configured import configured_router
 from smsrelay.settings import Settings
 from smsrelay.store import SqlStore, upgrade
 from smsrelay.store.batch import BatchingStore
+from smsrelay.store.prices import PriceStore
 from smsrelay.urls import mask_url
 
 log = get_logger(__name__)
@@ -42,6 +45,11 @@ class Runtime:
     queue_stats: QueueStats | None = None
     ops: OpsServer | None = None
     stopping: bool = False
+    # The prices in effect at start (config and imported tables); see load_prices.
+    prices: PriceTable = field(default_factory=lambda: PriceTable([]))
+    # Delivery health and limits as the planner reads them; None: neutral defaults.
+    health: HealthView | None = None
+    limits: LimitsView | None = None
 
     @classmethod
     async def build(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
@@ -52,6 +60,24 @@ class Runtime:
         built = {name: registry.build(name, s) for name, s in settings.provider_settings().items()}
         return cls(settings=settings, store=store, providers=built)
 
+    async def load_prices(self) -> PriceTable:
+        """Store the config's prices (with history), then read every table back.
+
+        Stale prices are warned about and counted (``smsrelay_stale_prices``).
+        """
+        prices = PriceStore(self.store.engine)
+        configured = self.settings.prices.table()
+        if configured:
+            await prices.save(configured, "config")
+        history = await prices.history()
+        StalePrices(self.metrics.registry).update(history, self.settings.prices.max_age)
+        self.prices = PriceTable(history)
+        return self.prices
+
+    def router(self) -> Router:
+        """The planner over the configured routes, the loaded prices, health and limits."""
+        return configured_router(self.settings, self.prices, self.health, self.limits)
+
     def dispatcher(self, events: AmqpEvents) -> Dispatcher:
         """A dispatcher over this runtime's store and providers."""
         # The dispatcher's writes share transactions (group commit); see store/batch.py.
@@ -59,7 +85,7 @@ class Runtime:
         return Dispatcher(
             store=self.hot_store,
             providers=self.providers,
-            router=Router(self.settings.routes),
+            router=self.router(),
             events=events,
             retry=self.settings.retry,
             metrics=self.metrics,
@@ -67,7 +93,8 @@ class Runtime:
         )
 
     async def start_worker(self) -> Worker:
-        """Start consuming ``sms.send``."""
+        """Load prices, then start consuming ``sms.send``."""
+        await self.load_prices()
         self.worker = Worker(
             url=self.settings.amqp_url,
             prefetch=self.settings.prefetch,

@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from smsrelay.economics.prices import PriceSettings
 from smsrelay.errors import ConfigError
 from smsrelay.providers import ProviderSettings, provider_class
-from smsrelay.routing import check_route_key
+from smsrelay.routing import RouteConfig, RouteSpec, check_route_key, route_providers
 
 DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {"simulator": {"type": "simulator"}}
 
@@ -77,6 +77,10 @@ class ApiLimits(BaseModel):
     max_connections: int = Field(default=1000, ge=1)
 
 
+def _default_routes() -> dict[str, list[str] | RouteConfig]:
+    return {"*": ["simulator"]}
+
+
 class Settings(BaseSettings):
     """Everything the worker, API and CLI are configured with."""
 
@@ -94,7 +98,8 @@ class Settings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     providers: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(DEFAULT_PROVIDERS))
     # destination → ordered provider names: "+4420" (prefix), "GB" (country) or "*".
-    routes: dict[str, list[str]] = Field(default_factory=lambda: {"*": ["simulator"]})
+    # A route is a list of provider names (tried in order) or a RouteConfig mapping.
+    routes: dict[str, RouteSpec] = Field(default_factory=_default_routes)
     api_keys: list[str] = []
     api_host: str = "127.0.0.1"
     api_port: int = 8080
@@ -131,9 +136,9 @@ class Settings(BaseSettings):
         """Every route key can match (see routing), names configured providers; ``*`` exists."""
         if "*" not in self.routes:
             raise ConfigError("routes", 'needs a "*" default route')
-        for dest, names in self.routes.items():
+        for dest, spec in self.routes.items():
             check_route_key(dest)
-            for name in names:
+            for name in route_providers(spec):
                 if name not in self.providers:
                     raise ConfigError(f"routes.{dest}", f"unknown provider {name!r}")
 

@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import insert, inspect, select
+from sqlalchemy import Table, insert, inspect, select
+from sqlalchemy import column as sql_column
+from sqlalchemy import table as sql_table
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.expression import TableClause
 
 import smsrelay.store
 from smsrelay.encoding import encode
@@ -78,6 +81,11 @@ _OLD_MESSAGE = {
 _OLD_ATTEMPT = {"message_id": "old-1", "number": 1, "provider": "simulator", "outcome": "sent"}
 
 
+def _as_of_0002(table: Table, row: dict[str, Any]) -> TableClause:
+    """``table`` with only the columns ``row`` names, as an older schema had it."""
+    return sql_table(table.name, *(sql_column(name, table.c[name].type) for name in row))
+
+
 async def test_migration_upgrades_downgrades_and_upgrades_again(database_url: str) -> None:
     """0003_encoding adds its four columns, removes them on downgrade without losing rows, adds them again."""
     store = SqlStore.from_url(database_url)
@@ -86,8 +94,11 @@ async def test_migration_upgrades_downgrades_and_upgrades_again(database_url: st
         # Written by the previous version: a message and its attempt, no encoding columns.
         now = datetime.now(UTC)
         async with store.engine.begin() as conn:
-            await conn.execute(insert(messages).values({**_OLD_MESSAGE, "created_at": now, "updated_at": now}))
-            await conn.execute(insert(attempts).values({**_OLD_ATTEMPT, "started_at": now}))
+            old_message = {**_OLD_MESSAGE, "created_at": now, "updated_at": now}
+            old_attempt = {**_OLD_ATTEMPT, "started_at": now}
+            # Only the columns 0002 had: today's table would add its newer defaults.
+            await conn.execute(insert(_as_of_0002(messages, old_message)).values(old_message))
+            await conn.execute(insert(_as_of_0002(attempts, old_attempt)).values(old_attempt))
         await _migrate(store.engine, "up", "head")
         assert all(NEW_COLUMNS[t] <= cols for t, cols in (await _columns(store.engine)).items())
         old = await store.get("old-1")

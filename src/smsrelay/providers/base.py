@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any, ClassVar, NoReturn
 
@@ -346,6 +347,32 @@ def text_int(value: object) -> int | None:
         return int(value) if isinstance(value, int | str) else None
     except ValueError:
         return None
+
+
+_MONEY = re.compile(r"-?[0-9]{1,12}(\.[0-9]{1,10})?")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+
+
+def money(value: object) -> Decimal | None:
+    """A charge as a provider writes it ("-0.00750", "0.0333", 0.05), positive; else None.
+
+    Twilio writes charges negative; the sign is dropped. Anything else (a word, an
+    exponent, a huge number) is no cost at all rather than a wrong one.
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    text = value if isinstance(value, str) else repr(value)
+    if not _MONEY.fullmatch(text):
+        return None
+    return abs(Decimal(text))
+
+
+def currency_code(value: object) -> str | None:
+    """An ISO 4217 code ("USD"; "usd" is upper-cased), else None."""
+    if not isinstance(value, str):
+        return None
+    code = value.strip().upper()
+    return code if _CURRENCY.fullmatch(code) else None
 
 
 def iso_datetime(value: object) -> datetime | None:

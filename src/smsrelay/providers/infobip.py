@@ -94,9 +94,11 @@ from smsrelay.providers.base import (
     ProviderSettings,
     Webhook,
     basic_auth,
+    currency_code,
     dicts,
     json_int,
     json_object,
+    money,
     scrub,
     secret,
     str_or_none,
@@ -228,7 +230,15 @@ class InfobipProvider(HttpProvider):
         self._raise_if_refused(status if isinstance(status, dict) else {})
         details = first.get("details")
         count = details.get("messageCount") if isinstance(details, dict) else None
-        return SendResult(provider_message_id=message_id, segments=json_int(count))
+        # Where the answer carries a price (as delivery reports do): pricePerMessage.
+        found = first.get("price")
+        price: dict[str, Any] = found if isinstance(found, dict) else {}
+        return SendResult(
+            provider_message_id=message_id,
+            segments=json_int(count),
+            cost=money(price.get("pricePerMessage")),
+            currency=currency_code(price.get("currency")),
+        )
 
     def _raise_if_refused(self, status: dict[str, Any]) -> None:
         group = str(status.get("groupName") or "")

@@ -74,7 +74,9 @@ from smsrelay.providers.base import (
     ProviderSettings,
     Webhook,
     basic_auth,
+    currency_code,
     json_object,
+    money,
     scrub,
     secret,
     text_int,
@@ -178,8 +180,14 @@ class TwilioProvider(HttpProvider):
         if not isinstance(sid, str) or not sid:
             # Twilio took the message; a retry could send it twice.
             raise UnconfirmedSend(self.name, "bad-response", "201 without a message sid")
-        # Twilio sends num_segments as a string ("1").
-        return SendResult(provider_message_id=sid, segments=text_int(data.get("num_segments")))
+        # Twilio sends num_segments as a string ("1"); price is negative ("-0.0075") and
+        # usually null until the message is billed.
+        return SendResult(
+            provider_message_id=sid,
+            segments=text_int(data.get("num_segments")),
+            cost=money(data.get("price")),
+            currency=currency_code(data.get("price_unit")),
+        )
 
     def _raise_error(self, status: int, headers: dict[str, str], body: bytes) -> NoReturn:
         data = json_object(body)

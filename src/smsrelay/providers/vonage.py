@@ -61,6 +61,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, ClassVar, Literal, NoReturn
 
 from pydantic import Field, SecretStr
@@ -84,6 +85,7 @@ from smsrelay.providers.base import (
     Webhook,
     json_object,
     json_value,
+    money,
     scrub,
     secret,
     text_int,
@@ -204,7 +206,11 @@ class VonageProvider(HttpProvider):
             raise UnconfirmedSend(self.name, "bad-response", "status 0 without message-id")
         # Vonage sends message-count as a string ("2").
         count = text_int(data.get("message-count")) or len(parts)
-        return SendResult(provider_message_id=message_id, segments=count)
+        # Each part carries its own "message-price", in the account's currency (unnamed).
+        prices = [money(p.get("message-price")) for p in parts]
+        known = [p for p in prices if p is not None]
+        cost = sum(known, Decimal(0)) if len(known) == len(parts) else None
+        return SendResult(provider_message_id=message_id, segments=count, cost=cost)
 
     def _raise_refused(self, index: int, part: dict[str, Any], accepted: bool) -> NoReturn:
         code = str(part.get("status"))

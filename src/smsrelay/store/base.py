@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
 
@@ -75,6 +76,26 @@ class AttemptRecord:
     # The body as sent to this provider: "gsm7"/"ucs2" and parts; None when not recorded.
     sent_encoding: str | None = None
     sent_parts: int | None = None
+    # parts x price when planned, and the provider's own figure; None when unknown.
+    estimated_cost: Decimal | None = None
+    currency: str | None = None
+    actual_cost: Decimal | None = None
+    actual_currency: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptBill:
+    """What one attempt sends and costs, recorded when the attempt is closed.
+
+    ``encoded``: the body as written (kept on the message) and as sent (on the attempt);
+    ``estimated_cost``: parts x price from the plan; ``actual_cost``: the provider's answer.
+    """
+
+    encoded: Encoded
+    estimated_cost: Decimal | None = None
+    currency: str | None = None
+    actual_cost: Decimal | None = None
+    actual_currency: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +163,9 @@ class Store(Protocol):
         *,
         provider_message_id: str | None = None,
         error: EventError | None = None,
+        bill: AttemptBill | None = None,
     ) -> None:
-        """Record how an attempt ended."""
+        """Record how an attempt ended (with ``bill``: what it sent and cost)."""
 
     async def interrupt_open_attempts(self, message_id: str) -> None:
         """Mark attempts left ``started`` by a dead worker as ``interrupted``.
@@ -163,8 +185,12 @@ class Store(Protocol):
         error: EventError | None = None,
         possible_duplicate: bool = False,
         closing_attempt: int | None = None,
+        bill: AttemptBill | None = None,
     ) -> bool:
         """Set the message's state and outcome; True when receipts are waiting for it.
+
+        ``bill`` goes with ``closing_attempt`` (its encoding, parts and costs) and the
+        message (the body's encoding and parts as written), in the same transaction.
 
         With ``closing_attempt``, that attempt is marked ``sent`` (state SENT) or
         ``failed`` in the same transaction, so no crash can leave an attempt recorded

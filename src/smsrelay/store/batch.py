@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import (
     DataError,
@@ -43,13 +43,15 @@ from smsrelay.encoding import Encoded
 from smsrelay.errors import StoreRejected, StoreUnavailable
 from smsrelay.logging import get_logger
 from smsrelay.models import AttemptOutcome, EventError, SendRequest, State
-from smsrelay.store.base import Claim, MessageRecord, PendingEvent, conflicting
+from smsrelay.store.base import AttemptBill, Claim, MessageRecord, PendingEvent, conflicting
 from smsrelay.store.schema import attempts, messages
 from smsrelay.store.sql import (
     DUPLICATE_EVIDENCE,
     SqlStore,
+    bill_values,
     first_attempt_row,
     message_row,
+    original_values,
     take_unclaimed,
     waiting_receipts,
 )
@@ -116,9 +118,11 @@ class BatchingStore:
         *,
         provider_message_id: str | None = None,
         error: EventError | None = None,
+        bill: AttemptBill | None = None,
     ) -> None:
         await self._submit(
-            "attempt", **_attempt_values(attempt_key, outcome, provider_message_id, error)
+            "attempt",
+            **_attempt_values(attempt_key, outcome, provider_message_id, error, bill=bill),
         )
 
     async def finish_message(
@@ -132,8 +136,10 @@ class BatchingStore:
         error: EventError | None = None,
         possible_duplicate: bool = False,
         closing_attempt: int | None = None,
+        bill: AttemptBill | None = None,
     ) -> bool:
         now = _now()
+        original = original_values(bill)
         waiting: bool = await self._submit(
             "message",
             b_id=message_id,
@@ -145,6 +151,8 @@ class BatchingStore:
             error_message=error.message if error else None,
             possible_duplicate=possible_duplicate,
             updated_at=now,
+            original_encoding=original.get("original_encoding"),
+            original_parts=original.get("original_parts"),
             closing=(
                 _attempt_values(
                     closing_attempt,
@@ -152,6 +160,7 @@ class BatchingStore:
                     provider_message_id,
                     error,
                     now,
+                    bill,
                 )
                 if closing_attempt is not None
                 else None
@@ -334,14 +343,23 @@ class BatchingStore:
         flagged = [o for o in ops if o.params["possible_duplicate"]]
         columns = ("state", "provider", "provider_message_id", "segments", "error_code",
                    "error_message", "updated_at")  # fmt: skip
+        # Kept when a write has none (COALESCE): an expiry does not erase the encoding.
+        kept = ("original_encoding", "original_parts")
         for group, extra in ((plain, {}), (flagged, {"possible_duplicate": True})):
             if not group:
                 continue
             await conn.execute(
                 update(messages)
                 .where(messages.c.id == bindparam("b_id"))
-                .values(**{c: bindparam(c) for c in columns}, **extra),
-                [{"b_id": o.params["b_id"], **{c: o.params[c] for c in columns}} for o in group],
+                .values(
+                    **{c: bindparam(c) for c in columns},
+                    **{c: func.coalesce(bindparam(c), messages.c[c]) for c in kept},
+                    **extra,
+                ),
+                [
+                    {"b_id": o.params["b_id"], **{c: o.params[c] for c in (*columns, *kept)}}
+                    for o in group
+                ],
             )
         sent = {
             o.params["b_id"]: (o.params["provider"], o.params["provider_message_id"])
@@ -469,9 +487,15 @@ async def _update_attempts(conn: AsyncConnection, rows: list[dict[str, Any]]) ->
             provider_message_id=bindparam("b_pmid"),
             error_code=bindparam("b_code"),
             error_message=bindparam("b_message"),
+            # A write without a bill keeps what an earlier one recorded.
+            **{c: func.coalesce(bindparam(f"b_{c}"), attempts.c[c]) for c in BILL_COLUMNS},
         ),
         rows,
     )
+
+
+BILL_COLUMNS = ("sent_encoding", "sent_parts", "estimated_cost", "currency", "actual_cost",
+                "actual_currency")  # fmt: skip
 
 
 def _attempt_values(
@@ -480,8 +504,11 @@ def _attempt_values(
     pmid: str | None,
     error: EventError | None,
     at: datetime | None = None,
+    bill: AttemptBill | None = None,
 ) -> dict[str, Any]:
+    billed = bill_values(bill)
     return {
+        **{f"b_{c}": billed.get(c) for c in BILL_COLUMNS},
         "b_key": key,
         "b_outcome": outcome,
         "b_at": at or _now(),

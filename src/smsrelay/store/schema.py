@@ -71,6 +71,12 @@ attempts = Table(
     # The body as sent to this provider, after smart encoding (migration 0003_encoding).
     Column("sent_encoding", String(8)),
     Column("sent_parts", Integer),
+    # (migration 0008_costs) parts x price when sent, and what the provider said it
+    # charged; decimal text like prices.price. NULL: no price, or written before 0006.
+    Column("estimated_cost", String(24)),
+    Column("currency", String(3)),
+    Column("actual_cost", String(24)),
+    Column("actual_currency", String(3)),
     Index("ix_attempts_message_id", "message_id"),
 )
 

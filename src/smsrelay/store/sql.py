@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import delete, event, false, insert, or_, select, text, update
@@ -20,6 +21,7 @@ from smsrelay.errors import StoreError, StoreRejected, StoreUnavailable
 from smsrelay.models import AttemptOutcome, EventError, Kind, SendRequest, State, is_valid_id
 from smsrelay.store.base import (
     Acceptance,
+    AttemptBill,
     AttemptRecord,
     Claim,
     MessageRecord,
@@ -139,6 +141,37 @@ def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
 # never came. Rows written before the flag was committed with the interrupt carry no
 # flag: the attempt still says so.
 DUPLICATE_EVIDENCE = ("started", "interrupted", "unknown")
+
+
+def bill_values(bill: AttemptBill | None) -> dict[str, Any]:
+    """The ``attempts`` columns a bill sets: encoding and parts as sent, both costs."""
+    if bill is None:
+        return {}
+    return {
+        "sent_encoding": bill.encoded.sent.encoding.value,
+        "sent_parts": bill.encoded.sent.count,
+        "estimated_cost": _decimal_text(bill.estimated_cost),
+        "currency": bill.currency,
+        "actual_cost": _decimal_text(bill.actual_cost),
+        "actual_currency": bill.actual_currency,
+    }
+
+
+def original_values(bill: AttemptBill | None) -> dict[str, Any]:
+    """The ``messages`` columns a bill sets: the body's encoding and parts as written."""
+    if bill is None:
+        return {}
+    original = bill.encoded.original
+    return {"original_encoding": original.encoding.value, "original_parts": original.count}
+
+
+def _decimal_text(value: Decimal | None) -> str | None:
+    # Text keeps every digit on every backend (SQLite has no decimal type).
+    return None if value is None else format(value, "f")[:24]
+
+
+def _decimal(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
 
 
 def first_attempt_row(message_id: str, provider: str, now: datetime) -> dict[str, Any]:
@@ -413,6 +446,7 @@ class SqlStore:
         *,
         provider_message_id: str | None = None,
         error: EventError | None = None,
+        bill: AttemptBill | None = None,
     ) -> None:
         async with self._tx() as conn:
             await conn.execute(
@@ -424,6 +458,7 @@ class SqlStore:
                     provider_message_id=provider_message_id,
                     error_code=error.code if error else None,
                     error_message=error.message if error else None,
+                    **bill_values(bill),
                 )
             )
 
@@ -455,8 +490,10 @@ class SqlStore:
         error: EventError | None = None,
         possible_duplicate: bool = False,
         closing_attempt: int | None = None,
+        bill: AttemptBill | None = None,
     ) -> bool:
         values: dict[str, Any] = {
+            **original_values(bill),
             "state": state.value,
             "provider": provider,
             "provider_message_id": provider_message_id,
@@ -478,6 +515,7 @@ class SqlStore:
                         provider_message_id=provider_message_id,
                         error_code=values["error_code"],
                         error_message=values["error_message"],
+                        **bill_values(bill),
                     )
                 )
             await conn.execute(update(messages).where(messages.c.id == message_id).values(**values))
@@ -618,6 +656,10 @@ def _attempt_record(row: Row[Any]) -> AttemptRecord:
         error_message=row.error_message,
         sent_encoding=row.sent_encoding,
         sent_parts=row.sent_parts,
+        estimated_cost=_decimal(row.estimated_cost),
+        currency=row.currency,
+        actual_cost=_decimal(row.actual_cost),
+        actual_currency=row.actual_currency,
     )
 
 

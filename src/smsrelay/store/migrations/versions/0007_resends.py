@@ -18,10 +18,12 @@ depends_on = None
 
 def upgrade() -> None:
     # A server default, so rows written before (and by the previous version) read as 0.
-    with op.batch_alter_table("messages") as batch:
-        batch.add_column(sa.Column("resends", sa.Integer, nullable=False, server_default="0"))
+    op.add_column(
+        "messages", sa.Column("resends", sa.Integer, nullable=False, server_default="0")
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("messages") as batch:
-        batch.drop_column("resends")
+    # Plain ALTER TABLE … DROP COLUMN (SQLite 3.35+): a batch copy of `messages` would
+    # fire the ON DELETE CASCADE of attempts and receipts, deleting them.
+    op.drop_column("messages", "resends")
