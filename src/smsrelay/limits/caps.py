@@ -25,23 +25,18 @@ from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter
-
+from smsrelay.limits.metrics import LimitMetrics
 from smsrelay.limits.settings import CapAmounts, SpendCapSettings
-from smsrelay.logging import get_logger
 
 __all__ = [
     "MICROS",
     "Cap",
     "CapDecision",
-    "CapMetrics",
     "LocalSpendCaps",
     "SpendCaps",
     "applicable",
     "micros",
 ]
-
-log = get_logger(__name__)
 
 MICROS = 1_000_000
 Clock = Callable[[], datetime]
@@ -101,26 +96,6 @@ class SpendCaps(Protocol):
         ...
 
 
-class CapMetrics:
-    """``smsrelay_spend_cap_reached``: sends a cap refused."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.reached = Counter(
-            "smsrelay_spend_cap_reached",
-            "Candidates refused because a spend cap was reached",
-            ["scope", "name", "period"],
-            registry=registry,
-        )
-        self._warned: set[Cap] = set()
-
-    def refused(self, cap: Cap) -> None:
-        """Count one refusal; warn once per cap and period."""
-        self.reached.labels(cap.scope, cap.name, cap.period).inc()
-        if cap not in self._warned:
-            self._warned = {c for c in self._warned if c.period_id == cap.period_id} | {cap}
-            log.warning("spend_cap_reached", cap=cap.label, period=cap.period_id)
-
-
 def applicable(
     settings: SpendCapSettings, provider: str, country: str, now: datetime, share: float = 1.0
 ) -> Iterator[Cap]:
@@ -173,7 +148,7 @@ class LocalSpendCaps:
         self,
         settings: SpendCapSettings,
         *,
-        metrics: CapMetrics | None = None,
+        metrics: LimitMetrics | None = None,
         clock: Clock = lambda: datetime.now(UTC),
         share: float = 1.0,
     ) -> None:

@@ -24,14 +24,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter
-
+from smsrelay.limits.metrics import LimitMetrics
 from smsrelay.limits.settings import RateLimit, RateRule
 
 __all__ = [
     "LocalRateLimiter",
     "RateLimiter",
-    "RateMetrics",
     "RateRules",
     "TokenBucket",
     "rate_key",
@@ -106,28 +104,6 @@ def _scale(limit: RateLimit, factor: float) -> RateLimit:
     )
 
 
-class RateMetrics:
-    """``smsrelay_rate_limit_waits``: sends that waited for, or were refused by, a limit."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.waits = Counter(
-            "smsrelay_rate_limit_waits",
-            "Sends that met a rate limit: waited for a token, or refused after waiting",
-            ["provider", "result"],
-            registry=registry,
-        )
-        self.fallbacks = Counter(
-            "smsrelay_limits_fallback",
-            "Times a shared limit fell back to its local form because Redis failed",
-            ["limit"],
-            registry=registry,
-        )
-
-    def waited(self, key: str, granted: bool) -> None:
-        """Count one send that met the limit of ``key`` (labelled by provider: bounded)."""
-        self.waits.labels(key.partition("/")[0], "waited" if granted else "refused").inc()
-
-
 @dataclass(slots=True)
 class TokenBucket:
     """A token bucket that hands out reservations: a token now, or at a known time."""
@@ -169,7 +145,7 @@ class LocalRateLimiter:
         self,
         rules: RateRules,
         *,
-        metrics: RateMetrics | None = None,
+        metrics: LimitMetrics | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self.rules = rules

@@ -1,0 +1,228 @@
+"""``RedisRateLimiter``: one token bucket per key in Redis, shared by every worker.
+
+A worker does not ask Redis for each message. It leases a small batch of tokens (one
+Lua script call: refill the shared bucket from Redis's own clock, grant up to ``batch``
+tokens), spends them locally, and drops what it has not spent after ``lease_seconds``, so
+tokens are spent at most that late and the aggregate stays within the bucket's rate. A
+batch is ``per_second * lease_seconds`` tokens (at least 1, at most the burst): at
+200/s and 0.1 s, one round trip per 20 messages.
+
+When the bucket is empty the script says how long until one token, and until a whole
+batch, is there; the worker sleeps for the batch (if its ``wait`` allows, else for one
+token), so contending workers take turns in batches rather than one token per call.
+
+``penalise`` sets a pause key that the script honours: a provider's 429 slows every worker.
+
+Redis unreachable (connection refused, timeout): the limiter logs one warning, counts
+``smsrelay_limits_fallback{limit="rates"}``, and for ``retry_seconds`` uses a local bucket
+at ``1 / expected_workers`` of each limit, so the workers together stay near the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from smsrelay.limits.metrics import LimitMetrics
+from smsrelay.limits.rates import Clock, LocalRateLimiter, RateRules
+from smsrelay.limits.settings import LimitSettings, RateRule
+from smsrelay.logging import get_logger
+
+__all__ = ["LEASE_SCRIPT", "RedisRateLimiter"]
+
+log = get_logger(__name__)
+
+# KEYS: bucket hash, pause key. ARGV: per_second, capacity, batch.
+# Returns {granted, ms until one token, ms until a batch}. Times are Redis's (TIME), so
+# workers' clocks need not agree; scripts replicate by effect (Redis >= 5), TIME is fine.
+LEASE_SCRIPT = """
+local pause = redis.call('PTTL', KEYS[2])
+if pause > 0 then return {0, pause, pause} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local rate = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local saved = redis.call('HMGET', KEYS[1], 'tokens', 'stamp')
+local tokens = tonumber(saved[1])
+local stamp = tonumber(saved[2])
+if tokens == nil or stamp == nil then
+  tokens = capacity
+  stamp = now
+end
+if now > stamp then tokens = math.min(capacity, tokens + (now - stamp) * rate / 1000000) end
+local granted = math.min(want, math.floor(tokens))
+if granted < 0 then granted = 0 end
+tokens = tokens - granted
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens), 'stamp', math.max(now, stamp))
+redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate * 1000) + 1000)
+local one = 0
+local batch = 0
+if tokens < 1 then one = math.ceil((1 - tokens) * 1000 / rate) end
+if tokens < want then batch = math.ceil((want - tokens) * 1000 / rate) end
+return {granted, one, batch}
+"""
+
+
+@dataclass(slots=True)
+class _Lease:
+    tokens: int = 0
+    expires: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class RedisRateLimiter:
+    """A ``RateLimiter`` shared through Redis; see the module docstring."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        rules: RateRules,
+        settings: LimitSettings,
+        *,
+        metrics: LimitMetrics | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.rules = rules
+        self.settings = settings
+        self._client = client
+        self._script = client.register_script(LEASE_SCRIPT)
+        self._metrics = metrics
+        self._clock = clock
+        self._leases: dict[str, _Lease] = {}
+        self._fallback = LocalRateLimiter(
+            rules.scaled(1 / settings.expected_workers), metrics=metrics, clock=clock
+        )
+        self._down_until = 0.0
+        self._failing = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        rules: RateRules,
+        settings: LimitSettings,
+        metrics: LimitMetrics | None = None,
+    ) -> RedisRateLimiter:
+        """A limiter with its own connection pool to ``url``."""
+        client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=settings.redis_timeout,
+            socket_connect_timeout=settings.redis_timeout,
+        )
+        return cls(client, rules, settings, metrics=metrics)
+
+    @property
+    def degraded(self) -> bool:
+        """True while the local fallback is in use."""
+        return self._clock() < self._down_until
+
+    async def acquire(self, key: str, *, wait: float) -> bool:
+        """See ``RateLimiter.acquire``."""
+        rule = self.rules.rule(key)
+        if rule is None:
+            return True
+        if self.degraded:
+            return await self._fallback.acquire(key, wait=wait)
+        deadline = self._clock() + wait
+        lease = self._leases.get(key) or self._leases.setdefault(key, _Lease())
+        waited = False
+        try:
+            async with asyncio.timeout(max(wait, 0.0) + self.settings.redis_timeout):
+                async with lease.lock:
+                    while not self._take(lease):
+                        pause = await self._lease(key, rule, lease, deadline)
+                        if pause is None:
+                            self._count(key, waited, granted=False)
+                            return False
+                        if pause > 0:
+                            waited = True
+                            await asyncio.sleep(pause)
+        except TimeoutError:
+            self._count(key, True, granted=False)
+            return False
+        except (RedisError, OSError) as exc:
+            self._down(exc)
+            return await self._fallback.acquire(key, wait=max(0.0, deadline - self._clock()))
+        self._count(key, waited, granted=True)
+        return True
+
+    async def penalise(self, key: str, seconds: float) -> None:
+        """See ``RateLimiter.penalise``: every worker pauses ``key``."""
+        if self.rules.rule(key) is None or seconds <= 0:
+            return
+        lease = self._leases.get(key)
+        if lease is not None:
+            lease.tokens = 0
+        await self._fallback.penalise(key, seconds)
+        if self.degraded:
+            return
+        try:
+            await self._client.set(self._pause_key(key), b"1", px=max(1, int(seconds * 1000)))
+        except (RedisError, OSError) as exc:
+            self._down(exc)
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+    def _take(self, lease: _Lease) -> bool:
+        if lease.tokens > 0 and self._clock() < lease.expires:
+            lease.tokens -= 1
+            return True
+        lease.tokens = 0
+        return False
+
+    async def _lease(
+        self, key: str, rule: RateRule, lease: _Lease, deadline: float
+    ) -> float | None:
+        """Lease a batch; the seconds to sleep before trying again, or None (over ``wait``)."""
+        batch = self._batch(rule)
+        keys = [self._bucket_key(key), self._pause_key(key)]
+        answer = await self._script(keys=keys, args=[repr(rule.per_second), rule.capacity, batch])
+        granted, one_ms, batch_ms = (int(x) for x in answer)
+        now = self._clock()
+        if self._failing:
+            self._failing = False
+            log.info("rate_limit_shared_again")
+        if granted > 0:
+            lease.tokens, lease.expires = int(granted), now + self.settings.lease_seconds
+            return 0.0
+        left = deadline - now
+        if one_ms / 1000 > left:
+            return None
+        return batch_ms / 1000 if batch_ms / 1000 <= left else one_ms / 1000
+
+    def _batch(self, rule: RateRule) -> int:
+        return max(1, min(rule.capacity, math.ceil(rule.per_second * self.settings.lease_seconds)))
+
+    def _bucket_key(self, key: str) -> str:
+        return f"{self.settings.redis_prefix}rate:{{{key}}}:bucket"
+
+    def _pause_key(self, key: str) -> str:
+        return f"{self.settings.redis_prefix}rate:{{{key}}}:pause"
+
+    def _count(self, key: str, waited: bool, *, granted: bool) -> None:
+        if self._metrics is not None and (waited or not granted):
+            self._metrics.waited(key, granted)
+
+    def _down(self, exc: BaseException) -> None:
+        self._down_until = self._clock() + self.settings.retry_seconds
+        self._leases.clear()
+        if self._metrics is not None:
+            self._metrics.fallbacks.labels("rates").inc()
+        if self._failing:
+            return
+        # One line per outage, not one per retry.
+        self._failing = True
+        log.warning(
+            "rate_limit_fallback",
+            problem=type(exc).__name__,
+            share=f"1/{self.settings.expected_workers}",
+            retry_in=self.settings.retry_seconds,
+        )
