@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
+MAX_KEYS = 10_000
 
 
 def rate_key(provider: str, sender: str | None = None) -> str:
@@ -184,5 +185,8 @@ class LocalRateLimiter:
             rule = self.rules.rule(key)
             if rule is None:
                 return None
+            if len(self._buckets) >= MAX_KEYS:
+                # Per-sender keys come from requests: bound them (the oldest starts afresh).
+                del self._buckets[next(iter(self._buckets))]
             bucket = self._buckets[key] = TokenBucket.full(rule, self._clock())
         return bucket

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from smsrelay.limits.caps import Cap, CapDecision, applicable, decide, micros
 from smsrelay.limits.metrics import LimitMetrics
+from smsrelay.limits.redis_client import connect
 from smsrelay.limits.settings import LimitSettings, SpendCapSettings
 from smsrelay.logging import get_logger
 
@@ -78,9 +79,7 @@ class RedisSpendCaps:
         metrics: LimitMetrics | None = None,
     ) -> RedisSpendCaps:
         """Caps with their own connection pool to ``url``."""
-        client = aioredis.Redis.from_url(
-            url, socket_timeout=limits.redis_timeout, socket_connect_timeout=limits.redis_timeout
-        )
+        client = connect(url, limits)
         return cls(client, settings, limits, metrics=metrics)
 
     @property

@@ -31,7 +31,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from smsrelay.limits.metrics import LimitMetrics
-from smsrelay.limits.rates import Clock, LocalRateLimiter, RateRules
+from smsrelay.limits.rates import MAX_KEYS, Clock, LocalRateLimiter, RateRules
+from smsrelay.limits.redis_client import connect
 from smsrelay.limits.settings import LimitSettings, RateRule
 from smsrelay.logging import get_logger
 
@@ -119,11 +120,7 @@ class RedisRateLimiter:
         metrics: LimitMetrics | None = None,
     ) -> RedisRateLimiter:
         """A limiter with its own connection pool to ``url``."""
-        client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=settings.redis_timeout,
-            socket_connect_timeout=settings.redis_timeout,
-        )
+        client = connect(url, settings)
         return cls(client, rules, settings, metrics=metrics)
 
     @property
@@ -139,7 +136,7 @@ class RedisRateLimiter:
         if self.degraded:
             return await self._fallback.acquire(key, wait=wait)
         deadline = self._clock() + wait
-        lease = self._leases.get(key) or self._leases.setdefault(key, _Lease())
+        lease = self._leases.get(key) or self._new_lease(key)
         waited = False
         try:
             async with asyncio.timeout(max(wait, 0.0) + self.settings.redis_timeout):
@@ -179,6 +176,12 @@ class RedisRateLimiter:
     async def close(self) -> None:
         """Close the connection pool."""
         await self._client.aclose()
+
+    def _new_lease(self, key: str) -> _Lease:
+        if len(self._leases) >= MAX_KEYS:
+            del self._leases[next(iter(self._leases))]
+        lease = self._leases[key] = _Lease()
+        return lease
 
     def _take(self, lease: _Lease) -> bool:
         if lease.tokens > 0 and self._clock() < lease.expires:
