@@ -9,6 +9,8 @@ from smsrelay.health import (
     BreakerState,
     CircuitBreakers,
     DeliveryHealth,
+    HealthMonitor,
+    HealthSettings,
     SendOutcome,
 )
 
@@ -162,3 +164,16 @@ def test_breakers_are_bounded_in_number() -> None:
         b.record_send("tw", c, OK, 0.0)
     assert len(b._breakers) == 2
     assert b.status("tw", "GB", 1.0).state is BreakerState.OPEN
+
+
+def test_the_monitor_feeds_windows_and_breakers_from_settings() -> None:
+    """HealthMonitor counts a send and a receipt in the window and opens the breaker on timeouts."""
+    clock = iter(float(t) for t in range(100))
+    monitor = HealthMonitor(HealthSettings(), clock=lambda: next(clock))
+    monitor.record_send("tw", "GB", OK)
+    monitor.record_receipt("tw", "GB", delivered=True, latency_seconds=4.0)
+    snap = monitor.snapshot("tw", "GB")
+    assert (snap.sent, snap.delivered, snap.latency_p50) == (1, 1, 5)
+    monitor.record_send("tw", "GB", T)
+    monitor.record_send("tw", "GB", T)
+    assert monitor.status("tw", "GB").state is BreakerState.OPEN and not monitor.allow("tw", "GB")

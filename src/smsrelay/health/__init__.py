@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from smsrelay.health.breakers import BreakerState, BreakerStatus, CircuitBreakers
 from smsrelay.health.delivery import DeliveryHealth, HealthSnapshot, SendOutcome
+from smsrelay.health.monitor import HealthMonitor
 from smsrelay.health.settings import BreakerSettings, HealthSettings, WindowSettings
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "BreakerStatus",
     "CircuitBreakers",
     "DeliveryHealth",
+    "HealthMonitor",
     "HealthSettings",
     "HealthSnapshot",
     "SendOutcome",

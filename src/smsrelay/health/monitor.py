@@ -1,0 +1,69 @@
+"""``HealthMonitor``: delivery windows and breakers fed together, built from settings.
+
+The one object the dispatcher, the receipt rules and the planner hold: it feeds a send
+outcome or a receipt to both the windows and the breakers, in the order the breakers
+need (a receipt is counted before delivery is judged), so no caller can forget one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry
+
+from smsrelay.health.breakers import BreakerStatus, CircuitBreakers
+from smsrelay.health.delivery import DeliveryHealth, HealthSnapshot, SendOutcome
+from smsrelay.health.settings import HealthSettings
+
+__all__ = ["HealthMonitor"]
+
+
+class HealthMonitor:
+    """Delivery health and circuit breakers of one process, on one clock."""
+
+    def __init__(
+        self,
+        settings: HealthSettings,
+        *,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        w = settings.window
+        self.clock = clock
+        self.delivery = DeliveryHealth(
+            window=w.seconds,
+            bucket=w.bucket_seconds,
+            prior_rate=w.prior_rate,
+            prior_weight=w.prior_weight,
+            max_keys=w.max_keys,
+        )
+        self.breakers = CircuitBreakers(
+            settings.breakers, self.delivery, registry=registry, max_keys=w.max_keys
+        )
+
+    def record_send(self, provider: str, country: str, outcome: SendOutcome) -> None:
+        """After each provider attempt (the dispatcher)."""
+        now = self.clock()
+        self.delivery.record_send(provider, country, outcome, now)
+        self.breakers.record_send(provider, country, outcome, now)
+
+    def record_receipt(
+        self, provider: str, country: str, delivered: bool, latency_seconds: float | None
+    ) -> None:
+        """After each final receipt: delivered, or undelivered / failed."""
+        now = self.clock()
+        self.delivery.record_receipt(provider, country, delivered, latency_seconds, now)
+        self.breakers.record_receipt(provider, country, now)
+
+    def snapshot(self, provider: str, country: str) -> HealthSnapshot:
+        """The delivery window of ``provider`` to ``country`` now (the planner)."""
+        return self.delivery.snapshot(provider, country, self.clock())
+
+    def status(self, provider: str, country: str) -> BreakerStatus:
+        """The breaker of ``provider`` to ``country`` now, without side effects on probes."""
+        return self.breakers.status(provider, country, self.clock())
+
+    def allow(self, provider: str, country: str) -> bool:
+        """Just before sending: may it go (takes a half-open probe slot)?"""
+        return self.breakers.allow(provider, country, self.clock())
