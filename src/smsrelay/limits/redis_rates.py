@@ -80,6 +80,7 @@ return {granted, math.ceil(-tokens * 1000 / rate)}
 @dataclass(slots=True)
 class _Lease:
     tokens: int = 0
+    starts: float = 0.0  # a batch reserved ahead is spendable from then
     expires: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -135,20 +136,21 @@ class RedisRateLimiter:
             return True
         if self.degraded:
             return await self._fallback.acquire(key, wait=wait)
-        deadline = self._clock() + wait
         lease = self._leases.get(key) or self._new_lease(key)
+        if self._take(lease):
+            return True  # the hot path: a leased token, nothing awaited
+        deadline = self._clock() + wait
         waited = False
         try:
             async with asyncio.timeout(max(wait, 0.0) + self.settings.redis_timeout):
-                async with lease.lock:
-                    while not self._take(lease):
-                        pause = await self._lease(key, rule, lease, deadline)
-                        if pause is None:
-                            self._count(key, waited, granted=False)
-                            return False
-                        if pause > 0:
-                            waited = True
-                            await asyncio.sleep(pause)
+                while not self._take(lease):
+                    pause = await self._next(key, rule, lease, wait)
+                    if pause > 0 and pause > deadline - self._clock():
+                        self._count(key, waited, granted=False)
+                        return False
+                    if pause > 0:
+                        waited = True
+                        await asyncio.sleep(pause)
         except TimeoutError:
             self._count(key, True, granted=False)
             return False
@@ -184,31 +186,44 @@ class RedisRateLimiter:
         return lease
 
     def _take(self, lease: _Lease) -> bool:
-        if lease.tokens > 0 and self._clock() < lease.expires:
+        now = self._clock()
+        if lease.tokens > 0 and lease.starts <= now < lease.expires:
             lease.tokens -= 1
             return True
-        lease.tokens = 0
+        if now >= lease.expires:
+            lease.tokens = 0
         return False
 
-    async def _lease(
-        self, key: str, rule: RateRule, lease: _Lease, deadline: float
-    ) -> float | None:
-        """Lease a batch; seconds to sleep before trying again (0: leased), None: refused."""
+    async def _next(self, key: str, rule: RateRule, lease: _Lease, wait: float) -> float:
+        """Seconds until a token may be there: the leased batch's start, or a new lease's.
+
+        Senders wait for a batch reserved ahead without the lock, all together; the lock
+        only makes one of them at a time ask Redis, and the others then see its batch.
+        """
+        async with lease.lock:
+            now = self._clock()
+            if lease.tokens > 0 and now < lease.expires:
+                return max(0.0, lease.starts - now)  # another sender leased meanwhile
+            return await self._reserve(key, rule, lease, wait)
+
+    async def _reserve(self, key: str, rule: RateRule, lease: _Lease, wait: float) -> float:
+        now = self._clock()
         keys = [self._bucket_key(key), self._pause_key(key)]
-        left_ms = max(0, int((deadline - self._clock()) * 1000))
-        args: list[str | int] = [repr(rule.per_second), rule.capacity, self._batch(rule), left_ms]
+        # The caller's whole `wait`, not what is left of it: the batch serves the senders
+        # queued behind this one too, whatever this one's own deadline.
+        wait_ms = max(0, int(wait * 1000))
+        args: list[str | int] = [repr(rule.per_second), rule.capacity, self._batch(rule), wait_ms]
         self.leases += 1
         granted, delay_ms = (int(x) for x in await self._script(keys=keys, args=args))
         if self._failing:
             self._failing = False
             log.info("rate_limit_shared_again")
         if granted == 0:
-            return delay_ms / 1000 if delay_ms <= left_ms else None
-        if delay_ms > 0:
-            # Reserved ahead: the tokens are ours once the bucket has paid for them.
-            await asyncio.sleep(delay_ms / 1000)
-        lease.tokens, lease.expires = granted, self._clock() + self.settings.lease_seconds
-        return 0.0
+            return delay_ms / 1000
+        # Reserved ahead: the tokens are ours once the bucket has paid for them.
+        lease.tokens, lease.starts = granted, now + delay_ms / 1000
+        lease.expires = lease.starts + self.settings.lease_seconds
+        return delay_ms / 1000
 
     def _batch(self, rule: RateRule) -> int:
         return max(1, min(rule.capacity, math.ceil(rule.per_second * self.settings.lease_seconds)))
