@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
+from smsrelay.errors import (
+    AuthenticationFailed,
+    OutcomeUnknown,
+    RateLimited,
+    RecipientRejected,
+    TransientProviderError,
+)
 from smsrelay.health import (
     BreakerSettings,
     BreakerState,
@@ -12,6 +19,7 @@ from smsrelay.health import (
     HealthMonitor,
     HealthSettings,
     SendOutcome,
+    outcome_of,
 )
 
 T, X, OK, NO = SendOutcome.TIMEOUT, SendOutcome.TRANSIENT, SendOutcome.SENT, SendOutcome.FAILED
@@ -177,3 +185,13 @@ def test_the_monitor_feeds_windows_and_breakers_from_settings() -> None:
     monitor.record_send("tw", "GB", T)
     monitor.record_send("tw", "GB", T)
     assert monitor.status("tw", "GB").state is BreakerState.OPEN and not monitor.allow("tw", "GB")
+
+
+def test_provider_errors_map_to_health_outcomes() -> None:
+    """A 429 is back-pressure (nothing), a bad number is neutral, a lost answer a timeout, the rest failures."""
+    assert outcome_of(None) is OK
+    assert outcome_of(RateLimited("tw", "429", "slow down", retry_after=2)) is None
+    assert outcome_of(RecipientRejected("tw", "21211", "bad number")) is NO
+    assert outcome_of(OutcomeUnknown("tw", "timeout", "no answer within 10 s")) is T
+    assert outcome_of(TransientProviderError("tw", "503", "down")) is X
+    assert outcome_of(AuthenticationFailed("tw", "20003", "bad token")) is X

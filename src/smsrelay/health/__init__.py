@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from smsrelay.health.breakers import BreakerState, BreakerStatus, CircuitBreakers
 from smsrelay.health.delivery import DeliveryHealth, HealthSnapshot, SendOutcome
-from smsrelay.health.monitor import HealthMonitor
+from smsrelay.health.monitor import HealthMonitor, outcome_of
 from smsrelay.health.settings import BreakerSettings, HealthSettings, WindowSettings
 
 __all__ = [
@@ -19,4 +19,5 @@ __all__ = [
     "HealthSnapshot",
     "SendOutcome",
     "WindowSettings",
+    "outcome_of",
 ]

@@ -45,9 +45,9 @@ class SendOutcome(StrEnum):
     """What one provider attempt came to, as delivery health counts it."""
 
     SENT = "sent"  # the provider accepted the message
-    FAILED = "failed"  # refused for good (recipient, content, account): not the transport
-    TRANSIENT = "transient"  # a transport or server error, or a throttling answer
-    TIMEOUT = "timeout"  # no answer in time (or the outcome is unknown)
+    FAILED = "failed"  # refused for the recipient's sake (bad number): not the provider
+    TRANSIENT = "transient"  # the provider failed it: transport, server, account
+    TIMEOUT = "timeout"  # no answer in time (the outcome is unknown)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,11 +12,30 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
+from smsrelay.errors import OutcomeUnknown, ProviderError, RateLimited, RecipientRejected
 from smsrelay.health.breakers import BreakerStatus, CircuitBreakers
 from smsrelay.health.delivery import DeliveryHealth, HealthSnapshot, SendOutcome
 from smsrelay.health.settings import HealthSettings
 
-__all__ = ["HealthMonitor"]
+__all__ = ["HealthMonitor", "outcome_of"]
+
+
+def outcome_of(error: ProviderError | None) -> SendOutcome | None:
+    """What an attempt's result means for health; None: nothing (a 429 is back-pressure).
+
+    No error: ``SENT``. A bad recipient says nothing of the provider: ``FAILED``. An answer
+    that never came: ``TIMEOUT``. Any other failure, transient or not (a 5xx, a refused
+    connection, rejected credentials), is the provider's: ``TRANSIENT``.
+    """
+    if error is None:
+        return SendOutcome.SENT
+    if isinstance(error, RateLimited):
+        return None
+    if isinstance(error, RecipientRejected):
+        return SendOutcome.FAILED
+    if isinstance(error, OutcomeUnknown):
+        return SendOutcome.TIMEOUT
+    return SendOutcome.TRANSIENT
 
 
 class HealthMonitor:
