@@ -21,6 +21,9 @@ from pydantic_core import PydanticUndefined
 from smsrelay.providers import REGISTRY, ProviderSettings, provider_class
 from smsrelay.settings import Settings
 
+# Health, limits and caps are built but the worker does not use them yet (README).
+NOT_YET = "(Not yet used by the worker: see the README's status note.) "
+
 # key → (what it means, an example value as YAML would show it)
 DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "amqp_url": (
@@ -86,8 +89,7 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
         "10",
     ),
     "api_limits.max_body_bytes": (
-        "The largest request body on any route (`/v1/messages` has its own 64 KiB); "
-        "beyond it 413.",
+        "The largest request body on any route (`/v1/messages` has its own 64 KiB); beyond it 413.",
         "1048576",
     ),
     "api_limits.body_budget_bytes": (
@@ -115,6 +117,57 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
         "code counts in its digest, so a reused id with a new code is refused.",
         "9c1f…",
     ),
+    "health": (
+        NOT_YET + "Delivery health windows and circuit breakers per provider x country.",
+        "",
+    ),
+    "health.window": ("The sliding window of send outcomes and receipts.", ""),
+    "health.window.seconds": ("Seconds of history in the delivery window.", "600"),
+    "health.window.bucket_seconds": ("Width of one bucket of the window, in seconds.", "30"),
+    "health.window.prior_rate": ("Delivery rate assumed before any receipt (Beta prior).", "0.9"),
+    "health.window.prior_weight": ("How many receipts the prior is worth.", "10"),
+    "health.window.max_keys": ("Provider x country keys kept at most (memory bound).", "4096"),
+    "health.breakers": ("Circuit breakers per provider x country.", ""),
+    "health.breakers.failures": ("Consecutive transport failures that open a breaker.", "5"),
+    "health.breakers.timeouts": ("Consecutive timeouts that open a breaker.", "2"),
+    "health.breakers.cool_down": ("Seconds a breaker stays open before probing.", "30"),
+    "health.breakers.probes": ("Sends let through at once while half-open.", "1"),
+    "health.breakers.min_samples": (
+        "Receipts in the delivery window before a delivery collapse can open a breaker.",
+        "30",
+    ),
+    "health.breakers.min_delivery_rate": (
+        "A delivered share below this (with enough samples) opens the breaker.",
+        "0.5",
+    ),
+    "health.breakers.max_drop": (
+        "A delivered share this far below the key's own baseline opens the breaker.",
+        "0.5",
+    ),
+    "health.breakers.delivery_window": ("Seconds of receipts judged for a collapse.", "120"),
+    "health.breakers.baseline_seconds": ("Seconds the baseline delivery rate averages.", "3600"),
+    "health.breakers.delivery_cool_down": ("Seconds open after a delivery collapse.", "120"),
+    "redis_url": (
+        NOT_YET + "Redis shared by every worker for rate limits and spend caps; none: in-process.",
+        "redis://127.0.0.1:6379/0",
+    ),
+    "limits": (NOT_YET + "How rate limits wait, lease tokens and fall back.", ""),
+    "limits.expected_workers": ("The share each worker takes while Redis is unreachable.", "2"),
+    "limits.lease_seconds": ("How long leased tokens live in a worker (sets the batch).", "0.1"),
+    "limits.max_wait": ("Seconds a send waits for a token before it moves on.", "1.0"),
+    "limits.retry_seconds": ("How long the local fallback lasts before Redis is tried.", "5"),
+    "limits.redis_timeout": ("Seconds before a Redis call counts as failed.", "0.5"),
+    "limits.redis_prefix": ("Prefix of every Redis key written.", "smsrelay:"),
+    "spend_caps": (
+        NOT_YET + "Spend caps per day and month, overall, per provider, per country.",
+        "",
+    ),
+    "spend_caps.currency": ("The currency of every cap (amounts are not converted).", "USD"),
+    "spend_caps.total": ("The overall caps (`day`, `month`).", "{day: 500, month: 10000}"),
+    "spend_caps.total.day": ("Overall spend per UTC day.", "500"),
+    "spend_caps.total.month": ("Overall spend per calendar month.", "10000"),
+    "spend_caps.providers": ("Provider → its caps (`day`, `month`).", "{twilio: {day: 300}}"),
+    "spend_caps.countries": ("ISO country → its caps (`day`, `month`).", "{IN: {day: 50}}"),
     # Keys every provider takes (ProviderSettings).
     "provider.encoding": (
         "`smart`: fold look-alike characters (curly quotes, dashes…) to GSM-7 for this "
@@ -125,6 +178,11 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
         "When a request left and no answer came, may the message be tried again (next "
         "provider, later round)? Each such retry is flagged `possible_duplicate`.",
         "false",
+    ),
+    "provider.rate_limit": (
+        NOT_YET + "Sends per second to this provider, all workers together "
+        "(`per_second`, `burst`, `per_sender`).",
+        "{per_second: 100, burst: 100}",
     ),
     "provider.type": ("The provider type (one of the sections below).", "twilio"),
     "provider.base_url": (

@@ -21,6 +21,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from smsrelay.economics.prices import PriceSettings
 from smsrelay.errors import ConfigError
+from smsrelay.health.settings import HealthSettings
+from smsrelay.limits.settings import LimitSettings, SpendCapSettings
 from smsrelay.providers import ProviderSettings, provider_class
 from smsrelay.routing import RouteConfig, RouteSpec, check_route_key, route_providers
 
@@ -110,6 +112,11 @@ class Settings(BaseSettings):
     prices: PriceSettings = PriceSettings()
     # Keys request digests (see SendRequest.digest); the same on every API and worker.
     digest_key: SecretStr | None = None
+    # Health windows and breakers; shared limits (smsrelay.health, smsrelay.limits).
+    health: HealthSettings = HealthSettings()
+    redis_url: str | None = None
+    limits: LimitSettings = LimitSettings()
+    spend_caps: SpendCapSettings = SpendCapSettings()
 
     def request_digest_key(self) -> bytes | None:
         """``digest_key`` as the bytes ``SendRequest.digest`` takes."""

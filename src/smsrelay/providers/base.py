@@ -32,6 +32,7 @@ from smsrelay.errors import (
     RateLimited,
     TransientProviderError,
 )
+from smsrelay.limits.settings import RateLimit
 from smsrelay.models import BodyEncoding, Receipt, SendRequest, SendResult
 
 
@@ -50,6 +51,8 @@ class ProviderSettings(BaseModel):
     # When a request left and no answer came (OutcomeUnknown), may the message be tried
     # again (next provider, later round)? Each such retry is flagged possible_duplicate.
     retry_unknown_outcome: bool = False
+    # Sends per second (and per sender) shared by every worker (smsrelay.limits.rates).
+    rate_limit: RateLimit | None = None
 
     def require_any(self, *names: str) -> None:
         """For a model validator: raise ``ValueError`` unless one of ``names`` is set."""
