@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from smsrelay import telemetry
 from smsrelay.errors import (
     InvalidRequest,
     OutcomeUnknown,
@@ -167,7 +168,8 @@ class Dispatcher:
         self, request: SendRequest, redelivered: bool, retry_round: int
     ) -> Outcome:
         try:
-            return await self._handle(request, redelivered, retry_round)
+            with telemetry.dispatching(request.id):
+                return await self._handle(request, redelivered, retry_round)
         except StoreRejected as exc:
             # The database will never take what this message writes: a redelivery
             # would fail the same way, fifty times over. Dead-letter it now.
@@ -177,6 +179,7 @@ class Dispatcher:
     async def _handle(self, request: SendRequest, redelivered: bool, retry_round: int) -> Outcome:
         bound = log.bind(id=request.id, country=request.country)
         route = self.router.route(request)
+        telemetry.note({"smsrelay.route": route, "smsrelay.country": request.country})
         # A new message's first attempt is recorded with its claim: one commit fewer.
         first = route[0] if route and not request.is_expired() else None
         claim = await self.store.claim(request, first, request.digest(self.digest_key))
@@ -335,7 +338,9 @@ class Dispatcher:
             error=error,
             possible_duplicate=job.possible_duplicate,
             closing_attempt=closing_attempt,
+            trace_context=telemetry.traceparent(),
         )
+        telemetry.note({"smsrelay.state": state.value, "smsrelay.provider": provider})
         self.metrics.messages.labels(state.value).inc()
         job.log.info("message_" + state.value, provider=provider, attempt=attempt)
         await self._emit(job, state, provider=provider, attempt=attempt, result=result, error=error)

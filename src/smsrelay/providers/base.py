@@ -19,9 +19,10 @@ from types import SimpleNamespace
 from typing import Any, ClassVar, NoReturn
 
 import aiohttp
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from smsrelay import phone
+from smsrelay import phone, telemetry
 from smsrelay.errors import (
     BadSignature,
     MalformedReceipt,
@@ -183,6 +184,20 @@ class HttpProvider(Provider):
         return self._session
 
     async def request(
+        self, method: str, url: str, **kwargs: Any
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Perform one call in a CLIENT span; see ``_request``.
+
+        The trace context is not sent to the provider: it is a third party, and some
+        sign the headers they are given.
+        """
+        attributes = telemetry.http_client_attributes(self.name, method, url)
+        with telemetry.span(method, kind=SpanKind.CLIENT, attributes=attributes):
+            answer = await self._request(method, url, **kwargs)
+            telemetry.answered(answer[0])
+            return answer
+
+    async def _request(
         self, method: str, url: str, **kwargs: Any
     ) -> tuple[int, dict[str, str], bytes]:
         """Perform one call; network failures become ``TransientProviderError``.

@@ -132,6 +132,7 @@ class BatchingStore:
         error: EventError | None = None,
         possible_duplicate: bool = False,
         closing_attempt: int | None = None,
+        trace_context: str | None = None,
     ) -> bool:
         now = _now()
         waiting: bool = await self._submit(
@@ -144,6 +145,7 @@ class BatchingStore:
             error_code=error.code if error else None,
             error_message=error.message if error else None,
             possible_duplicate=possible_duplicate,
+            trace_context=trace_context,
             updated_at=now,
             closing=(
                 _attempt_values(
@@ -333,7 +335,7 @@ class BatchingStore:
         plain = [o for o in ops if not o.params["possible_duplicate"]]
         flagged = [o for o in ops if o.params["possible_duplicate"]]
         columns = ("state", "provider", "provider_message_id", "segments", "error_code",
-                   "error_message", "updated_at")  # fmt: skip
+                   "error_message", "trace_context", "updated_at")  # fmt: skip
         for group, extra in ((plain, {}), (flagged, {"possible_duplicate": True})):
             if not group:
                 continue

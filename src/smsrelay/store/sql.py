@@ -455,6 +455,7 @@ class SqlStore:
         error: EventError | None = None,
         possible_duplicate: bool = False,
         closing_attempt: int | None = None,
+        trace_context: str | None = None,
     ) -> bool:
         values: dict[str, Any] = {
             "state": state.value,
@@ -464,6 +465,7 @@ class SqlStore:
             "updated_at": _now(),
             "error_code": error.code if error else None,
             "error_message": error.message if error else None,
+            "trace_context": trace_context,
         }
         if possible_duplicate:
             values["possible_duplicate"] = True
