@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import aio_pika
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
@@ -209,3 +210,22 @@ async def test_retry_rounds_and_dead_letters_stay_in_the_trace(
         f"{rejected.context.span_id:016x}",
     ]
     assert json.loads(dead[0].body)["id"] == "bad-1"
+
+
+async def test_a_junk_traceparent_header_starts_a_trace_of_its_own(
+    spans: Spans, amqp_url: str, sqlite_url: str
+) -> None:
+    """A request whose traceparent header is 32 kB of junk is sent as usual, its processing a new root span."""
+    message_id = f"junk-{uuid.uuid4().hex[:8]}"
+    body = json.dumps({"id": message_id, "to": TO, "body": "hello"}).encode()
+    async with relay(amqp_url, sqlite_url) as r:
+        async with await aio_pika.connect(amqp_url) as connection:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange("sms")
+            headers = {"traceparent": "00-" + "f" * 32_768, "tracestate": "k=" + "v" * 32_768}
+            message = aio_pika.Message(body, headers=headers, message_id=message_id)
+            await exchange.publish(message, routing_key="sms.send")
+        await sent(r, message_id)
+        await spans.wait("process sms", "messaging.message.id", message_id)
+    process = one(spans.of("process sms", "messaging.message.id", message_id))
+    assert process.parent is None
