@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, MutableMapping
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 from urllib.parse import urlsplit
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Link, Span, SpanKind, Status, StatusCode
 
 from smsrelay.errors import ConfigError
 
@@ -34,10 +34,11 @@ __all__ = [
     "TRACEPARENT",
     "TRACESTATE",
     "answered",
+    "calling",
     "consuming",
     "dispatching",
+    "enabled",
     "extract",
-    "http_client_attributes",
     "inject",
     "link_to",
     "messaging_attributes",
@@ -57,6 +58,17 @@ TRACESTATE = "tracestate"
 _MAX_HEADER = {TRACEPARENT: 128, TRACESTATE: 1024}
 
 tracer = trace.get_tracer("smsrelay")
+_unconfigured = tracer
+
+
+def enabled() -> bool:
+    """True once a tracer provider is installed (by ``setup``, the application, a test).
+
+    Until then every helper here returns at once: tracing off costs a check per call.
+    """
+    return tracer is not _unconfigured or not isinstance(
+        trace.get_tracer_provider(), trace.ProxyTracerProvider
+    )
 
 
 def setup(default_service_name: str) -> bool:
@@ -146,14 +158,16 @@ def extract(headers: Mapping[str, Any] | None) -> Context:
 
 def inject(headers: MutableMapping[str, Any]) -> None:
     """Write the current trace context into ``headers`` (nothing when none is recording)."""
-    propagate.inject(headers)
+    if enabled():
+        propagate.inject(headers)
 
 
 def traceparent() -> str | None:
     """The current span's W3C traceparent, to be stored; None when not tracing."""
+    if not enabled() or not trace.get_current_span().get_span_context().is_valid:
+        return None
     carrier: dict[str, str] = {}
-    if trace.get_current_span().get_span_context().is_valid:
-        propagate.inject(carrier)
+    propagate.inject(carrier)
     return carrier.get(TRACEPARENT)
 
 
@@ -195,6 +209,9 @@ def span(
     The SDK's own exception recording is off: an exception's message may quote what a
     caller sent (a number, a body), which must not reach a trace backend.
     """
+    if not enabled():
+        yield INVALID_SPAN
+        return
     with tracer.start_as_current_span(
         name,
         context=context,
@@ -211,58 +228,83 @@ def span(
             raise
 
 
-@contextmanager
 def publishing(
     message_id: str | None, exchange: str, routing_key: str, headers: MutableMapping[str, Any]
-) -> Iterator[Span]:
+) -> AbstractContextManager[Span]:
     """A PRODUCER span around one publish; its context is written into ``headers``."""
+    if not enabled():
+        return nullcontext(INVALID_SPAN)
+    return _publishing(message_id, exchange, routing_key, headers)
+
+
+@contextmanager
+def _publishing(
+    message_id: str | None, exchange: str, routing_key: str, headers: MutableMapping[str, Any]
+) -> Iterator[Span]:
     attributes = messaging_attributes("publish", message_id, routing_key, exchange)
     with span(f"publish {exchange}", kind=SpanKind.PRODUCER, attributes=attributes) as current:
-        inject(headers)
+        propagate.inject(headers)
         yield current
 
 
 def note(attributes: Mapping[str, Any]) -> None:
     """Set ``attributes`` (those not None) on the current span, if it records."""
+    if not enabled():
+        return
     current = trace.get_current_span()
     if current.is_recording():
         current.set_attributes({k: v for k, v in attributes.items() if v is not None})
 
 
-@contextmanager
 def consuming(
     message_id: str | None,
     exchange: str,
     routing_key: str | None,
     headers: Mapping[str, Any] | None,
     retry_round: int,
-) -> Iterator[Span]:
+) -> AbstractContextManager[Span]:
     """A CONSUMER span around processing one delivery, child of the publisher's context."""
+    if not enabled():
+        return nullcontext(INVALID_SPAN)
     attributes = messaging_attributes("process", message_id, routing_key, exchange)
-    attributes["smsrelay.retry_round"] = retry_round
-    name = f"process {exchange}"
-    context = extract(headers)
-    with span(name, kind=SpanKind.CONSUMER, attributes=attributes, context=context) as current:
-        yield current
+    if retry_round:
+        attributes["smsrelay.retry_round"] = retry_round
+    return span(
+        f"process {exchange}",
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+        context=extract(headers),
+    )
 
 
 def dispatching(message_id: str) -> AbstractContextManager[Span]:
     """The span of one request's routing, sends and records (``smsrelay.dispatch``)."""
+    if not enabled():
+        return nullcontext(INVALID_SPAN)
     return span("smsrelay.dispatch", attributes={"smsrelay.message.id": message_id})
 
 
-@contextmanager
-def serving(method: str, route: str, headers: Mapping[str, Any]) -> Iterator[Span]:
+def serving(method: str, route: str, headers: Mapping[str, Any]) -> AbstractContextManager[Span]:
     """A SERVER span for one API request, continuing the caller's trace if it sent one."""
+    if not enabled():
+        return nullcontext(INVALID_SPAN)
     attributes = {"http.request.method": method, "http.route": route}
-    with span(
+    return span(
         f"{method} {route}", kind=SpanKind.SERVER, attributes=attributes, context=extract(headers)
-    ) as current:
-        yield current
+    )
+
+
+def calling(provider: str, method: str, url: str) -> AbstractContextManager[Span]:
+    """A CLIENT span for one provider call (HTTP semantic conventions)."""
+    if not enabled():
+        return nullcontext(INVALID_SPAN)
+    return span(method, kind=SpanKind.CLIENT, attributes=_http_client(provider, method, url))
 
 
 def answered(status: int) -> None:
     """Record an HTTP status on the current span; 4xx/5xx make it an error, by status."""
+    if not enabled():
+        return
     current = trace.get_current_span()
     if current.is_recording():
         current.set_attribute("http.response.status_code", status)
@@ -271,19 +313,22 @@ def answered(status: int) -> None:
             current.set_status(Status(StatusCode.ERROR))
 
 
-def http_client_attributes(provider: str, method: str, url: str) -> dict[str, Any]:
-    """HTTP client semantic conventions; the URL without its query or credentials."""
+def _http_client(provider: str, method: str, url: str) -> dict[str, Any]:
+    """HTTP client attributes; the URL without its query or credentials."""
     parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # aiohttp refuses it anyway; the span need not
+        port = None
+    host = parts.hostname or ""
     attributes: dict[str, Any] = {
         "http.request.method": method,
-        "url.full": f"{parts.scheme}://{parts.hostname or ''}"
-        + (f":{parts.port}" if parts.port else "")
-        + parts.path,
-        "server.address": parts.hostname or "",
+        "url.full": f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}",
+        "server.address": host,
         "smsrelay.provider": provider,
     }
-    if parts.port:
-        attributes["server.port"] = parts.port
+    if port:
+        attributes["server.port"] = port
     return attributes
 
 

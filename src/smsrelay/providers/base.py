@@ -19,7 +19,6 @@ from types import SimpleNamespace
 from typing import Any, ClassVar, NoReturn
 
 import aiohttp
-from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from smsrelay import phone, telemetry
@@ -191,8 +190,7 @@ class HttpProvider(Provider):
         The trace context is not sent to the provider: it is a third party, and some
         sign the headers they are given.
         """
-        attributes = telemetry.http_client_attributes(self.name, method, url)
-        with telemetry.span(method, kind=SpanKind.CLIENT, attributes=attributes):
+        with telemetry.calling(self.name, method, url):
             answer = await self._request(method, url, **kwargs)
             telemetry.answered(answer[0])
             return answer
