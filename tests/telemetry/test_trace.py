@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -13,8 +14,9 @@ import aio_pika
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
+from smsrelay import telemetry
 from smsrelay.api.broker import AmqpPublisher
-from smsrelay.client import AsyncClient
+from smsrelay.client import AsyncClient, Client
 from smsrelay.runtime import Runtime
 from smsrelay.store import SqlStore
 from tests.api.support import (
@@ -229,3 +231,31 @@ async def test_a_junk_traceparent_header_starts_a_trace_of_its_own(
         await spans.wait("process sms", "messaging.message.id", message_id)
     process = one(spans.of("process sms", "messaging.message.id", message_id))
     assert process.parent is None
+
+
+async def test_the_blocking_client_publishes_in_the_callers_trace(
+    spans: Spans, amqp_url: str
+) -> None:
+    """Client.send called inside an application span: the publish span is its child, and the message carries its traceparent."""
+    message_id = f"sync-{uuid.uuid4().hex[:8]}"
+
+    def send() -> tuple[int, int]:
+        with telemetry.tracer.start_as_current_span("application") as app, Client(amqp_url) as sms:
+            sms.send(id=message_id, to=TO, body="hello")
+            return app.get_span_context().trace_id, app.get_span_context().span_id
+
+    trace_id, app_span = await asyncio.to_thread(send)
+    publish = one(spans.of("publish sms", "messaging.message.id", message_id))
+    assert publish.context.trace_id == trace_id and parent_of(publish) == app_span
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue("sms.send", passive=True)
+        message = await queue.get(no_ack=True, fail=False)
+    assert message is not None and message.headers is not None
+    traceparent = message.headers["traceparent"]
+    assert isinstance(traceparent, str)
+    assert traceparent.split("-")[:3] == [
+        "00",
+        f"{trace_id:032x}",
+        f"{publish.context.span_id:016x}",
+    ]
