@@ -212,6 +212,11 @@ def span(
     if not enabled():
         yield INVALID_SPAN
         return
+    if context is None and _sampled_out(parent := trace.get_current_span()):
+        # Its parent was not sampled, so with the usual parent-based samplers this
+        # span would not be either: skip making one (a sampled-out message's cost).
+        yield parent
+        return
     with tracer.start_as_current_span(
         name,
         context=context,
@@ -226,6 +231,11 @@ def span(
         except BaseException as exc:
             failed(current, exc)
             raise
+
+
+def _sampled_out(current: Span) -> bool:
+    context = current.get_span_context()
+    return context.is_valid and not context.trace_flags.sampled
 
 
 def publishing(
