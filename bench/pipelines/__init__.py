@@ -51,8 +51,8 @@ class Pipeline(ABC):
 
 
 def env(**extra: str) -> dict[str, str]:
-    """The harness's environment without stray SMSRELAY_* settings, plus ``extra``."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SMSRELAY_")}
+    """The harness's environment without stray SMSRELAY_* or OTEL_* settings, plus ``extra``."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SMSRELAY_", "OTEL_"))}
     root = str(Path(__file__).resolve().parents[2])
     clean["PYTHONPATH"] = os.pathsep.join(p for p in (root, clean.get("PYTHONPATH")) if p)
     return {**clean, **extra}
@@ -64,6 +64,12 @@ REGISTRY: dict[str, tuple[str, str, dict[str, object]]] = {
     "limit": ("bench.pipelines.limit", "LimitPipeline", {}),
     "smsrelay-sqlite": ("bench.pipelines.smsrelay_worker", "SmsrelayPipeline", {"db": "sqlite"}),
     "smsrelay-pg": ("bench.pipelines.smsrelay_worker", "SmsrelayPipeline", {"db": "postgresql"}),
+    # The same worker with tracing on, every message sampled, spans sent over OTLP/HTTP.
+    "smsrelay-sqlite-traced": (
+        "bench.pipelines.smsrelay_worker",
+        "SmsrelayPipeline",
+        {"db": "sqlite", "tracing": True},
+    ),
     "smsrelay-sqlite-x2": (
         "bench.pipelines.smsrelay_worker",
         "SmsrelayPipeline",

@@ -6,6 +6,11 @@ are all on; logs are JSON at level info, written to a file as a supervisor would
 The only provider is ``twilio`` with ``base_url`` at the fake. Settings come from a
 generated YAML file (``SMSRELAY_CONFIG``) plus ``SMSRELAY_*`` variables for the broker
 and the database, as a deployment would pass secrets.
+
+With ``tracing`` (``smsrelay-sqlite-traced``), the standard OpenTelemetry variables
+turn tracing on as a deployment would: every message sampled (``always_on``), spans
+batched to an OTLP/HTTP receiver on loopback (``bench/otlp_sink.py``, its own process,
+which counts and drops them).
 """
 
 from __future__ import annotations
@@ -53,14 +58,21 @@ class SmsrelayPipeline(Pipeline):
 
     wire = "smsrelay"
 
-    def __init__(self, name: str, db: str, processes: int = 1, **_options: Any) -> None:
+    def __init__(
+        self, name: str, db: str, processes: int = 1, tracing: bool = False, **_options: Any
+    ) -> None:
         self.name = name
         self.db = db
         self.processes = processes
+        self.tracing = tracing
         self.database_url = ""
         self._pg_name: str | None = None
+        self._sink: Proc | None = None
+        self._sink_url = ""
 
     async def setup(self, ctx: Context) -> None:
+        if self.tracing:
+            await asyncio.to_thread(self._start_sink, ctx)
         if self.db == "sqlite":
             path = ctx.workdir / f"{self.name}-{uuid.uuid4().hex[:8]}.db"
             self.database_url = f"sqlite+aiosqlite:///{path}"
@@ -73,11 +85,30 @@ class SmsrelayPipeline(Pipeline):
     def _environment(self, ctx: Context, prefetch: int) -> dict[str, str]:
         path = ctx.workdir / f"{self.name}-p{prefetch}.yaml"
         path.write_text(yaml.safe_dump(config(ctx, prefetch)))
+        tracing = (
+            {
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": self._sink_url,
+                "OTEL_TRACES_SAMPLER": "always_on",
+                "OTEL_SERVICE_NAME": "smsrelay-bench",
+            }
+            if self.tracing
+            else {}
+        )
         return env(
             SMSRELAY_CONFIG=str(path),
             SMSRELAY_AMQP_URL=ctx.amqp_url,
             SMSRELAY_DATABASE_URL=self.database_url,
+            **tracing,
         )
+
+    def _start_sink(self, ctx: Context) -> None:
+        self._sink = Proc(
+            [PYTHON, "-m", "bench.otlp_sink"], ctx.workdir / f"{self.name}-otlp.log", env()
+        )
+        self._sink.wait_for("listening on ")
+        self._sink_url = self._sink.log.read_text().split("listening on ", 1)[1].split()[0]
 
     def _migrate(self, ctx: Context) -> None:
         subprocess.run(
@@ -99,6 +130,9 @@ class SmsrelayPipeline(Pipeline):
         return procs
 
     async def teardown(self) -> None:
+        if self._sink is not None:
+            await asyncio.to_thread(self._sink.stop)
+            self._sink = None
         if self._pg_name is not None:
             await _admin(f'DROP DATABASE IF EXISTS "{self._pg_name}" WITH (FORCE)')
             self._pg_name = None
@@ -107,7 +141,8 @@ class SmsrelayPipeline(Pipeline):
 
     def describe(self) -> str:
         workers = f"{self.processes} worker processes" if self.processes > 1 else "1 worker"
-        return f"smsrelay worker, {self.db} store, events on, logs at info, {workers}"
+        traced = ", traced (always_on, OTLP/HTTP)" if self.tracing else ""
+        return f"smsrelay worker, {self.db} store, events on, logs at info, {workers}{traced}"
 
 
 def _remove_sqlite(url: str) -> None:

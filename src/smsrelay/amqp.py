@@ -24,6 +24,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from smsrelay import telemetry
 from smsrelay import topology as t
 from smsrelay.dispatch import DeadLetter, Dispatcher, Outcome, Retry
 from smsrelay.errors import ConfigError
@@ -168,9 +169,21 @@ class Worker:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         # Each delivery runs as its own task so that `prefetch` sends are in flight at once.
-        task = asyncio.create_task(self._process(message))
+        task = asyncio.create_task(self._traced(message))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _traced(self, message: AbstractIncomingMessage) -> None:
+        # The trace context comes in the message headers (W3C traceparent); its span
+        # covers the whole delivery, up to the ack.
+        with telemetry.consuming(
+            message.message_id,
+            message.exchange or t.EXCHANGE,
+            message.routing_key,
+            message.headers,
+            _int_header(message.headers.get(t.ATTEMPT_HEADER)),
+        ):
+            await self._process(message)
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
         assert self.dispatcher is not None
@@ -198,11 +211,13 @@ class Worker:
             assert self._dlx is not None
             headers = dict(message.headers)
             headers[t.REASON_HEADER] = outcome.reason
+            telemetry.inject(headers)  # a dead letter stays in its trace
             await self._dlx.publish(_copy(message, headers), routing_key=message.routing_key or "")
         elif isinstance(outcome, Retry):
             assert self._retry is not None
             headers = dict(message.headers)
             headers[t.ATTEMPT_HEADER] = outcome.attempt
+            telemetry.inject(headers)  # the next round continues this trace
             await self._retry.publish(
                 _copy(message, headers, expiration=outcome.delay),
                 routing_key=t.retry_queue(self.retry.tier_for(outcome.delay)),

@@ -20,6 +20,7 @@ from typing import Any, Self
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 
+from smsrelay import telemetry
 from smsrelay import topology as t
 from smsrelay.errors import InvalidRequest
 from smsrelay.models import SendRequest, validate_request
@@ -58,13 +59,18 @@ class AsyncClient:
         if self._exchange is None:
             await self.connect()
         assert self._exchange is not None
-        message = aio_pika.Message(
-            body,
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=message_id,
-        )
-        await self._exchange.publish(message, routing_key=t.SEND_ROUTING_KEY, mandatory=True)
+        headers: dict[str, Any] = {}
+        with telemetry.publishing(message_id, t.EXCHANGE, t.SEND_ROUTING_KEY, headers) as span:
+            message = aio_pika.Message(
+                body,
+                headers=headers or None,
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                message_id=message_id,
+            )
+            if span.is_recording():
+                span.set_attribute("messaging.message.body.size", len(body))
+            await self._exchange.publish(message, routing_key=t.SEND_ROUTING_KEY, mandatory=True)
 
     async def close(self) -> None:
         """Close the connection."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from smsrelay import telemetry
 from smsrelay.errors import (
     InvalidRequest,
     OutcomeUnknown,
@@ -170,7 +171,8 @@ class Dispatcher:
         self, request: SendRequest, redelivered: bool, retry_round: int
     ) -> Outcome:
         try:
-            return await self._handle(request, redelivered, retry_round)
+            with telemetry.dispatching(request.id):
+                return await self._handle(request, redelivered, retry_round)
         except StoreRejected as exc:
             # The database will never take what this message writes: a redelivery
             # would fail the same way, fifty times over. Dead-letter it now.
@@ -181,6 +183,7 @@ class Dispatcher:
         bound = log.bind(id=request.id, country=request.country)
         plan = self.router.plan(request)
         route = plan.providers
+        telemetry.note({"smsrelay.route": route, "smsrelay.country": request.country})
         # A new message's first attempt is recorded with its claim: one commit fewer.
         first = route[0] if route and not request.is_expired() else None
         claim = await self.store.claim(request, first, request.digest(self.digest_key))
@@ -356,7 +359,9 @@ class Dispatcher:
             possible_duplicate=job.possible_duplicate,
             closing_attempt=closing_attempt,
             bill=job.bill,
+            trace_context=telemetry.traceparent(),
         )
+        telemetry.note({"smsrelay.state": state.value, "smsrelay.provider": provider})
         self.metrics.messages.labels(state.value).inc()
         if state is State.FAILED:
             # It will not be sent without a person: say so at a level alerts look at.

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 
 from smsrelay import providers as registry
+from smsrelay import telemetry
 from smsrelay.amqp import AmqpEvents, Worker
 from smsrelay.dispatch import Dispatcher
 from smsrelay.economics.prices import PriceTable, StalePrices
@@ -172,6 +173,7 @@ class Runtime:
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run a worker until SIGTERM/SIGINT (or ``stop``), then shut down gracefully."""
+    telemetry.setup("smsrelay-worker")  # off unless OTEL_* asks for traces
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Request, Response
 
+from smsrelay import telemetry
 from smsrelay.api.auth import require_api_key
 from smsrelay.api.body import read_body
 from smsrelay.api.broker import BrokerUnavailable
@@ -53,6 +54,13 @@ async def send_message(request: Request, ctx: ApiContext = Depends(get_context))
     The same id with the same request again is 202 (a duplicate, sent once); the same
     id with a different request is 409.
     """
+    with telemetry.serving(request.method, "/v1/messages", request.headers):
+        answer = await _send(request, ctx)
+        telemetry.answered(answer.status_code if isinstance(answer, Response) else 202)
+        return answer
+
+
+async def _send(request: Request, ctx: ApiContext) -> Any:
     raw = await read_body(request, MAX_REQUEST_BYTES)
     if raw is None:
         return error_response(413, f"the request is over {MAX_REQUEST_BYTES} bytes")

@@ -30,7 +30,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from opentelemetry import trace
 
+from smsrelay import telemetry
 from smsrelay.api.body import read_body
 from smsrelay.api.broker import BrokerUnavailable
 from smsrelay.api.context import ApiContext, get_context
@@ -80,6 +82,14 @@ async def receive_receipts_as_query(
 
 
 async def _webhook(provider: str, request: Request, ctx: ApiContext) -> Response:
+    with telemetry.serving(request.method, "/v1/receipts/{provider}", request.headers):
+        telemetry.note({"smsrelay.provider": provider})
+        answer = await _take(provider, request, ctx)
+        telemetry.answered(answer.status_code)
+        return answer
+
+
+async def _take(provider: str, request: Request, ctx: ApiContext) -> Response:
     adapter = ctx.providers.get(provider)
     if adapter is None:
         return error_response(404, f"no provider is configured as {provider!r}")
@@ -106,9 +116,34 @@ async def _receive(ctx: ApiContext, adapter: Provider, webhook: Webhook, now: da
     except ReceiptError as exc:
         return await _refuse(ctx, adapter.name, exc, now)
     await publish_pending(ctx, accepted.events)
+    await _link_sends(ctx, adapter.name, accepted.kept)
     for receipt in accepted.kept:
         ctx.metrics.receipts.labels(adapter.name, receipt.status.value).inc()
     return Response(status_code=204)
+
+
+async def _link_sends(ctx: ApiContext, provider: str, kept: Sequence[Receipt]) -> None:
+    """Link the receipt's span to the spans of the sends it reports (by provider message id).
+
+    Only while tracing: it costs a query. A failure costs the links, never the receipt.
+    """
+    current = trace.get_current_span()
+    if not current.is_recording():
+        return
+    pmids = sorted({r.provider_message_id for r in kept if r.provider_message_id})
+    try:
+        stored = await ctx.receipts.trace_contexts(provider, pmids[:MAX_LINKS])
+    except Exception as exc:  # the receipt is kept; only its links are lost
+        log.warning("trace_links_failed", error=type(exc).__name__)
+        return
+    for message_id, value in stored:
+        link = telemetry.link_to(value, **{"smsrelay.message.id": message_id})
+        if link is not None:
+            current.add_link(link.context, link.attributes)
+
+
+# The SDK keeps 128 links per span by default; a webhook reports far fewer sends.
+MAX_LINKS = 100
 
 
 def verified(adapter: Provider, webhook: Webhook, now: datetime) -> tuple[list[Receipt], str]:

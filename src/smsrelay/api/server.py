@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from smsrelay import telemetry
 from smsrelay.api.app import create_app
 from smsrelay.api.broker import AmqpPublisher
 from smsrelay.api.limits import guarded_protocol
@@ -34,6 +35,7 @@ class _Server(uvicorn.Server):
 async def run_api(settings: Settings, *, with_worker: bool = False) -> None:
     """Migrate the store, serve the API on ``api_host:api_port`` until SIGTERM/SIGINT."""
     log_startup(settings, "api")
+    telemetry.setup("smsrelay-api")  # off unless OTEL_* asks for traces
     runtime = await Runtime.build(settings)
     stats = runtime.start_queue_stats()
     app = create_app(

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, NoReturn
 import aiohttp
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from smsrelay import phone
+from smsrelay import phone, telemetry
 from smsrelay.errors import (
     BadSignature,
     MalformedReceipt,
@@ -187,6 +187,19 @@ class HttpProvider(Provider):
         return self._session
 
     async def request(
+        self, method: str, url: str, **kwargs: Any
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Perform one call in a CLIENT span; see ``_request``.
+
+        The trace context is not sent to the provider: it is a third party, and some
+        sign the headers they are given.
+        """
+        with telemetry.calling(self.name, method, url):
+            answer = await self._request(method, url, **kwargs)
+            telemetry.answered(answer[0])
+            return answer
+
+    async def _request(
         self, method: str, url: str, **kwargs: Any
     ) -> tuple[int, dict[str, str], bytes]:
         """Perform one call; network failures become ``TransientProviderError``.

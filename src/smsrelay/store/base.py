@@ -186,6 +186,7 @@ class Store(Protocol):
         possible_duplicate: bool = False,
         closing_attempt: int | None = None,
         bill: AttemptBill | None = None,
+        trace_context: str | None = None,
     ) -> bool:
         """Set the message's state and outcome; True when receipts are waiting for it.
 
@@ -194,7 +195,8 @@ class Store(Protocol):
 
         With ``closing_attempt``, that attempt is marked ``sent`` (state SENT) or
         ``failed`` in the same transaction, so no crash can leave an attempt recorded
-        as sent on a message that still looks unsent.
+        as sent on a message that still looks unsent. ``trace_context`` (a W3C
+        traceparent) is kept for receipts' spans to link to.
         """
 
     async def match_receipts(

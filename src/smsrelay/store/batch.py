@@ -137,6 +137,7 @@ class BatchingStore:
         possible_duplicate: bool = False,
         closing_attempt: int | None = None,
         bill: AttemptBill | None = None,
+        trace_context: str | None = None,
     ) -> bool:
         now = _now()
         original = original_values(bill)
@@ -150,6 +151,7 @@ class BatchingStore:
             error_code=error.code if error else None,
             error_message=error.message if error else None,
             possible_duplicate=possible_duplicate,
+            trace_context=trace_context,
             updated_at=now,
             original_encoding=original.get("original_encoding"),
             original_parts=original.get("original_parts"),
@@ -342,7 +344,7 @@ class BatchingStore:
         plain = [o for o in ops if not o.params["possible_duplicate"]]
         flagged = [o for o in ops if o.params["possible_duplicate"]]
         columns = ("state", "provider", "provider_message_id", "segments", "error_code",
-                   "error_message", "updated_at")  # fmt: skip
+                   "error_message", "trace_context", "updated_at")  # fmt: skip
         # Kept when a write has none (COALESCE): an expiry does not erase the encoding.
         kept = ("original_encoding", "original_parts")
         for group, extra in ((plain, {}), (flagged, {"possible_duplicate": True})):

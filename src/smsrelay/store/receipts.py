@@ -16,7 +16,7 @@ on SQLite, its lock). What receipts mean for a message is decided by the rules i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Hashable, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Hashable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -235,6 +235,20 @@ class ReceiptStore:
                 return True
             history = await _history(conn, message_id)
         return next_state(state, history) is not None
+
+    async def trace_contexts(self, provider: str, pmids: Collection[str]) -> list[tuple[str, str]]:
+        """(message id, stored traceparent) of ``provider``'s sends known by these ids."""
+        if not pmids:
+            return []
+        async with self.store._read() as conn:
+            rows = await conn.execute(
+                select(messages.c.id, messages.c.trace_context).where(
+                    messages.c.provider == provider,
+                    messages.c.provider_message_id.in_(list(pmids)),
+                    messages.c.trace_context.is_not(None),
+                )
+            )
+            return [(row.id, row.trace_context) for row in rows]
 
     async def has_receipts(self, message_id: str, provider: str, provider_message_id: str) -> bool:
         """True when any receipt is linked to the message or kept for its provider id."""

@@ -51,6 +51,8 @@ messages = Table(
     Column("request_digest", String(64)),
     # False while the API accepted the message and no worker has taken it yet.
     Column("claimed", Boolean, nullable=False, server_default=true()),
+    # (migration 0009_trace_context) W3C traceparent of the send; NULL when not tracing.
+    Column("trace_context", String(64)),
     Index("ix_messages_updated_at", "updated_at"),
     Index("ix_messages_provider_message_id", "provider_message_id"),
 )

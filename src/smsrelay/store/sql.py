@@ -491,6 +491,7 @@ class SqlStore:
         possible_duplicate: bool = False,
         closing_attempt: int | None = None,
         bill: AttemptBill | None = None,
+        trace_context: str | None = None,
     ) -> bool:
         values: dict[str, Any] = {
             **original_values(bill),
@@ -501,6 +502,7 @@ class SqlStore:
             "updated_at": _now(),
             "error_code": error.code if error else None,
             "error_message": error.message if error else None,
+            "trace_context": trace_context,
         }
         if possible_duplicate:
             values["possible_duplicate"] = True
