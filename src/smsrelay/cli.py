@@ -28,6 +28,8 @@ dlq_app = typer.Typer(
 )
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(prices_app, name="prices")
+topology_app = typer.Typer(help="The broker's exchanges and queues.", no_args_is_help=True)
+app.add_typer(topology_app, name="topology")
 
 T = TypeVar("T")
 ConfigOption = typer.Option(None, "--config", "-c", help="YAML config file (else SMSRELAY_CONFIG).")
@@ -205,3 +207,27 @@ def demo(config_path: Path | None = ConfigOption) -> None:
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+@topology_app.command("apply")
+def topology_apply(config_path: Path | None = ConfigOption) -> None:
+    """Declare every exchange and queue (idempotent): how a deployment gets the OTP lane.
+
+    Run it, or upgrade the workers, before producers publish on ``sms.otp``: a lane
+    message published before the queue exists is returned to its producer.
+    """
+    _run(_apply_topology(_settings(config_path)))
+    typer.echo("topology applied")
+
+
+async def _apply_topology(settings: config.Settings) -> None:
+    import aio_pika
+
+    from smsrelay.amqp import declare_retry_queues
+    from smsrelay.topology import declare_events_exchange, declare_send_topology
+
+    async with await aio_pika.connect(settings.amqp_url) as connection:
+        channel = await connection.channel()
+        await declare_send_topology(channel)
+        await declare_retry_queues(channel, settings.retry.tiers)
+        await declare_events_exchange(channel)

@@ -50,10 +50,17 @@ class AsyncClient:
         return request.id
 
     async def publish(self, request: SendRequest) -> None:
-        """Publish an already validated request; returns once the broker confirmed it."""
-        await self.publish_raw(request.to_wire(), message_id=request.id)
+        """Publish an already validated request; returns once the broker confirmed it.
 
-    async def publish_raw(self, body: bytes, message_id: str | None = None) -> None:
+        A ``kind: otp`` request goes to the OTP lane (routing key ``sms.otp``), past any
+        bulk backlog; every other kind to ``sms.send``.
+        """
+        routing_key = t.routing_key_for(request.kind.value)
+        await self.publish_raw(request.to_wire(), message_id=request.id, routing_key=routing_key)
+
+    async def publish_raw(
+        self, body: bytes, message_id: str | None = None, routing_key: str = t.SEND_ROUTING_KEY
+    ) -> None:
         """Publish ``body`` as it is, unvalidated: for tools, demos and tests."""
         if self._exchange is None:
             await self.connect()
@@ -64,7 +71,7 @@ class AsyncClient:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=message_id,
         )
-        await self._exchange.publish(message, routing_key=t.SEND_ROUTING_KEY, mandatory=True)
+        await self._exchange.publish(message, routing_key=routing_key, mandatory=True)
 
     async def close(self) -> None:
         """Close the connection."""

@@ -59,10 +59,11 @@ class Runtime:
         )
 
     async def start_worker(self) -> Worker:
-        """Start consuming ``sms.send``."""
+        """Start consuming ``sms.send`` and the OTP lane ``sms.otp``."""
         self.worker = Worker(
             url=self.settings.amqp_url,
             prefetch=self.settings.prefetch,
+            otp_prefetch=self.settings.otp_prefetch,
             retry=self.settings.retry,
             make_dispatcher=self.dispatcher,
         )

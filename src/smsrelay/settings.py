@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     database_url: str = "sqlite+aiosqlite:///smsrelay.db"
     prefetch: int = Field(default=300, ge=1, le=65535)
+    # Deliveries in flight from the OTP lane (sms.otp), on top of `prefetch`.
+    otp_prefetch: int = Field(default=50, ge=1, le=65535)
     grace_period: float = Field(default=20.0, ge=0)
     retention_days: int = Field(default=30, ge=1)
     log_format: Literal["auto", "json", "console"] = "auto"
