@@ -77,6 +77,23 @@ class ApiLimits(BaseModel):
     max_connections: int = Field(default=1000, ge=1)
 
 
+class VerificationSettings(BaseModel):
+    """Codes smsrelay generates and checks itself (``POST /v1/verifications``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Keys the codes' hashes; kept out of the database so a copy of it cannot be
+    # brute-forced offline. The same on every API process. Unset: digest_key is used;
+    # neither set: verifications answer 503.
+    key: SecretStr | None = None
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    # Seconds before the same number may be sent a new code for an open verification.
+    resend_cooldown: float = Field(default=30.0, ge=0)
+    # Codes sent to one number within window_seconds, all its verifications together.
+    max_sends_per_number: int = Field(default=5, ge=1)
+    window_seconds: float = Field(default=3600.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything the worker, API and CLI are configured with."""
 
@@ -107,6 +124,12 @@ class Settings(BaseSettings):
     prices: PriceSettings = PriceSettings()
     # Keys request digests (see SendRequest.digest); the same on every API and worker.
     digest_key: SecretStr | None = None
+    verification: VerificationSettings = VerificationSettings()
+
+    def verification_key(self) -> bytes | None:
+        """The key of verification codes' hashes: ``verification.key``, else ``digest_key``."""
+        key = self.verification.key or self.digest_key
+        return key.get_secret_value().encode() if key else None
 
     def request_digest_key(self) -> bytes | None:
         """``digest_key`` as the bytes ``SendRequest.digest`` takes."""
