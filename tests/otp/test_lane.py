@@ -9,18 +9,21 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aio_pika
 
 from smsrelay import settings as config
 from smsrelay import topology as t
+from smsrelay.amqp import declare_retry_queues
 from smsrelay.client import AsyncClient
 from smsrelay.models import SendRequest, SendResult
 from smsrelay.providers.simulator import SimulatorProvider
 from smsrelay.runtime import Runtime
 from tests.conftest import eventually, queue_depth
-from tests.integration.harness import event_log, publish_raw, request
+from tests.integration.harness import event_log, publish_raw, request, running_worker
+from tests.integration.test_cli import smsrelay
 
 # The CI form; SMSRELAY_LANE_BACKLOG=100000 runs the issue's figure (see README, OTP lane).
 BACKLOG = int(os.environ.get("SMSRELAY_LANE_BACKLOG", "20000"))
@@ -141,3 +144,60 @@ async def test_client_publishes_otp_on_the_lane(amqp_url: str) -> None:
         assert message.routing_key == t.OTP_ROUTING_KEY
         bulk = await channel.get_queue(t.SEND_QUEUE)
         assert json.loads((await bulk.get(no_ack=True)).body)["id"] == "c-tx"
+
+
+async def test_retried_otp_comes_back_to_the_lane(amqp_url: str) -> None:
+    """A message parked in an OTP retry tier dead-letters to sms.otp as sms.otp.retry."""
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await t.declare_send_topology(channel)
+        retry = await declare_retry_queues(channel, [0.05])
+        await retry.publish(
+            aio_pika.Message(request("r-1", kind="otp"), expiration=0.05),
+            routing_key=t.otp_retry_queue(0.05),
+        )
+        lane = await channel.get_queue(t.OTP_QUEUE)
+        got: list[Any] = []
+
+        async def arrived() -> bool:
+            message = await lane.get(no_ack=True, fail=False)
+            if message is not None:
+                got.append(message)
+            return bool(got)
+
+        await eventually(arrived, interval=0.05)
+        assert got[0].routing_key == t.OTP_RETRY_ROUTING_KEY
+        bulk = await channel.get_queue(t.SEND_QUEUE)
+        assert await bulk.get(no_ack=True, fail=False) is None
+
+
+async def test_transiently_failed_otp_is_retried_from_the_lane(
+    amqp_url: str, sqlite_url: str
+) -> None:
+    """An OTP whose provider fails transiently is tried again after the delay, then ends failed."""
+    mid = "retry-otp-1"
+    overrides = {
+        "providers": {
+            "flaky": {"type": "simulator", "transient_failure_numbers": ["+14155550142"]}
+        },
+        "routes": {"*": ["flaky"]},
+        "retry": {"max_attempts": 2, "delays": [0.2], "jitter": 0.0},
+    }
+    async with (
+        event_log(amqp_url) as events,
+        running_worker(amqp_url, sqlite_url, **overrides) as rt,
+    ):
+        async with AsyncClient(amqp_url) as client:
+            await client.send(id=mid, to="+14155550142", body="code 1", kind="otp")
+        await eventually(lambda: "failed" in events.states(mid))
+        record = await rt.store.get(mid)
+    assert record is not None and len(record.attempts) == 2
+
+
+def test_topology_apply_declares_the_lane(amqp_url: str, tmp_path: Path) -> None:
+    """`smsrelay topology apply` declares sms.otp and its retry tiers on a fresh vhost."""
+    env = {"SMSRELAY_AMQP_URL": amqp_url, "SMSRELAY_RETRY__DELAYS": "[5]"}
+    result = smsrelay("topology", "apply", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert queue_depth(amqp_url, t.OTP_QUEUE) == (0, 0)
+    assert queue_depth(amqp_url, "sms.retry.otp.5000ms") == (0, 0)
