@@ -20,6 +20,7 @@ from smsrelay.routing import Router, route_coverage_warnings
 from smsrelay.settings import Settings
 from smsrelay.store import SqlStore, upgrade
 from smsrelay.store.batch import BatchingStore
+from smsrelay.verify_amqp import VerifyServer
 
 log = get_logger(__name__)
 
@@ -33,6 +34,7 @@ class Runtime:
     providers: dict[str, Provider]
     metrics: Metrics = field(default_factory=Metrics)
     worker: Worker | None = None
+    verify_server: VerifyServer | None = None
     hot_store: BatchingStore | None = None
 
     @classmethod
@@ -68,6 +70,8 @@ class Runtime:
             make_dispatcher=self.dispatcher,
         )
         await self.worker.start()
+        self.verify_server = VerifyServer(self.settings.amqp_url, self.store, self.settings)
+        await self.verify_server.start()
         for warning in route_coverage_warnings(self.settings.routes):
             log.warning("route_coverage", problem=warning)
         return self.worker
@@ -79,6 +83,8 @@ class Runtime:
 
     async def close(self) -> None:
         """Drain the worker, then release providers and the store."""
+        if self.verify_server is not None:
+            await self.verify_server.stop()
         if self.worker is not None:
             await self.worker.stop(self.settings.grace_period)
         for provider in self.providers.values():

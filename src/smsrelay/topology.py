@@ -36,6 +36,13 @@ OTP_BINDING: Final[str] = "sms.otp.#"
 OTP_ROUTING_KEY: Final[str] = "sms.otp"
 OTP_RETRY_ROUTING_KEY: Final[str] = "sms.otp.retry"
 OTP_RETRY_QUEUE_PREFIX: Final[str] = "sms.retry.otp."
+# Verifications and conversion feedback over AMQP (smsrelay.verify_amqp): requests to
+# ``sms`` with these keys, answers to the request's reply_to with its correlation_id.
+VERIFY_QUEUE: Final[str] = "sms.verify"
+VERIFY_BINDING: Final[str] = "sms.verify.#"
+VERIFY_START_KEY: Final[str] = "sms.verify.start"
+VERIFY_CHECK_KEY: Final[str] = "sms.verify.check"
+FEEDBACK_KEY: Final[str] = "sms.verify.feedback"
 REASON_HEADER: Final[str] = "x-smsrelay-reason"
 ATTEMPT_HEADER: Final[str] = "x-smsrelay-attempt"
 
@@ -46,7 +53,7 @@ DELIVERY_LIMIT: Final[int] = 50
 
 
 async def declare_send_topology(channel: AbstractChannel) -> AbstractExchange:
-    """Exchange ``sms``, queues ``sms.send`` and ``sms.otp`` and their dead-letter path.
+    """Exchange ``sms``, queues ``sms.send``, ``sms.otp``, ``sms.verify``, the dead-letter path.
 
     Returns ``sms``. Declaring is idempotent: it is also how an existing deployment gets
     the OTP lane (``smsrelay topology apply``).
@@ -62,7 +69,8 @@ async def declare_send_topology(channel: AbstractChannel) -> AbstractExchange:
         "x-dead-letter-exchange": DLX,
         "x-delivery-limit": DELIVERY_LIMIT,
     }
-    for name, binding in ((SEND_QUEUE, SEND_BINDING), (OTP_QUEUE, OTP_BINDING)):
+    queues = ((SEND_QUEUE, SEND_BINDING), (OTP_QUEUE, OTP_BINDING), (VERIFY_QUEUE, VERIFY_BINDING))
+    for name, binding in queues:
         queue = await _declare_queue(channel, name, arguments)
         await queue.bind(exchange, routing_key=binding)
     return exchange
