@@ -36,3 +36,34 @@ def test_lane_and_send_bindings_are_disjoint() -> None:
     for key in send_keys:
         assert _matches(topology.SEND_BINDING, key) and not _matches(topology.OTP_BINDING, key)
     assert topology.otp_retry_queue(5) == "sms.retry.otp.5000ms"
+
+
+def test_verify_channel_matches_topology_and_code() -> None:
+    """The verify channel's keys, queue and shapes are the topology's and the code's."""
+    from smsrelay.otp.service import RefusalKind, StartVerification
+    from smsrelay.otp.verify import CheckResult
+    from smsrelay.verify_amqp import CheckRequest, FeedbackRequest
+
+    amqp = _amqp("verify")
+    assert amqp["x-queue"]["name"] == topology.VERIFY_QUEUE
+    assert amqp["x-queue"]["bindingKey"] == topology.VERIFY_BINDING
+    actions = CHANNELS["verify"]["parameters"]["action"]["enum"]
+    keys = {CHANNELS["verify"]["address"].format(action=a) for a in actions}
+    assert keys == {topology.VERIFY_START_KEY, topology.VERIFY_CHECK_KEY, topology.FEEDBACK_KEY}
+    assert all(_matches(topology.VERIFY_BINDING, key) for key in keys)
+    messages = DOC["components"]["messages"]
+    for name, model in (
+        ("verifyStart", StartVerification),
+        ("verifyCheck", CheckRequest),
+        ("verifyFeedback", FeedbackRequest),
+    ):
+        payload = messages[name]["payload"]
+        assert set(payload["properties"]) == set(model.model_fields), name
+        for example in messages[name]["examples"]:
+            model.model_validate(example["payload"])
+    answers = messages["verifyAnswer"]["payload"]["oneOf"]
+    checked = next(a for a in answers if a["title"] == "VerifyChecked")
+    assert checked["properties"]["status"]["enum"] == [r.value for r in CheckResult]
+    error = next(a for a in answers if a["title"] == "VerifyError")
+    kinds = error["properties"]["error"]["properties"]["kind"]["enum"]
+    assert kinds == [k.value for k in RefusalKind]
