@@ -15,6 +15,7 @@ from smsrelay.amqp import AmqpEvents, Worker
 from smsrelay.dispatch import Dispatcher
 from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
+from smsrelay.otp.geo import GeoRules
 from smsrelay.providers import Provider
 from smsrelay.routing import Router, route_coverage_warnings
 from smsrelay.settings import Settings
@@ -58,6 +59,7 @@ class Runtime:
             retry=self.settings.retry,
             metrics=self.metrics,
             digest_key=self.settings.request_digest_key(),
+            geo=GeoRules(self.settings.geo),
         )
 
     async def start_worker(self) -> Worker:

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from smsrelay.economics.prices import PriceSettings
 from smsrelay.errors import ConfigError
+from smsrelay.otp.geo import GeoSettings
 from smsrelay.providers import ProviderSettings, provider_class
 from smsrelay.routing import check_route_key
 
@@ -125,6 +126,8 @@ class Settings(BaseSettings):
     # Keys request digests (see SendRequest.digest); the same on every API and worker.
     digest_key: SecretStr | None = None
     verification: VerificationSettings = VerificationSettings()
+    # Destination countries permitted, for every message and for OTPs (smsrelay.otp.geo).
+    geo: GeoSettings = GeoSettings()
 
     def verification_key(self) -> bytes | None:
         """The key of verification codes' hashes: ``verification.key``, else ``digest_key``."""

@@ -112,16 +112,25 @@ class VerifyServer:
         if known is Acceptance.KNOWN:
             return
         assert self._exchange is not None
-        await self._exchange.publish(
-            aio_pika.Message(
-                message.to_wire(),
-                content_type="application/json",
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                message_id=message.id,
-            ),
-            routing_key=t.OTP_ROUTING_KEY,
-            mandatory=True,
-        )
+        try:
+            await self._exchange.publish(
+                aio_pika.Message(
+                    message.to_wire(),
+                    content_type="application/json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    message_id=message.id,
+                ),
+                routing_key=t.OTP_ROUTING_KEY,
+                mandatory=True,
+            )
+        except Exception as exc:
+            log.warning("publish_failed", id=message.id, error=type(exc).__name__)
+            if known is Acceptance.NEW:  # as the HTTP API: forget what was not published
+                with contextlib.suppress(Exception):
+                    await self.store.withdraw(message.id)
+            raise Refused(
+                RefusalKind.UNAVAILABLE, "the broker did not take the code's message"
+            ) from None
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         async with message.process(requeue=False, ignore_processed=True):
