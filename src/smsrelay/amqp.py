@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
@@ -30,6 +30,7 @@ from smsrelay.dispatch import DeadLetter, Dispatcher, Outcome, Retry
 from smsrelay.errors import ConfigError
 from smsrelay.logging import get_logger
 from smsrelay.models import StatusEvent
+from smsrelay.otp.lane import LaneGate
 from smsrelay.topology import declare_events_exchange, declare_send_topology
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ async def declare_retry_queues(
 ) -> AbstractExchange:
     """One queue per delay tier (``sms.retry.<ms>ms``): parked messages dead-letter back to ``sms``.
 
+    The OTP lane has its own tiers (``sms.retry.otp.<ms>ms``) that lead back to the lane.
+
     Queues carry no TTL of their own, only the per-message expiration, so that changing
     the configured delays never clashes with an existing declaration. Each holds one
     tier's delays only: RabbitMQ expires a message only at the head of its queue, so a
@@ -55,17 +58,19 @@ async def declare_retry_queues(
     exchange = await channel.declare_exchange(
         t.RETRY_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
     )
+    lanes = ((t.retry_queue, t.RETRY_ROUTING_KEY), (t.otp_retry_queue, t.OTP_RETRY_ROUTING_KEY))
     for tier in tiers:
-        name = t.retry_queue(tier)
-        queue = await channel.declare_queue(
-            name,
-            durable=True,
-            arguments={
-                "x-dead-letter-exchange": t.EXCHANGE,
-                "x-dead-letter-routing-key": t.RETRY_ROUTING_KEY,
-            },
-        )
-        await queue.bind(exchange, routing_key=name)
+        for queue_of, back_to in lanes:
+            name = queue_of(tier)
+            queue = await channel.declare_queue(
+                name,
+                durable=True,
+                arguments={
+                    "x-dead-letter-exchange": t.EXCHANGE,
+                    "x-dead-letter-routing-key": back_to,
+                },
+            )
+            await queue.bind(exchange, routing_key=name)
     return exchange
 
 
@@ -128,7 +133,12 @@ class EventsConnection:
 
 
 class Worker:
-    """Consumes ``sms.send`` and runs each delivery through the dispatcher."""
+    """Consumes ``sms.send`` and the OTP lane ``sms.otp``; runs each delivery to an outcome.
+
+    The lane has its own channel and prefetch: however many bulk deliveries are in
+    flight, ``otp_prefetch`` more slots stay free for OTPs; and bulk deliveries yield
+    to OTPs in flight (``smsrelay.otp.lane``).
+    """
 
     def __init__(
         self,
@@ -136,9 +146,11 @@ class Worker:
         prefetch: int,
         retry: RetrySettings,
         make_dispatcher: Callable[[AmqpEvents], Dispatcher],
+        otp_prefetch: int = 50,
     ) -> None:
         self.url = url
         self.prefetch = prefetch
+        self.otp_prefetch = otp_prefetch
         self.retry = retry
         self.make_dispatcher = make_dispatcher
         self.connection: AbstractRobustConnection | None = None
@@ -146,6 +158,9 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
+        self._otp_queue: AbstractQueue | None = None
+        self._otp_consumer_tag: str | None = None
+        self._gate = LaneGate()
         self._dlx: AbstractExchange | None = None
         self._retry: AbstractExchange | None = None
 
@@ -165,13 +180,31 @@ class Worker:
         self.dispatcher = self.make_dispatcher(AmqpEvents(await declare_events_exchange(channel)))
         self._queue = await channel.get_queue(t.SEND_QUEUE)
         self._consumer_tag = await self._queue.consume(self._on_message)
-        log.info("worker_started", prefetch=self.prefetch)
+        otp_channel = await self.connection.channel(publisher_confirms=True)
+        await otp_channel.set_qos(prefetch_count=self.otp_prefetch)
+        self._otp_queue = await otp_channel.get_queue(t.OTP_QUEUE)
+        self._otp_consumer_tag = await self._otp_queue.consume(self._on_otp)
+        log.info("worker_started", prefetch=self.prefetch, otp_prefetch=self.otp_prefetch)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         # Each delivery runs as its own task so that `prefetch` sends are in flight at once.
-        task = asyncio.create_task(self._traced(message))
+        self._spawn(self._bulk(message))
+
+    async def _on_otp(self, message: AbstractIncomingMessage) -> None:
+        self._spawn(self._otp(message))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _bulk(self, message: AbstractIncomingMessage) -> None:
+        await self._gate.bulk()
+        await self._traced(message)
+
+    async def _otp(self, message: AbstractIncomingMessage) -> None:
+        async with self._gate.otp():
+            await self._traced(message)
 
     async def _traced(self, message: AbstractIncomingMessage) -> None:
         # The trace context comes in the message headers (W3C traceparent); its span
@@ -218,16 +251,22 @@ class Worker:
             headers = dict(message.headers)
             headers[t.ATTEMPT_HEADER] = outcome.attempt
             telemetry.inject(headers)  # the next round continues this trace
+            tier = self.retry.tier_for(outcome.delay)
+            from_lane = _is_otp_lane(message)
             await self._retry.publish(
                 _copy(message, headers, expiration=outcome.delay),
-                routing_key=t.retry_queue(self.retry.tier_for(outcome.delay)),
+                routing_key=t.otp_retry_queue(tier) if from_lane else t.retry_queue(tier),
             )
 
     async def stop(self, grace_period: float) -> None:
         """Stop taking work, let in-flight sends finish for ``grace_period``, then close."""
-        if self._queue is not None and self._consumer_tag is not None:
-            with contextlib.suppress(Exception):
-                await self._queue.cancel(self._consumer_tag)
+        for queue, tag in (
+            (self._queue, self._consumer_tag),
+            (self._otp_queue, self._otp_consumer_tag),
+        ):
+            if queue is not None and tag is not None:
+                with contextlib.suppress(Exception):
+                    await queue.cancel(tag)
         if self._tasks:
             log.info("draining", in_flight=len(self._tasks), grace_period=grace_period)
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace_period)
@@ -259,6 +298,12 @@ def _copy(
         message_id=message.message_id,
         expiration=expiration,
     )
+
+
+def _is_otp_lane(message: AbstractIncomingMessage) -> bool:
+    """True for a delivery from ``sms.otp`` (its routing key is one the lane's binding takes)."""
+    key = message.routing_key or ""
+    return key == t.OTP_ROUTING_KEY or key.startswith(t.OTP_ROUTING_KEY + ".")
 
 
 def _int_header(value: Any) -> int:

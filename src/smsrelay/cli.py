@@ -25,6 +25,7 @@ from smsrelay.cli_runner import ConfigOption, fail, load_settings, run
 from smsrelay.errors import ConfigError
 from smsrelay.phone import mask
 from smsrelay.resend import Outcome
+from smsrelay.settings import Settings
 from smsrelay.store import MessageRecord
 
 app = typer.Typer(help="smsrelay: an SMS gateway behind RabbitMQ.", no_args_is_help=True)
@@ -33,6 +34,8 @@ app.add_typer(prices_app, name="prices")
 app.add_typer(config_app, name="config")
 app.add_typer(route_app, name="route")
 app.add_typer(report_app, name="report")
+topology_app = typer.Typer(help="The broker's exchanges and queues.", no_args_is_help=True)
+app.add_typer(topology_app, name="topology")
 
 
 def _version(value: bool) -> None:
@@ -229,3 +232,28 @@ def demo(config_path: Path | None = ConfigOption) -> None:
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+@topology_app.command("apply")
+def topology_apply(config_path: Path | None = ConfigOption) -> None:
+    """Declare every exchange and queue (idempotent): how a deployment gets the OTP lane.
+
+    Run it, or upgrade the workers, before producers publish on ``sms.otp``: a lane
+    message published before the queue exists is returned to its producer.
+    """
+    settings = load_settings(config_path)
+    run(_apply_topology(settings), settings)
+    typer.echo("topology applied")
+
+
+async def _apply_topology(settings: Settings) -> None:
+    import aio_pika
+
+    from smsrelay.amqp import declare_retry_queues
+    from smsrelay.topology import declare_events_exchange, declare_send_topology
+
+    async with await aio_pika.connect(settings.amqp_url) as connection:
+        channel = await connection.channel()
+        await declare_send_topology(channel)
+        await declare_retry_queues(channel, settings.retry.tiers)
+        await declare_events_exchange(channel)

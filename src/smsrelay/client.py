@@ -51,16 +51,23 @@ class AsyncClient:
         return request.id
 
     async def publish(self, request: SendRequest) -> None:
-        """Publish an already validated request; returns once the broker confirmed it."""
-        await self.publish_raw(request.to_wire(), message_id=request.id)
+        """Publish an already validated request; returns once the broker confirmed it.
 
-    async def publish_raw(self, body: bytes, message_id: str | None = None) -> None:
+        A ``kind: otp`` request goes to the OTP lane (routing key ``sms.otp``), past any
+        bulk backlog; every other kind to ``sms.send``.
+        """
+        routing_key = t.routing_key_for(request.kind.value)
+        await self.publish_raw(request.to_wire(), message_id=request.id, routing_key=routing_key)
+
+    async def publish_raw(
+        self, body: bytes, message_id: str | None = None, routing_key: str = t.SEND_ROUTING_KEY
+    ) -> None:
         """Publish ``body`` as it is, unvalidated: for tools, demos and tests."""
         if self._exchange is None:
             await self.connect()
         assert self._exchange is not None
         headers: dict[str, Any] = {}
-        with telemetry.publishing(message_id, t.EXCHANGE, t.SEND_ROUTING_KEY, headers) as span:
+        with telemetry.publishing(message_id, t.EXCHANGE, routing_key, headers) as span:
             message = aio_pika.Message(
                 body,
                 headers=headers or None,
@@ -70,7 +77,7 @@ class AsyncClient:
             )
             if span.is_recording():
                 span.set_attribute("messaging.message.body.size", len(body))
-            await self._exchange.publish(message, routing_key=t.SEND_ROUTING_KEY, mandatory=True)
+            await self._exchange.publish(message, routing_key=routing_key, mandatory=True)
 
     async def close(self) -> None:
         """Close the connection."""

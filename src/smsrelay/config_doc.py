@@ -168,6 +168,39 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "spend_caps.total.month": ("Overall spend per calendar month.", "10000"),
     "spend_caps.providers": ("Provider → its caps (`day`, `month`).", "{twilio: {day: 300}}"),
     "spend_caps.countries": ("ISO country → its caps (`day`, `month`).", "{IN: {day: 50}}"),
+    "otp_prefetch": (
+        "OTP-lane (`sms.otp`) deliveries in flight at once per worker, on their own channel.",
+        "50",
+    ),
+    "verification": ("Codes smsrelay generates and checks (`POST /v1/verifications`).", ""),
+    "verification.key": (
+        "Secret keying the hashes of verification codes, the same on every API process "
+        "(kept out of the database); unset: `digest_key`; neither: verifications answer 503.",
+        "5b0e…",
+    ),
+    "verification.max_attempts": (
+        "Checks of one code before it answers `too_many_attempts`.",
+        "5",
+    ),
+    "verification.resend_cooldown": (
+        "Seconds before a number with an open verification may be sent a new code.",
+        "30",
+    ),
+    "verification.max_sends_per_number": (
+        "Codes sent to one number per `window_seconds`, all its verifications together.",
+        "5",
+    ),
+    "verification.window_seconds": ("The window of `max_sends_per_number`, in seconds.", "3600"),
+    "geo": ("Destination countries permitted, for every message and for OTPs.", ""),
+    "geo.all": ("Countries for every message.", ""),
+    "geo.all.allow": (
+        "ISO countries: a non-empty list permits only these (code `geo-all-allow`).",
+        "[US, GB]",
+    ),
+    "geo.all.deny": ("ISO countries refused (code `geo-all-deny`).", "[KP]"),
+    "geo.otp": ("Countries for `kind: otp` messages, on top of `geo.all`.", ""),
+    "geo.otp.allow": ("A non-empty list permits OTPs only to these.", "[US, GB, DE]"),
+    "geo.otp.deny": ("Countries OTPs are never sent to (code `geo-otp-deny`).", "[XK]"),
     # Keys every provider takes (ProviderSettings).
     "provider.encoding": (
         "`smart`: fold look-alike characters (curly quotes, dashes…) to GSM-7 for this "

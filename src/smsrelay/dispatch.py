@@ -42,6 +42,7 @@ from smsrelay.models import (
     parse_request,
     salvage_id,
 )
+from smsrelay.otp.geo import GeoRules
 from smsrelay.providers import Provider
 from smsrelay.routing import Candidate, Plan, Router
 from smsrelay.settings import RetrySettings
@@ -107,8 +108,10 @@ class Dispatcher:
         retry: RetrySettings,
         metrics: Metrics | None = None,
         digest_key: bytes | None = None,
+        geo: GeoRules | None = None,
     ) -> None:
         self.store = store
+        self.geo = geo if geo is not None and geo.active else None
         # Keys SendRequest.digest: the API must use the same (settings.digest_key).
         self.digest_key = digest_key
         self.providers = providers
@@ -184,8 +187,9 @@ class Dispatcher:
         plan = self.router.plan(request)
         route = plan.providers
         telemetry.note({"smsrelay.route": route, "smsrelay.country": request.country})
+        blocked = self.geo.refusal(request) if self.geo is not None else None
         # A new message's first attempt is recorded with its claim: one commit fewer.
-        first = route[0] if route and not request.is_expired() else None
+        first = route[0] if route and not request.is_expired() and blocked is None else None
         claim = await self.store.claim(request, first, request.digest(self.digest_key))
         if claim.conflict:
             return await self._conflict(request, bound)
@@ -202,6 +206,10 @@ class Dispatcher:
             return await self._finish(
                 job, State.EXPIRED, error=_expired_error(), closing_attempt=claim.first_attempt
             )
+        if blocked is not None:
+            # A policy refusal, not a bad request: recorded and acked, never sent.
+            bound.info("geo_blocked", rule=blocked.code)
+            return await self._finish(job, State.REJECTED, error=blocked)
         return await self._send(job, route)
 
     async def _send(self, job: _Round, route: list[str]) -> Outcome:

@@ -20,6 +20,7 @@ from smsrelay.economics.prices import PriceTable, StalePrices
 from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
 from smsrelay.ops_http import OpsServer
+from smsrelay.otp.geo import GeoRules
 from smsrelay.providers import Provider
 from smsrelay.queue_stats import QueueStats, watched_queues
 from smsrelay.routing import HealthView, LimitsView, Router, route_coverage_warnings
@@ -29,6 +30,7 @@ from smsrelay.store import SqlStore, upgrade
 from smsrelay.store.batch import BatchingStore
 from smsrelay.store.prices import PriceStore
 from smsrelay.urls import mask_url
+from smsrelay.verify_amqp import VerifyServer
 
 log = get_logger(__name__)
 
@@ -42,6 +44,7 @@ class Runtime:
     providers: dict[str, Provider]
     metrics: Metrics = field(default_factory=Metrics)
     worker: Worker | None = None
+    verify_server: VerifyServer | None = None
     hot_store: BatchingStore | None = None
     queue_stats: QueueStats | None = None
     ops: OpsServer | None = None
@@ -91,18 +94,22 @@ class Runtime:
             retry=self.settings.retry,
             metrics=self.metrics,
             digest_key=self.settings.request_digest_key(),
+            geo=GeoRules(self.settings.geo),
         )
 
     async def start_worker(self) -> Worker:
-        """Load prices, then start consuming ``sms.send``."""
+        """Load prices, then start consuming ``sms.send`` and the OTP lane ``sms.otp``."""
         await self.load_prices()
         self.worker = Worker(
             url=self.settings.amqp_url,
             prefetch=self.settings.prefetch,
+            otp_prefetch=self.settings.otp_prefetch,
             retry=self.settings.retry,
             make_dispatcher=self.dispatcher,
         )
         await self.worker.start()
+        self.verify_server = VerifyServer(self.settings.amqp_url, self.store, self.settings)
+        await self.verify_server.start()
         for warning in route_coverage_warnings(self.settings.routes):
             log.warning("route_coverage", problem=warning)
         return self.worker
@@ -160,6 +167,8 @@ class Runtime:
     async def close(self) -> None:
         """Drain the worker, then release providers and the store."""
         self.stopping = True
+        if self.verify_server is not None:
+            await self.verify_server.stop()
         if self.worker is not None:
             await self.worker.stop(self.settings.grace_period)
         if self.queue_stats is not None:

@@ -23,6 +23,7 @@ from smsrelay.economics.prices import PriceSettings
 from smsrelay.errors import ConfigError
 from smsrelay.health.settings import HealthSettings
 from smsrelay.limits.settings import LimitSettings, SpendCapSettings
+from smsrelay.otp.geo import GeoSettings
 from smsrelay.providers import ProviderSettings, provider_class
 from smsrelay.routing import RouteConfig, RouteSpec, check_route_key, route_providers
 
@@ -79,6 +80,23 @@ class ApiLimits(BaseModel):
     max_connections: int = Field(default=1000, ge=1)
 
 
+class VerificationSettings(BaseModel):
+    """Codes smsrelay generates and checks itself (``POST /v1/verifications``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Keys the codes' hashes; kept out of the database so a copy of it cannot be
+    # brute-forced offline. The same on every API process. Unset: digest_key is used;
+    # neither set: verifications answer 503.
+    key: SecretStr | None = None
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    # Seconds before the same number may be sent a new code for an open verification.
+    resend_cooldown: float = Field(default=30.0, ge=0)
+    # Codes sent to one number within window_seconds, all its verifications together.
+    max_sends_per_number: int = Field(default=5, ge=1)
+    window_seconds: float = Field(default=3600.0, gt=0)
+
+
 def _default_routes() -> dict[str, list[str] | RouteConfig]:
     return {"*": ["simulator"]}
 
@@ -93,6 +111,8 @@ class Settings(BaseSettings):
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     database_url: str = "sqlite+aiosqlite:///smsrelay.db"
     prefetch: int = Field(default=300, ge=1, le=65535)
+    # Deliveries in flight from the OTP lane (sms.otp), on top of `prefetch`.
+    otp_prefetch: int = Field(default=50, ge=1, le=65535)
     grace_period: float = Field(default=20.0, ge=0)
     retention_days: int = Field(default=30, ge=1)
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -117,6 +137,14 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     limits: LimitSettings = LimitSettings()
     spend_caps: SpendCapSettings = SpendCapSettings()
+    verification: VerificationSettings = VerificationSettings()
+    # Destination countries permitted, for every message and for OTPs (smsrelay.otp.geo).
+    geo: GeoSettings = GeoSettings()
+
+    def verification_key(self) -> bytes | None:
+        """The key of verification codes' hashes: ``verification.key``, else ``digest_key``."""
+        key = self.verification.key or self.digest_key
+        return key.get_secret_value().encode() if key else None
 
     def request_digest_key(self) -> bytes | None:
         """``digest_key`` as the bytes ``SendRequest.digest`` takes."""

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractExchange
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
 from smsrelay.errors import ConfigError
 
@@ -27,6 +27,22 @@ EVENT_KEY_PREFIX: Final[str] = "sms.status."
 RETRY_EXCHANGE: Final[str] = "sms.retry"
 RETRY_QUEUE_PREFIX: Final[str] = "sms.retry."
 RETRY_QUEUE_SUFFIX: Final[str] = "ms"
+# The OTP lane: its own quorum queue, consumed on its own channel and prefetch, so a
+# login code never waits behind bulk (quorum queues have no priorities). Its binding is
+# outside ``sms.send.#`` so a lane message lands in the lane only, and ``sms.send.<tag>``
+# keeps meaning "the send queue, tagged" for v1 producers.
+OTP_QUEUE: Final[str] = "sms.otp"
+OTP_BINDING: Final[str] = "sms.otp.#"
+OTP_ROUTING_KEY: Final[str] = "sms.otp"
+OTP_RETRY_ROUTING_KEY: Final[str] = "sms.otp.retry"
+OTP_RETRY_QUEUE_PREFIX: Final[str] = "sms.retry.otp."
+# Verifications and conversion feedback over AMQP (smsrelay.verify_amqp): requests to
+# ``sms`` with these keys, answers to the request's reply_to with its correlation_id.
+VERIFY_QUEUE: Final[str] = "sms.verify"
+VERIFY_BINDING: Final[str] = "sms.verify.#"
+VERIFY_START_KEY: Final[str] = "sms.verify.start"
+VERIFY_CHECK_KEY: Final[str] = "sms.verify.check"
+FEEDBACK_KEY: Final[str] = "sms.verify.feedback"
 REASON_HEADER: Final[str] = "x-smsrelay-reason"
 ATTEMPT_HEADER: Final[str] = "x-smsrelay-attempt"
 
@@ -37,7 +53,11 @@ DELIVERY_LIMIT: Final[int] = 50
 
 
 async def declare_send_topology(channel: AbstractChannel) -> AbstractExchange:
-    """Exchange ``sms``, queue ``sms.send`` and its dead-letter path; returns ``sms``."""
+    """Exchange ``sms``, queues ``sms.send``, ``sms.otp``, ``sms.verify``, the dead-letter path.
+
+    Returns ``sms``. Declaring is idempotent: it is also how an existing deployment gets
+    the OTP lane (``smsrelay topology apply``).
+    """
     exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
     dlx = await channel.declare_exchange(DLX, aio_pika.ExchangeType.FANOUT, durable=True)
     dead = await channel.declare_queue(
@@ -49,17 +69,35 @@ async def declare_send_topology(channel: AbstractChannel) -> AbstractExchange:
         "x-dead-letter-exchange": DLX,
         "x-delivery-limit": DELIVERY_LIMIT,
     }
+    queues = ((SEND_QUEUE, SEND_BINDING), (OTP_QUEUE, OTP_BINDING), (VERIFY_QUEUE, VERIFY_BINDING))
+    for name, binding in queues:
+        queue = await _declare_queue(channel, name, arguments)
+        await queue.bind(exchange, routing_key=binding)
+    return exchange
+
+
+async def _declare_queue(
+    channel: AbstractChannel, name: str, arguments: dict[str, Any]
+) -> AbstractQueue:
     try:
-        queue = await channel.declare_queue(SEND_QUEUE, durable=True, arguments=arguments)
+        return await channel.declare_queue(name, durable=True, arguments=arguments)
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
         # RabbitMQ never changes a queue's arguments in place: say what to do about it.
         raise ConfigError(
-            SEND_QUEUE,
+            name,
             f"the broker has this queue with other arguments ({exc.args[0] if exc.args else exc});"
             f" smsrelay declares {arguments}: drain and delete the queue, then start again",
         ) from None
-    await queue.bind(exchange, routing_key=SEND_BINDING)
-    return exchange
+
+
+def routing_key_for(kind: str) -> str:
+    """The routing key a producer that knows the OTP lane publishes a request of ``kind`` with."""
+    return OTP_ROUTING_KEY if kind == "otp" else SEND_ROUTING_KEY
+
+
+def retry_routing_key(queue: str) -> str:
+    """The key a retried message comes back with: to the queue it was taken from."""
+    return OTP_RETRY_ROUTING_KEY if queue == OTP_QUEUE else RETRY_ROUTING_KEY
 
 
 async def declare_events_exchange(channel: AbstractChannel) -> AbstractExchange:
@@ -76,3 +114,12 @@ def retry_queue(delay: float) -> str:
     the unit keeps the two apart, and those drain by themselves (see docs/asyncapi.yaml).
     """
     return f"{RETRY_QUEUE_PREFIX}{round(delay * 1000)}{RETRY_QUEUE_SUFFIX}"
+
+
+def otp_retry_queue(delay: float) -> str:
+    """The OTP lane's retry queue of a delay tier: 5 s → ``sms.retry.otp.5000ms``.
+
+    Apart from the bulk tiers because a queue's dead-letter routing key is fixed: these
+    send a retried OTP back to the lane, not behind the bulk backlog.
+    """
+    return f"{OTP_RETRY_QUEUE_PREFIX}{round(delay * 1000)}{RETRY_QUEUE_SUFFIX}"

@@ -72,10 +72,11 @@ async def _send(request: Request, ctx: ApiContext) -> Any:
         message = validate_request(data)
     except InvalidRequest as exc:
         return error_response(422, exc.reason, field=field_of(exc.reason))
-    return await _accept(ctx, message)
+    return await accept_request(ctx, message)
 
 
-async def _accept(ctx: ApiContext, message: SendRequest) -> Any:
+async def accept_request(ctx: ApiContext, message: SendRequest) -> Any:
+    """Record, then publish a validated request: ``Accepted`` or an error answer."""
     # Recorded before publishing, so that a GET right after the 202 finds it.
     try:
         known = await ctx.store.accept(message, message.digest(ctx.settings.request_digest_key()))

@@ -10,6 +10,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -169,4 +170,37 @@ event_outbox = Table(
     Column("event", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_event_outbox_created_at", "created_at"),
+)
+
+# -- verifications and conversion feedback (migration 0010_verifications) ----------------
+
+# Codes smsrelay generated and sent: only HMAC-SHA256(verification_key, salt ‖ code).
+verifications = Table(
+    "verifications",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("to", String(20), nullable=False),
+    Column("country", String(2), nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("code_hash", LargeBinary(32), nullable=False),
+    Column("salt", LargeBinary(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    # Codes sent so far (the first and each resend); message_id is the latest one's.
+    Column("sends", Integer, nullable=False),
+    Column("message_id", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("last_sent_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_verifications_to_created_at", "to", "created_at"),
+)
+
+# One row per message whose code was used (the producer's feedback or an approved check).
+conversions = Table(
+    "conversions",
+    metadata,
+    Column("message_id", String(64), primary_key=True),
+    Column("source", String(16), nullable=False),
+    Column("converted_at", DateTime(timezone=True), nullable=False),
 )

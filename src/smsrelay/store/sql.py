@@ -277,6 +277,14 @@ class SqlStore:
         async with self._serial(), _translated(self.engine.connect()) as conn:
             yield conn
 
+    def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """For the store's other tables (``store.verifications``): serialised like ``_tx``."""
+        return self._tx()
+
+    def reading(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A read-only connection, serialised on SQLite like every other statement."""
+        return self._read()
+
     @asynccontextmanager
     async def _serial(self) -> AsyncIterator[None]:
         if self._lock is None:

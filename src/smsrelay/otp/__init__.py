@@ -1,0 +1,1 @@
+"""OTP: verification codes owned by smsrelay (``verify``) and conversion feedback."""
