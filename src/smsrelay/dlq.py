@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
+from smsrelay import brokers
 from smsrelay import topology as t
 from smsrelay.models import salvage_id
 
@@ -35,7 +36,7 @@ def _describe(message: AbstractIncomingMessage) -> DeadMessage:
 
 async def list_dead(url: str, limit: int = 1000) -> list[DeadMessage]:
     """Peek at up to ``limit`` dead letters; they stay in the queue."""
-    async with await aio_pika.connect(url) as connection:
+    async with await brokers.connect(url) as connection:
         channel = await connection.channel()
         await t.declare_send_topology(channel)
         queue = await channel.get_queue(t.DEAD_QUEUE)
@@ -52,9 +53,11 @@ async def list_dead(url: str, limit: int = 1000) -> list[DeadMessage]:
 
 async def replay(url: str, ids: set[str] | None = None) -> int:
     """Republish dead letters (all, or those with ``ids``) to ``sms``; returns the count."""
-    async with await aio_pika.connect(url) as connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await t.declare_send_topology(channel)
+    async with await brokers.connect(url) as connection:
+        channel = await connection.channel()
+        await t.declare_send_topology(channel)
+        # Republishing on a channel of its own, past nacks (see smsrelay.brokers).
+        publisher = brokers.ConfirmedPublisher(connection, t.EXCHANGE)
         queue = await channel.get_queue(t.DEAD_QUEUE)
         replayed = 0
         while True:
@@ -64,7 +67,7 @@ async def replay(url: str, ids: set[str] | None = None) -> int:
             if ids is not None and _describe(message).id not in ids:
                 continue
             headers = {k: v for k, v in message.headers.items() if not k.startswith("x-")}
-            await exchange.publish(
+            await publisher.publish(
                 aio_pika.Message(
                     message.body,
                     headers=headers,
@@ -72,9 +75,10 @@ async def replay(url: str, ids: set[str] | None = None) -> int:
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                     message_id=message.message_id,
                 ),
-                routing_key=t.SEND_ROUTING_KEY,
+                t.SEND_ROUTING_KEY,
             )
             await message.ack()
             replayed += 1
+        await publisher.close()
         await channel.close()
     return replayed
