@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -167,12 +168,16 @@ class Worker:
             await self.connection.close()
             self.connection = None
             raise
-        await declare_retry_queues(channel, self.retry.tiers)
+        await self._declare_retry_queues()
         await declare_events_exchange(channel)
         # Publishing goes on channels of its own: after a nack the publisher replaces its
         # channel, which must never be the one holding our unacked deliveries.
         self._dlx = brokers.ConfirmedPublisher(self.connection, t.DLX)
-        self._retry = brokers.ConfirmedPublisher(self.connection, t.RETRY_EXCHANGE)
+        # Mandatory, returns raised: a retry queue whose node is down returns the message,
+        # and the delivery goes back to sms.send instead of being dropped.
+        self._retry = brokers.ConfirmedPublisher(
+            self.connection, t.RETRY_EXCHANGE, on_return_raises=True
+        )
         events = brokers.ConfirmedPublisher(self.connection, t.EVENTS_EXCHANGE)
         for publisher in (self._dlx, self._retry, events):
             await publisher.open()
@@ -180,6 +185,20 @@ class Worker:
         self._queue = await channel.get_queue(t.SEND_QUEUE)
         self._consumer_tag = await self._queue.consume(self._on_message)
         log.info("worker_started", prefetch=self.prefetch)
+
+    async def _declare_retry_queues(self) -> None:
+        # On a channel of their own, closed at once: the consuming channel is declared
+        # again on every reconnection, and a retry queue (a classic queue) whose node is
+        # down cannot be, which would keep the worker from consuming at all.
+        assert self.connection is not None
+        channel = await self.connection.channel()
+        try:
+            await declare_retry_queues(channel, self.retry.tiers)
+        except aiormq.exceptions.ChannelNotFoundEntity as exc:
+            log.warning("retry_queue_unavailable", error=str(exc)[:300])
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         # Each delivery runs as its own task so that `prefetch` sends are in flight at once.
@@ -221,6 +240,7 @@ class Worker:
             await self._retry.publish(
                 _copy(message, headers, expiration=outcome.delay),
                 t.retry_queue(self.retry.tier_for(outcome.delay)),
+                mandatory=True,
             )
 
     async def stop(self, grace_period: float) -> None:
