@@ -1,7 +1,8 @@
 """Three workers on the cluster: a node lost, a worker killed, all rolled; nothing lost.
 
 ``SMSRELAY_CLUSTER_N`` requests (default 2,000; ``make cluster-test`` runs 20,000) are
-published through the client over the node list while the node leading ``sms.send`` is
+published, three quarters through the client over the node list and a quarter through
+one API process (``POST /v1/messages``, again after a 503: the same id is idempotent), while the node leading ``sms.send`` is
 killed (``kill -9`` of its beam) and later brought back, one worker is SIGKILLed, and
 every worker is restarted one by one (SIGTERM, start the new one, next).
 """
@@ -12,6 +13,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +22,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 from aio_pika.abc import AbstractIncomingMessage
+from tests.api.test_server import free_port, wait_until_ready
 from tests.cluster.cluster import Cluster
 from tests.faults.chaos import TERMINAL, records, requests
 from tests.integration.process import WorkerProcess
@@ -64,6 +69,42 @@ async def event_ledger(urls: str) -> AsyncIterator[dict[str, set[str]]]:
         yield seen
 
 
+def start_api(tmp: Path, urls: str, pg_url: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``smsrelay api`` on a free port, on the node list and the test's database."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "SMSRELAY_AMQP_URL": urls,
+        "SMSRELAY_DATABASE_URL": pg_url,
+        "SMSRELAY_API_PORT": str(port),
+        "SMSRELAY_API_KEYS": '["k-1"]',
+        "SMSRELAY_LOG_FORMAT": "json",
+    }
+    env.pop("SMSRELAY_CONFIG", None)
+    with (tmp / "api.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "smsrelay", "api"], env=env, stdout=log, stderr=log
+        )
+    base = f"http://127.0.0.1:{port}"
+    wait_until_ready(base, proc)
+    return proc, base
+
+
+async def post_until_accepted(http: httpx.AsyncClient, body: bytes) -> None:
+    """POST one request; after a 503 or a dropped connection, the same request again."""
+    for _ in range(600):
+        try:
+            answer = await http.post("/v1/messages", content=body)
+        except httpx.TransportError:
+            await asyncio.sleep(0.5)
+            continue
+        if answer.status_code == 202:
+            return
+        assert answer.status_code == 503, answer.text
+        await asyncio.sleep(0.5)
+    raise AssertionError("the API never accepted the request")
+
+
 async def drain_ids(urls: str, queue: str) -> list[str]:
     """The ids in ``queue``, taken out of it."""
     connection = await brokers.connect(urls)
@@ -92,20 +133,34 @@ async def test_three_workers_survive_a_lost_node_a_killed_worker_and_a_rolling_r
     bodies = requests("c", N)
     invalid = {f"bad-{i}": b'{"id": "bad-%d", "to": "not a number"}' % i for i in range(INVALID)}
     published = 0
+    api: subprocess.Popen[bytes] | None = None
     async with event_ledger(urls) as events:
         # One at a time: the first migrates the empty database.
         for worker in workers:
             await asyncio.to_thread(worker.start)
         try:
-            async with AsyncClient(urls, deadline=60) as client:
+            api, base = await asyncio.to_thread(start_api, tmp_path, urls, pg_url)
+            headers = {"X-Api-Key": "k-1", "Content-Type": "application/json"}
+            async with (
+                AsyncClient(urls, deadline=60) as client,
+                httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http,
+            ):
+                items = list(bodies.items())
+                through_api = items[: N // 4]
 
                 async def produce() -> None:
                     nonlocal published
-                    for mid, body in [*bodies.items(), *invalid.items()]:
+                    for mid, body in [*items[N // 4 :], *invalid.items()]:
                         await client.publish_raw(body, message_id=mid)
                         published += 1
 
-                producing = asyncio.create_task(produce())
+                async def post(part: list[tuple[str, bytes]]) -> None:
+                    nonlocal published
+                    for _, body in part:
+                        await post_until_accepted(http, body)
+                        published += 1
+
+                producing = asyncio.gather(produce(), *(post(through_api[i::4]) for i in range(4)))
                 total = N + INVALID
                 await until(lambda: published >= total // 5, 600, "a fifth published")
                 leader = await cluster.leader(cluster_vhost, t.SEND_QUEUE)
@@ -125,6 +180,9 @@ async def test_three_workers_survive_a_lost_node_a_killed_worker_and_a_rolling_r
         finally:
             for worker in workers:
                 worker.stop()
+            if api is not None and api.poll() is None:
+                api.terminate()
+                api.wait(timeout=60)
     sends: Counter[str] = workers[0].sends()  # one record file for all three
     lost = [i for i in valid if found.get(i, ("", False))[0] not in TERMINAL]
     no_event = [i for i in valid if not events.get(i, set()) & TERMINAL]
