@@ -7,9 +7,11 @@ import socket
 
 import aio_pika
 import pytest
+from yarl import URL
 
 from smsrelay import brokers, settings
 from smsrelay.errors import ConfigError
+from tests.private_broker import PrivateBroker, private_broker  # noqa: F401 - a fixture
 
 
 def closed_port() -> int:
@@ -84,3 +86,24 @@ async def test_a_nacked_publish_is_published_again_on_a_new_channel(amqp_url: st
         await second
         assert (await queue.get(no_ack=True)).message_id == "second"
         await publisher.close()
+
+
+async def test_a_connection_reconnects_to_the_next_node_when_its_own_goes_away(
+    private_broker: PrivateBroker,  # noqa: F811 - the fixture
+    amqp_url: str,
+) -> None:
+    """Its node's app stopped, a connection over two nodes goes on on the other one."""
+    connection = brokers.RotatingConnection(
+        (URL(private_broker.url), URL(amqp_url)), 0, reconnect_interval=0.2
+    )
+    await connection.connect(timeout=10)
+    async with connection:
+        assert connection.url.port == private_broker.port
+        await private_broker.stop_app()
+        for _ in range(600):
+            if connection.url.port != private_broker.port and connection.connected.is_set():
+                break
+            await asyncio.sleep(0.1)
+        assert connection.url == URL(amqp_url)
+        channel = await connection.channel()
+        await channel.declare_queue("", exclusive=True)

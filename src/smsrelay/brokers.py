@@ -103,7 +103,8 @@ class RotatingConnection(aio_pika.RobustConnection):
             # the second attempt on (a reconnection, or a retry), the next node.
             self._clears += 1
             # close() clears it too (with _close_in_progress set): no next node then.
-            if self._clears > 2 and not getattr(self, "_close_in_progress", False):
+            closing = getattr(self, "_close_in_progress", False)
+            if self._clears > 2 and len(self._urls) > 1 and not closing:
                 self._index = (self._index + 1) % len(self._urls)
                 log.info("broker_next_node", url=redact(str(self.url)))
         self.__dict__["_transport"] = value
