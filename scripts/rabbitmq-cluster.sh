@@ -9,6 +9,8 @@
 # (default ${TMPDIR:-/tmp}/smsrelay-rabbitmq-cluster-<port>): node<n>/. The nodes share
 # one Erlang cookie, have management off and a capped Ra write-ahead log, and nodes 2
 # and 3 join node 1. The machine's node (5672) and /etc/rabbitmq are never touched.
+# Keep every port and port + 20000 below the ephemeral range (32768 up here): otherwise
+# a killed node's port may be taken by an outgoing connection before it is revived.
 #
 #   start    start the three nodes (no-op for those running), join them, print the URLs
 #   status   print the URLs of the running nodes; exit 3 unless all three run
