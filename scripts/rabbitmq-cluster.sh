@@ -31,7 +31,9 @@ port() { echo $((BASE + $1 - 1)); }
 node() {
   local n=$1
   shift
-  SMSRELAY_RMQ_PORT=$(port "$n") SMSRELAY_RMQ_DIR=$DIR/node$n "$NODE_SCRIPT" "$@"
+  # A node that fails to boot writes its crash dump beside its data, not in the caller's cwd.
+  ERL_CRASH_DUMP=$DIR/node$n/erl_crash.dump SMSRELAY_RMQ_PORT=$(port "$n") \
+    SMSRELAY_RMQ_DIR=$DIR/node$n "$NODE_SCRIPT" "$@"
 }
 
 share_cookie() {
