@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test faults lint bench services tools clean
+.PHONY: demo test faults cluster-test lint bench services tools clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,7 +32,14 @@ demo: $(STAMP) services
 ## The full test suite: lint and types, then every test in parallel (broker restarts run on
 ## private RabbitMQ nodes, scripts/rabbitmq-node.sh; the fault-injection suite in its short form).
 test: $(STAMP) $(NODE_STAMP) services tools lint
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 -m "not cluster"
+
+## The cluster suite alone (tests/cluster): a private 3-node RabbitMQ cluster
+## (scripts/rabbitmq-cluster.sh), 3 worker processes, PostgreSQL; it takes most of the
+## machine, so nothing else may run beside it. CLUSTER_N requests in the scale-out test.
+CLUSTER_N ?= 20000
+cluster-test: $(STAMP) services
+	TEST_CLUSTER_TESTS=1 TEST_CLUSTER_N=$(CLUSTER_N) $(BIN)/pytest -p no:xdist -m cluster -s tests/cluster
 
 ## The fault-injection suite alone, at ten times the short form's load.
 faults: $(STAMP) services

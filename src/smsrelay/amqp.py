@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -24,7 +25,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from smsrelay import telemetry
+from smsrelay import brokers, telemetry
 from smsrelay import topology as t
 from smsrelay.dispatch import DeadLetter, Dispatcher, Outcome, Retry
 from smsrelay.errors import ConfigError
@@ -75,10 +76,10 @@ async def declare_retry_queues(
 
 
 class AmqpEvents:
-    """Publishes status events to ``sms.events`` with publisher confirms."""
+    """Publishes status events to ``sms.events`` with publisher confirms (past nacks)."""
 
-    def __init__(self, exchange: AbstractExchange) -> None:
-        self.exchange = exchange
+    def __init__(self, publisher: brokers.ConfirmedPublisher) -> None:
+        self.publisher = publisher
 
     async def publish(self, event: StatusEvent) -> None:
         message = aio_pika.Message(
@@ -89,22 +90,29 @@ class AmqpEvents:
         )
         # Not mandatory: with no subscriber bound, the broker drops the event instead
         # of returning it to us frame by frame.
-        await self.exchange.publish(message, routing_key=event.routing_key, mandatory=False)
+        await self.publisher.publish(message, event.routing_key, mandatory=False)
 
 
 class EventsConnection:
     """A robust connection that publishes status events, for processes other than the worker."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, deadline: float = 30.0) -> None:
         self.url = url
+        self.deadline = deadline
         self._connection: AbstractRobustConnection | None = None
         self._events: AmqpEvents | None = None
 
     async def open(self) -> None:
         """Connect and declare ``sms.events``; raises when the broker cannot be reached."""
-        self._connection = await aio_pika.connect_robust(self.url)
-        channel = await self._connection.channel(publisher_confirms=True)
-        self._events = AmqpEvents(await declare_events_exchange(channel))
+        self._connection = await brokers.connect(self.url)
+        publisher = brokers.ConfirmedPublisher(
+            self._connection,
+            t.EVENTS_EXCHANGE,
+            deadline=self.deadline,
+            prepare=declare_events_exchange,
+        )
+        await publisher.open()
+        self._events = AmqpEvents(publisher)
 
     @property
     def ready(self) -> bool:
@@ -161,13 +169,13 @@ class Worker:
         self._otp_queue: AbstractQueue | None = None
         self._otp_consumer_tag: str | None = None
         self._gate = LaneGate()
-        self._dlx: AbstractExchange | None = None
-        self._retry: AbstractExchange | None = None
+        self._dlx: brokers.ConfirmedPublisher | None = None
+        self._retry: brokers.ConfirmedPublisher | None = None
 
     async def start(self) -> None:
         """Connect (robustly: it reconnects and resumes by itself), declare, consume."""
-        self.connection = await aio_pika.connect_robust(self.url)
-        channel = await self.connection.channel(publisher_confirms=True)
+        self.connection = await brokers.connect(self.url)
+        channel = await self.connection.channel()
         await channel.set_qos(prefetch_count=self.prefetch)
         try:
             await declare_send_topology(channel)
@@ -175,9 +183,20 @@ class Worker:
             await self.connection.close()
             self.connection = None
             raise
-        self._dlx = await channel.get_exchange(t.DLX)
-        self._retry = await declare_retry_queues(channel, self.retry.tiers)
-        self.dispatcher = self.make_dispatcher(AmqpEvents(await declare_events_exchange(channel)))
+        await self._declare_retry_queues()
+        await declare_events_exchange(channel)
+        # Publishing goes on channels of its own: after a nack the publisher replaces its
+        # channel, which must never be the one holding our unacked deliveries.
+        self._dlx = brokers.ConfirmedPublisher(self.connection, t.DLX)
+        # Mandatory, returns raised: a retry queue whose node is down returns the message,
+        # and the delivery goes back to sms.send instead of being dropped.
+        self._retry = brokers.ConfirmedPublisher(
+            self.connection, t.RETRY_EXCHANGE, on_return_raises=True
+        )
+        events = brokers.ConfirmedPublisher(self.connection, t.EVENTS_EXCHANGE)
+        for publisher in (self._dlx, self._retry, events):
+            await publisher.open()
+        self.dispatcher = self.make_dispatcher(AmqpEvents(events))
         self._queue = await channel.get_queue(t.SEND_QUEUE)
         self._consumer_tag = await self._queue.consume(self._on_message)
         otp_channel = await self.connection.channel(publisher_confirms=True)
@@ -185,6 +204,20 @@ class Worker:
         self._otp_queue = await otp_channel.get_queue(t.OTP_QUEUE)
         self._otp_consumer_tag = await self._otp_queue.consume(self._on_otp)
         log.info("worker_started", prefetch=self.prefetch, otp_prefetch=self.otp_prefetch)
+
+    async def _declare_retry_queues(self) -> None:
+        # On a channel of their own, closed at once: the consuming channel is declared
+        # again on every reconnection, and a retry queue (a classic queue) whose node is
+        # down cannot be, which would keep the worker from consuming at all.
+        assert self.connection is not None
+        channel = await self.connection.channel()
+        try:
+            await declare_retry_queues(channel, self.retry.tiers)
+        except aiormq.exceptions.ChannelNotFoundEntity as exc:
+            log.warning("retry_queue_unavailable", error=str(exc)[:300])
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         # Each delivery runs as its own task so that `prefetch` sends are in flight at once.
@@ -245,7 +278,7 @@ class Worker:
             headers = dict(message.headers)
             headers[t.REASON_HEADER] = outcome.reason
             telemetry.inject(headers)  # a dead letter stays in its trace
-            await self._dlx.publish(_copy(message, headers), routing_key=message.routing_key or "")
+            await self._dlx.publish(_copy(message, headers), message.routing_key or "")
         elif isinstance(outcome, Retry):
             assert self._retry is not None
             headers = dict(message.headers)
@@ -255,7 +288,8 @@ class Worker:
             from_lane = _is_otp_lane(message)
             await self._retry.publish(
                 _copy(message, headers, expiration=outcome.delay),
-                routing_key=t.otp_retry_queue(tier) if from_lane else t.retry_queue(tier),
+                t.otp_retry_queue(tier) if from_lane else t.retry_queue(tier),
+                mandatory=True,
             )
 
     async def stop(self, grace_period: float) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 
+from smsrelay import brokers
 from smsrelay.cli_config import config_app
 from smsrelay.cli_dlq import dlq_app
 from smsrelay.cli_errors import require_existing_sqlite
@@ -247,12 +248,11 @@ def topology_apply(config_path: Path | None = ConfigOption) -> None:
 
 
 async def _apply_topology(settings: Settings) -> None:
-    import aio_pika
 
     from smsrelay.amqp import declare_retry_queues
     from smsrelay.topology import declare_events_exchange, declare_send_topology
 
-    async with await aio_pika.connect(settings.amqp_url) as connection:
+    async with await brokers.connect(settings.amqp_url) as connection:
         channel = await connection.channel()
         await declare_send_topology(channel)
         await declare_retry_queues(channel, settings.retry.tiers)

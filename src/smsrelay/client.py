@@ -7,7 +7,8 @@
         sms.send(id="invoice-7", to="+447400123456", body="Your invoice is ready")
 
 The request is validated before publishing: a bad number raises ``InvalidRequest``
-here rather than being dead-lettered later.
+here rather than being dead-lettered later. ``url`` may list every node of a cluster,
+comma-separated: the client connects to any and moves to a survivor (``smsrelay.brokers``).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from types import TracebackType
 from typing import Any, Self
 
 import aio_pika
-from aio_pika.abc import AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustConnection
 
-from smsrelay import telemetry
+from smsrelay import brokers, telemetry
 from smsrelay import topology as t
 from smsrelay.errors import InvalidRequest
 from smsrelay.models import SendRequest, validate_request
@@ -29,18 +30,38 @@ __all__ = ["AsyncClient", "Client", "InvalidRequest", "SendRequest"]
 
 
 class AsyncClient:
-    """An asyncio producer on one robust connection."""
+    """An asyncio producer on one robust connection.
 
-    def __init__(self, url: str = "amqp://guest:guest@127.0.0.1:5672/") -> None:
+    ``publish`` keeps trying for up to ``deadline`` seconds through a nack or a lost
+    connection (a message may then reach the queue twice: the worker dedupes by id).
+    """
+
+    def __init__(
+        self, url: str = "amqp://guest:guest@127.0.0.1:5672/", deadline: float = 30.0
+    ) -> None:
         self.url = url
+        self.deadline = deadline
         self._connection: AbstractRobustConnection | None = None
-        self._exchange: AbstractExchange | None = None
+        self._publisher: brokers.ConfirmedPublisher | None = None
 
     async def connect(self) -> None:
         """Open the connection and make sure the topology exists."""
-        self._connection = await aio_pika.connect_robust(self.url)
-        channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
-        self._exchange = await t.declare_send_topology(channel)
+        connection = await brokers.connect(self.url)
+        self._connection = connection
+        # The topology is declared on every channel the publisher opens: a fresh cluster
+        # node, or a broker reset, gets it again.
+        self._publisher = brokers.ConfirmedPublisher(
+            connection,
+            t.EXCHANGE,
+            deadline=self.deadline,
+            on_return_raises=True,
+            prepare=t.declare_send_topology,
+        )
+        try:
+            await self._publisher.open()
+        except BaseException:
+            await self.close()
+            raise
 
     async def send(self, **fields: Any) -> str:
         """Validate and publish one request (keyword names as on the wire: ``from_`` → ``from``)."""
@@ -63,9 +84,9 @@ class AsyncClient:
         self, body: bytes, message_id: str | None = None, routing_key: str = t.SEND_ROUTING_KEY
     ) -> None:
         """Publish ``body`` as it is, unvalidated: for tools, demos and tests."""
-        if self._exchange is None:
+        if self._publisher is None:
             await self.connect()
-        assert self._exchange is not None
+        assert self._publisher is not None
         headers: dict[str, Any] = {}
         with telemetry.publishing(message_id, t.EXCHANGE, routing_key, headers) as span:
             message = aio_pika.Message(
@@ -77,14 +98,16 @@ class AsyncClient:
             )
             if span.is_recording():
                 span.set_attribute("messaging.message.body.size", len(body))
-            await self._exchange.publish(message, routing_key=routing_key, mandatory=True)
+            await self._publisher.publish(message, routing_key, mandatory=True)
 
     async def close(self) -> None:
         """Close the connection."""
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            await publisher.close()
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
-            self._exchange = None
 
     async def __aenter__(self) -> Self:
         await self.connect()

@@ -19,13 +19,12 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import aio_pika
 import aiormq
 
+from smsrelay import brokers, urls
 from smsrelay import logging as smslog
 from smsrelay import settings as config
 from smsrelay import topology as t
-from smsrelay import urls
 from smsrelay.client import AsyncClient
 from smsrelay.errors import ConfigError
 from smsrelay.runtime import Runtime
@@ -124,7 +123,7 @@ def own_vhost(url: str) -> str:
 
 async def send_queue_consumers(url: str) -> int:
     """Consumers on ``sms.send`` now (0 when the queue does not exist yet)."""
-    async with await aio_pika.connect(url) as connection:
+    async with await brokers.connect(url) as connection:
         channel = await connection.channel()
         try:
             queue = await channel.declare_queue(t.SEND_QUEUE, passive=True)

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aio_pika
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import AbstractIncomingMessage
 
+from smsrelay import brokers
 from smsrelay import topology as t
 from smsrelay.errors import InvalidRequest
 from smsrelay.models import parse_request, salvage_id
@@ -85,9 +86,11 @@ async def walk(
     url: str, decide: Callable[[DeadMessage], Action], limit: int | None = None
 ) -> list[tuple[DeadMessage, Action]]:
     """Meet each dead letter present now (at most ``limit``) and do what ``decide`` says."""
-    async with await aio_pika.connect(url) as connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await t.declare_send_topology(channel)
+    async with await brokers.connect(url) as connection:
+        channel = await connection.channel()
+        await t.declare_send_topology(channel)
+        # Republishing on a channel of its own, past nacks (see smsrelay.brokers).
+        publisher = brokers.ConfirmedPublisher(connection, t.EXCHANGE)
         queue = await channel.declare_queue(t.DEAD_QUEUE, passive=True)
         budget = queue.declaration_result.message_count or 0
         if limit is not None:
@@ -99,19 +102,20 @@ async def walk(
                 break
             dead = _describe(message)
             action = decide(dead)
-            await _carry_out(action, message, exchange)
+            await _carry_out(action, message, publisher)
             done.append((dead, action))
+        await publisher.close()
         # Closing the channel without acking returns every message kept.
         await channel.close()
     return done
 
 
 async def _carry_out(
-    action: Action, message: AbstractIncomingMessage, exchange: AbstractExchange
+    action: Action, message: AbstractIncomingMessage, publisher: brokers.ConfirmedPublisher
 ) -> None:
     if action == "replay":
         headers = {k: v for k, v in message.headers.items() if not k.startswith("x-")}
-        await exchange.publish(
+        await publisher.publish(
             aio_pika.Message(
                 message.body,
                 headers=headers,
@@ -119,7 +123,7 @@ async def _carry_out(
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 message_id=message.message_id,
             ),
-            routing_key=t.SEND_ROUTING_KEY,
+            t.SEND_ROUTING_KEY,
         )
     if action in ("replay", "drop"):
         await message.ack()

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
+from smsrelay import brokers
 from smsrelay import topology as t
 from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
@@ -60,7 +60,7 @@ class QueueStats:
     async def poll(self) -> None:
         """Read every queue once and update the gauges."""
         try:
-            self._connection = self._connection or await aio_pika.connect_robust(self.url)
+            self._connection = self._connection or await brokers.connect(self.url)
             for queue in self.queues:
                 await self._read(queue)
         except Exception as exc:  # broker down or vhost gone: say so, retry next round

@@ -15,6 +15,7 @@ from datetime import timedelta
 
 import aio_pika
 
+from smsrelay import brokers
 from smsrelay import topology as t
 from smsrelay.models import SendRequest, State
 from smsrelay.store import SqlStore
@@ -41,7 +42,7 @@ class Outcome:
 
 async def resend(store: SqlStore, url: str, ids: list[str]) -> list[Outcome]:
     """Resend each failed message of ``ids``; one outcome per id, in order."""
-    async with await aio_pika.connect(url) as connection:
+    async with await brokers.connect(url) as connection:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await t.declare_send_topology(channel)
         outcomes = []

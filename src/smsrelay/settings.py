@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from smsrelay.brokers import BrokerUrls
 from smsrelay.economics.prices import PriceSettings
 from smsrelay.errors import ConfigError
 from smsrelay.health.settings import HealthSettings
@@ -108,7 +109,8 @@ class Settings(BaseSettings):
         env_prefix="SMSRELAY_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    # One broker URL, or every node of a cluster: comma-separated or a list (smsrelay.brokers).
+    amqp_url: BrokerUrls = "amqp://guest:guest@127.0.0.1:5672/"
     database_url: str = "sqlite+aiosqlite:///smsrelay.db"
     prefetch: int = Field(default=300, ge=1, le=65535)
     # Deliveries in flight from the OTP lane (sms.otp), on top of `prefetch`.

@@ -26,6 +26,7 @@ from aio_pika.abc import (
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from smsrelay import brokers
 from smsrelay import topology as t
 from smsrelay.errors import InvalidRequest
 from smsrelay.logging import get_logger
@@ -81,7 +82,7 @@ class VerifyServer:
 
     async def start(self) -> None:
         """Connect, declare, consume."""
-        self._connection = await aio_pika.connect_robust(self.url)
+        self._connection = await brokers.connect(self.url)
         self._channel = await self._connection.channel(publisher_confirms=True)
         await self._channel.set_qos(prefetch_count=PREFETCH)
         self._exchange = await t.declare_send_topology(self._channel)
