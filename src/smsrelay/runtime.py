@@ -11,15 +11,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from smsrelay import providers as registry
-from smsrelay.amqp import AmqpEvents, Worker
+from smsrelay.amqp import AmqpEvents, EventsConnection, Worker
 from smsrelay.dispatch import Dispatcher
 from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
+from smsrelay.models import StatusEvent
 from smsrelay.providers import Provider
+from smsrelay.receipt_intake import StoreReceiptSink
 from smsrelay.routing import Router, route_coverage_warnings
 from smsrelay.settings import Settings
 from smsrelay.store import SqlStore, upgrade
 from smsrelay.store.batch import BatchingStore
+from smsrelay.store.receipts import ReceiptStore
 
 log = get_logger(__name__)
 
@@ -34,6 +37,7 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     worker: Worker | None = None
     hot_store: BatchingStore | None = None
+    receipt_events: _LazyEvents | None = None
 
     @classmethod
     async def build(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
@@ -58,8 +62,16 @@ class Runtime:
             digest_key=self.settings.request_digest_key(),
         )
 
+    async def start_providers(self) -> None:
+        """Open providers' long-lived links (SMPP binds), with a path for their receipts."""
+        self.receipt_events = self.receipt_events or _LazyEvents(self.settings.amqp_url)
+        sink = StoreReceiptSink(ReceiptStore(self.store), self.receipt_events, self.metrics)
+        for provider in self.providers.values():
+            await provider.start(sink)
+
     async def start_worker(self) -> Worker:
-        """Start consuming ``sms.send``."""
+        """Open the providers' links, then start consuming ``sms.send``."""
+        await self.start_providers()
         self.worker = Worker(
             url=self.settings.amqp_url,
             prefetch=self.settings.prefetch,
@@ -82,7 +94,32 @@ class Runtime:
             await self.worker.stop(self.settings.grace_period)
         for provider in self.providers.values():
             await provider.close()
+        if self.receipt_events is not None:
+            await self.receipt_events.close()
         await (self.hot_store or self.store).close()
+
+
+class _LazyEvents:
+    """Publishes receipts' status events on a connection opened at the first one.
+
+    Only providers with their own links (SMPP) produce receipts in the worker; a worker
+    without them never opens it.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.connection = EventsConnection(url)
+        self._opening = asyncio.Lock()
+        self._open = False
+
+    async def publish(self, event: StatusEvent) -> None:
+        async with self._opening:
+            if not self._open:
+                await self.connection.open()
+                self._open = True
+        await self.connection.publish(event)
+
+    async def close(self) -> None:
+        await self.connection.close()
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
