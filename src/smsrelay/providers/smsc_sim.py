@@ -346,12 +346,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--drop-every", type=float, default=0.0, help="outage period, s")
     parser.add_argument("--drop-for", type=float, default=0.0, help="outage length, s")
     parser.add_argument("--stats", type=Path, default=None, help="write counters here")
+    parser.add_argument("--stats-interval", type=float, default=1.0, help="s between writes")
     return parser
 
 
 async def _main(argv: list[str] | None = None) -> None:
     args = vars(_parser().parse_args(argv))
     drop_every, drop_for, stats = args.pop("drop_every"), args.pop("drop_for"), args.pop("stats")
+    interval = args.pop("stats_interval")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -361,15 +363,24 @@ async def _main(argv: list[str] | None = None) -> None:
         next_drop = loop.time() + drop_every if drop_every else None
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+                await asyncio.wait_for(stop.wait(), interval)
             if stats is not None:
-                stats.write_text(json.dumps(smsc.stats()))
+                _write(stats, smsc.stats())
             if next_drop is not None and loop.time() >= next_drop:
                 smsc.counts["outages"] += 1
+                if stats is not None:
+                    _write(stats, {**smsc.stats(), "down": True})
                 await smsc.outage(drop_for)
                 next_drop = loop.time() + drop_every
         if stats is not None:
-            stats.write_text(json.dumps(smsc.stats()))
+            _write(stats, smsc.stats())
+
+
+def _write(path: Path, stats: dict[str, Any]) -> None:
+    # Replace in one step so a reader never sees half a file.
+    part = path.with_suffix(".part")
+    part.write_text(json.dumps(stats))
+    part.replace(path)
 
 
 def main(argv: list[str] | None = None) -> None:
