@@ -264,3 +264,53 @@ async def test_transmitter_receiver_mode_binds_twice_and_gets_receipts_on_the_re
             await provider.send(message(id=f"r-{i}"))
         await eventually(lambda: len(sink.receipts) == 4)
     assert {r.message_id for r in sink.receipts} == {f"r-{i}" for i in range(4)}
+
+
+async def test_refused_bind_is_permanent_for_the_link() -> None:
+    """An SMSC answering bind with ESME_RINVPASWD: sends raise AuthenticationFailed, not transient."""
+    import asyncio
+    import struct
+
+    from smsrelay.errors import AuthenticationFailed
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        header = await reader.readexactly(16)
+        length, command, _, sequence = struct.unpack(">IIII", header)
+        await reader.readexactly(length - 16)
+        body = b"SIM\x00"
+        writer.write(struct.pack(">IIII", 16 + len(body), command | 0x80000000, 0x0E, sequence))
+        writer.write(body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    stand_in = SmscSimulator(SmscConfig(port=port))
+    try:
+        provider = build("smpp", smpp_settings(stand_in, timeout=1.0, reconnect_max=5.0))
+        assert isinstance(provider, SmppProvider)
+        await provider.start(RecordingSink())
+        await eventually(lambda: provider.binds[0].tx.bind_error is not None)
+        with pytest.raises(AuthenticationFailed) as caught:
+            await provider.send(message())
+        await provider.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    # smpp34 does not pass the status on: the refusal is known, not its reason.
+    assert caught.value.code in {"ESME_RINVPASWD", "bind-refused"}
+
+
+async def test_throughput_limit_paces_each_bind() -> None:
+    """throughput: 20 spaces submit_sm 50 ms apart on a bind, however many are waiting."""
+    import asyncio
+    import time
+
+    async with (
+        SmscSimulator(SmscConfig(receipts=False)) as smsc,
+        linked(smsc, throughput=20.0) as provider,
+    ):
+        started = time.monotonic()
+        await asyncio.gather(*(provider.send(message(id=f"p-{i}")) for i in range(11)))
+        elapsed = time.monotonic() - started
+    assert elapsed >= 0.5 and smsc.counts["accepted"] == 11

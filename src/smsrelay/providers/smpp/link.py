@@ -30,7 +30,10 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 # Bind answers that no retry can fix until the configuration changes.
-AUTH_STATUSES = frozenset({0x0D, 0x0E, 0x0F})  # RBINDFAIL, RINVPASWD, RINVSYSID
+AUTH_STATUSES = {0x0D: "ESME_RBINDFAIL", 0x0E: "ESME_RINVPASWD", 0x0F: "ESME_RINVSYSID"}
+# smpp34 1.5 does not pass a refused bind's command_status on: the TCP connection is
+# made and connect() fails with this text once connect_timeout_ms has passed.
+BIND_UNANSWERED = "bind timed out"
 _STATUS = re.compile(r"0x([0-9a-fA-F]{8})")
 
 OnDeliver = Callable[[smpp34.DeliverSmEvent], Awaitable[None]]
@@ -40,6 +43,13 @@ def command_status(exc: BaseException) -> int | None:
     """The ``command_status`` an ``SmppError`` names (``"ESME_RINVPASWD (0x0000000e)"``)."""
     found = _STATUS.search(str(exc))
     return int(found.group(1), 16) if found else None
+
+
+def _refusal(exc: BaseException) -> str | None:
+    status = command_status(exc)
+    if status in AUTH_STATUSES:
+        return AUTH_STATUSES[status]
+    return "bind-refused" if BIND_UNANSWERED in str(exc) else None
 
 
 class Session:
@@ -54,7 +64,8 @@ class Session:
         self.on_deliver = on_deliver
         self.smsc: smpp34.Smsc | None = None
         self.client: smpp34.Client | None = None
-        self.bind_error: int | None = None
+        # Why the last bind failed when the SMSC refused it (not for a refused connection).
+        self.bind_error: str | None = None
         self.bound = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -76,7 +87,8 @@ class Session:
                 await self._serve()
             if self._closing:
                 return
-            await asyncio.sleep(delay)
+            # A refused bind will not be accepted by asking again soon.
+            await asyncio.sleep(self.config.reconnect_max if self.bind_error else delay)
             delay = min(delay * 2, self.config.reconnect_max)
 
     async def _bind(self) -> bool:
@@ -95,8 +107,7 @@ class Session:
         try:
             smsc = await client.connect()
         except Exception as exc:  # smpp34 raises SmppError; OSError-like text inside
-            status = command_status(exc)
-            self.bind_error = status if status in AUTH_STATUSES else None
+            self.bind_error = _refusal(exc)
             log.warning(
                 "smpp_bind_failed", provider=self.name, bind=self.bind_type, error=str(exc)[:200]
             )

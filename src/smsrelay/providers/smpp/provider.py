@@ -34,9 +34,12 @@ status      name              meaning                                  what happ
 other       (generic_nack)    refused                                  PermanentProviderError
 ==========  ================  =======================================  ==========================
 
-A bind refused with 0x0D-0x0F is permanent for the link: while no bind is up for that
+A refused bind (0x0D-0x0F) is permanent for the link: while every bind is down for that
 reason, a send raises ``AuthenticationFailed`` (the next provider is tried) and the link
-keeps retrying at ``reconnect_max``. With no bind up for any other reason a send raises
+asks again only every ``reconnect_max`` s. smpp34 1.5 does not report a refused bind's
+``command_status``: the connection is made and the bind "times out" after ``timeout``;
+that is taken as a refusal too (code ``bind-refused``), so an SMSC that accepts TCP but
+never answers a bind is treated the same way. With no bind up for any other reason a send raises
 ``TransientProviderError`` at once (code ``no-bind``), so the dispatcher fails over
 while the link reconnects. No ``submit_sm_resp`` within ``timeout``, or the bind lost
 while waiting for it, is ``OutcomeUnknown``: the SMSC may have taken the part. A
@@ -80,7 +83,7 @@ from smsrelay.logging import get_logger
 from smsrelay.models import Receipt, SendRequest, SendResult
 from smsrelay.providers.base import Provider, ProviderSettings, ReceiptSink, scrub
 from smsrelay.providers.smpp import pdus, receipts
-from smsrelay.providers.smpp.link import AUTH_STATUSES, Bind
+from smsrelay.providers.smpp.link import Bind
 
 log = get_logger(__name__)
 
@@ -241,10 +244,12 @@ class SmppProvider(Provider):
         up = [b for b in self.binds if b.up]
         if up:
             return up[next(self._turn) % len(up)]
-        if self.binds and all(b.tx.bind_error in AUTH_STATUSES for b in self.binds):
-            status = self.binds[0].tx.bind_error or 0
-            name = ERRORS[status][0]
-            raise AuthenticationFailed(self.name, name, "the SMSC refused the bind")
+        refusals = [b.tx.bind_error for b in self.binds]
+        if refusals and all(refusals):
+            detail = (
+                f"the SMSC refused the bind or did not answer it within {self.config.timeout:g} s"
+            )
+            raise AuthenticationFailed(self.name, refusals[0] or "bind-refused", detail)
         raise TransientProviderError(self.name, "no-bind", "no SMPP bind is up")
 
     async def _submit(self, bind: Bind, request: SendRequest, part: pdus.PartPdu) -> str:
