@@ -128,7 +128,12 @@ class Session:
                 event = await smsc.next()
                 if isinstance(event, smpp34.Disconnected):
                     break
-                await self.on_deliver(event)
+                try:
+                    await self.on_deliver(event)
+                except Exception as exc:  # one unreadable PDU must not cost the bind
+                    log.warning(
+                        "smpp_deliver_sm_unread", provider=self.name, error=type(exc).__name__
+                    )
         finally:
             watchdog.cancel()
             self._lost()
