@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench services clean
+.PHONY: demo test faults lint bench services clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,10 +25,14 @@ services:
 demo: $(STAMP) services
 	$(BIN)/smsrelay demo
 
-## The full test suite: lint and types, the parallel suite, then the broker-restart test alone.
+## The full test suite: lint and types, then every test in parallel (broker restarts run on
+## private RabbitMQ nodes, scripts/rabbitmq-node.sh; the fault-injection suite in its short form).
 test: $(STAMP) $(NODE_STAMP) services lint
-	$(BIN)/pytest -n 2 -m "not disruptive"
-	$(BIN)/pytest -m disruptive
+	$(BIN)/pytest -n 2
+
+## The fault-injection suite alone, at ten times the short form's load.
+faults: $(STAMP) services
+	TEST_FAULTS_SCALE=10 $(BIN)/pytest -n 2 -m faults
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

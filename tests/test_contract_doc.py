@@ -231,7 +231,11 @@ def test_retry_bindings_match_topology() -> None:
     assert amqp["exchange"]["name"] == topology.RETRY_EXCHANGE
     queue = amqp["x-queue"]
     assert queue["namePrefix"] == topology.RETRY_QUEUE_PREFIX
-    assert CHANNELS["retry"]["address"] == topology.RETRY_QUEUE_PREFIX + "{n}"
+    assert CHANNELS["retry"]["address"] == topology.RETRY_QUEUE_PREFIX + "{delay}"
+    for example in CHANNELS["retry"]["parameters"]["delay"]["examples"]:
+        assert topology.retry_queue(int(example.removesuffix("ms")) / 1000) == (
+            topology.RETRY_QUEUE_PREFIX + example
+        )
     assert queue["deadLetterExchange"] == topology.EXCHANGE
     assert queue["deadLetterRoutingKey"] == topology.RETRY_ROUTING_KEY
     assert topology.ATTEMPT_HEADER in MESSAGES["retriedRequest"]["headers"]["required"]

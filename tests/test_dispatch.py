@@ -450,10 +450,11 @@ async def test_provider_crash_alone_schedules_a_retry(store: SqlStore, sink: Eve
 
 
 async def test_retry_after_longer_than_the_delay_wins(store: SqlStore, sink: EventList) -> None:
-    """A provider's Retry-After beyond the configured delay sets the retry delay."""
+    """A provider's Retry-After beyond the configured delay sets the retry delay, rounded up to the next tier."""
     limited = RateLimitedProvider("limited", retry_after=42.0)
-    outcome = await dispatcher(store, sink, limited).handle(raw())
-    assert outcome == Retry(delay=42.0, attempt=1)
+    tiers = RetrySettings(max_attempts=3, delays=[1.0, 60.0], jitter=0.0)
+    outcome = await dispatcher(store, sink, limited, retry=tiers).handle(raw())
+    assert outcome == Retry(delay=60.0, attempt=1)
 
 
 async def test_retry_after_shorter_than_the_delay_keeps_the_delay(

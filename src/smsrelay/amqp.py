@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import aio_pika
 from aio_pika.abc import (
@@ -31,6 +31,9 @@ from smsrelay.logging import get_logger
 from smsrelay.models import StatusEvent
 from smsrelay.topology import declare_events_exchange, declare_send_topology
 
+if TYPE_CHECKING:
+    from smsrelay.settings import RetrySettings
+
 log = get_logger(__name__)
 
 # With PAUSE_AFTER_FAILURE between tries (topology.DELIVERY_LIMIT of them), an outage
@@ -38,17 +41,21 @@ log = get_logger(__name__)
 PAUSE_AFTER_FAILURE = 5.0
 
 
-async def declare_retry_queues(channel: AbstractChannel, tiers: int) -> AbstractExchange:
-    """``sms.retry.1`` … ``sms.retry.<tiers>``: parked messages dead-letter back to ``sms``.
+async def declare_retry_queues(
+    channel: AbstractChannel, tiers: Sequence[float]
+) -> AbstractExchange:
+    """One queue per delay tier (``sms.retry.<ms>ms``): parked messages dead-letter back to ``sms``.
 
     Queues carry no TTL of their own, only the per-message expiration, so that changing
-    the configured delays never clashes with an existing declaration.
+    the configured delays never clashes with an existing declaration. Each holds one
+    tier's delays only: RabbitMQ expires a message only at the head of its queue, so a
+    queue shared by a long and a short delay would hold the short one back.
     """
     exchange = await channel.declare_exchange(
         t.RETRY_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
     )
-    for tier in range(1, tiers + 1):
-        name = f"{t.RETRY_QUEUE_PREFIX}{tier}"
+    for tier in tiers:
+        name = t.retry_queue(tier)
         queue = await channel.declare_queue(
             name,
             durable=True,
@@ -126,12 +133,12 @@ class Worker:
         self,
         url: str,
         prefetch: int,
-        retry_tiers: int,
+        retry: RetrySettings,
         make_dispatcher: Callable[[AmqpEvents], Dispatcher],
     ) -> None:
         self.url = url
         self.prefetch = prefetch
-        self.retry_tiers = retry_tiers
+        self.retry = retry
         self.make_dispatcher = make_dispatcher
         self.connection: AbstractRobustConnection | None = None
         self.dispatcher: Dispatcher | None = None
@@ -153,7 +160,7 @@ class Worker:
             self.connection = None
             raise
         self._dlx = await channel.get_exchange(t.DLX)
-        self._retry = await declare_retry_queues(channel, self.retry_tiers)
+        self._retry = await declare_retry_queues(channel, self.retry.tiers)
         self.dispatcher = self.make_dispatcher(AmqpEvents(await declare_events_exchange(channel)))
         self._queue = await channel.get_queue(t.SEND_QUEUE)
         self._consumer_tag = await self._queue.consume(self._on_message)
@@ -169,10 +176,12 @@ class Worker:
         assert self.dispatcher is not None
         retry_round = _int_header(message.headers.get(t.ATTEMPT_HEADER))
         try:
-            outcome = await self.dispatcher.handle(
+            # The id stays in flight until the outcome is carried out: a redelivery of it
+            # (after the connection dropped) waits instead of being acked too early.
+            async with self.dispatcher.process(
                 message.body, redelivered=bool(message.redelivered), retry_round=retry_round
-            )
-            await self._carry_out(outcome, message)
+            ) as outcome:
+                await self._carry_out(outcome, message)
         except asyncio.CancelledError:
             await _settle(message.nack(requeue=True))
             raise
@@ -194,10 +203,9 @@ class Worker:
             assert self._retry is not None
             headers = dict(message.headers)
             headers[t.ATTEMPT_HEADER] = outcome.attempt
-            tier = min(outcome.attempt, self.retry_tiers)
             await self._retry.publish(
                 _copy(message, headers, expiration=outcome.delay),
-                routing_key=f"{t.RETRY_QUEUE_PREFIX}{tier}",
+                routing_key=t.retry_queue(self.retry.tier_for(outcome.delay)),
             )
 
     async def stop(self, grace_period: float) -> None:

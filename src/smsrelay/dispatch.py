@@ -3,14 +3,18 @@
 The dispatcher knows nothing of AMQP or HTTP: it takes the raw body and what the
 transport knows (redelivered? how many delayed retries so far?) and returns an
 ``Outcome`` that tells the transport what to do with the message. The transport acks
-only after ``handle`` returned, i.e. after the outcome is recorded.
+only after ``handle`` returned, i.e. after the outcome is recorded; a transport that
+publishes (retries, dead letters) carries the outcome out inside ``process`` so that
+another delivery of the same id waits until it is done.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -108,26 +112,56 @@ class Dispatcher:
         self.events = events
         self.retry = retry
         self.metrics = metrics or Metrics()
-        self._in_flight: set[str] = set()
+        # id → (resolves True once that id's outcome is recorded and carried out,
+        # the digest of the request being sent under it).
+        self._in_flight: dict[str, tuple[asyncio.Future[bool], str]] = {}
         self._random = random.Random()
 
     async def handle(
         self, raw: bytes, *, redelivered: bool = False, retry_round: int = 0
     ) -> Outcome:
         """Process one delivery of ``raw``; see the module docstring."""
+        async with self.process(raw, redelivered=redelivered, retry_round=retry_round) as outcome:
+            return outcome
+
+    @asynccontextmanager
+    async def process(
+        self, raw: bytes, *, redelivered: bool = False, retry_round: int = 0
+    ) -> AsyncIterator[Outcome]:
+        """``handle`` as a scope: the id stays in flight until the block has carried out
+        the outcome (published the retry or dead letter); a block that raises did not.
+
+        Another delivery of an id in flight (a redelivery after the broker connection
+        dropped, whose original's own delivery died with the old channel, or a duplicate
+        publish) waits for the original: once the original's outcome is recorded and
+        carried out it is done; if the original failed, it takes over.
+        """
         try:
             request = parse_request(raw)
         except InvalidRequest as exc:
-            return await self._reject(raw, exc.reason)
-        if request.id in self._in_flight:
-            # The same id is being sent right now by this worker: a duplicate publish.
-            self.metrics.duplicates.inc()
-            return Done(None)
-        self._in_flight.add(request.id)
+            yield await self._reject(raw, exc.reason)
+            return
+        digest = request.digest(self.digest_key)
+        while (held := self._in_flight.get(request.id)) is not None:
+            original, original_digest = held
+            log.info("waiting_for_in_flight_copy", id=request.id, redelivered=redelivered)
+            if await asyncio.shield(original):
+                if original_digest != digest:
+                    # The same id for another request: refused, as the claim would.
+                    yield await self._conflict(request, log.bind(id=request.id))
+                    return
+                self.metrics.duplicates.inc()
+                yield Done(None)
+                return
+        settled: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._in_flight[request.id] = (settled, digest)
         try:
-            return await self._refusable(request, redelivered, retry_round)
+            yield await self._refusable(request, redelivered, retry_round)
+            settled.set_result(True)
         finally:
-            self._in_flight.discard(request.id)
+            del self._in_flight[request.id]
+            if not settled.done():
+                settled.set_result(False)
 
     async def _refusable(
         self, request: SendRequest, redelivered: bool, retry_round: int
@@ -267,12 +301,16 @@ class Dispatcher:
         return Retry(delay=delay, attempt=next_round)
 
     def _delay(self, round_no: int, last: ProviderError) -> float:
-        """Backoff for retry round ``round_no`` (1-based) with jitter, at least retry_after."""
+        """Backoff for retry round ``round_no`` (1-based) with jitter, at least retry_after.
+
+        A ``Retry-After`` is rounded up to the next retry tier and capped at the longest:
+        one provider asking for an hour must not park a message beyond the tiers.
+        """
         delays = self.retry.delays
         base = delays[min(round_no, len(delays)) - 1]
         jittered = base * (1 + self._random.uniform(-self.retry.jitter, self.retry.jitter))
         if isinstance(last, RateLimited) and last.retry_after:
-            return max(jittered, last.retry_after)
+            return max(jittered, self.retry.round_up(last.retry_after))
         return jittered
 
     async def _finish(

@@ -20,9 +20,12 @@
     │     ├─ AuthenticationFailed  bad credentials or account problem
     │     └─ UnconfirmedSend       a success answer we cannot read: the provider may
     │                              have taken it, so `failed` at once, no other provider
-    ├─ ReceiptError                a webhook is refused with 401/403
-    │  ├─ BadSignature
-    │  └─ StaleReceipt
+    ├─ ReceiptError                a webhook is refused, counted, nothing else changes
+    │  ├─ BadSignature             401: the sender could not prove who it is
+    │  ├─ StaleReceipt             403: authentic, but old
+    │  │  └─ ReplayedReceipt       403: accepted before (the same signed content)
+    │  └─ MalformedReceipt         400: over the provider's limits, or unreadable
+    │     └─ OversizedReceipt      413: a body larger than the provider ever sends
     └─ StoreError                  the database failed a read or write
        ├─ StoreUnavailable         connection lost or refused, timeout, lock: the message
        │                           goes back to the queue and is tried again later
@@ -143,3 +146,15 @@ class StoreUnavailable(StoreError):
 
 class StoreRejected(StoreError):
     """The database refuses what this message would write: no retry can succeed."""
+
+
+class ReplayedReceipt(StaleReceipt):
+    """What the receipt's signature covers was accepted before: a replay."""
+
+
+class MalformedReceipt(ReceiptError):
+    """The webhook has more parameters or nesting than its provider sends, or cannot be read."""
+
+
+class OversizedReceipt(MalformedReceipt):
+    """The webhook's body is larger than anything its provider sends."""

@@ -52,3 +52,10 @@ class Metrics:
             ["provider", "status"],
             registry=self.registry,
         )
+        self.receipt_refusals = Counter(
+            "smsrelay_receipt_refusals",
+            "Refused receipt webhooks by provider and kind (bad_signature, replayed, stale, "
+            "oversized, malformed)",
+            ["provider", "reason"],
+            registry=self.registry,
+        )

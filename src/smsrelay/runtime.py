@@ -75,7 +75,7 @@ class Runtime:
         self.worker = Worker(
             url=self.settings.amqp_url,
             prefetch=self.settings.prefetch,
-            retry_tiers=len(self.settings.retry.delays),
+            retry=self.settings.retry,
             make_dispatcher=self.dispatcher,
         )
         await self.worker.start()

@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_origin
+from typing import Annotated, Any, Literal, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -33,9 +33,31 @@ class RetrySettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_attempts: int = Field(default=5, ge=1, le=50)
-    # One TTL queue per delay: the n-th retry waits delays[n-1] (the last one repeats).
-    delays: list[float] = Field(default=[5.0, 30.0, 120.0, 600.0], min_length=1)
+    # The n-th retry waits delays[n-1] (the last one repeats). Each distinct delay is a
+    # tier with its own TTL queue (sms.retry.<ms>ms), so a long delay never holds back a
+    # short one: RabbitMQ expires messages only at the head of a queue.
+    delays: list[Annotated[float, Field(ge=0.001, le=604800)]] = Field(
+        default=[5.0, 30.0, 120.0, 600.0], min_length=1
+    )
     jitter: float = Field(default=0.2, ge=0.0, le=0.5)
+
+    @property
+    def tiers(self) -> list[float]:
+        """The distinct delays, shortest first: one retry queue each."""
+        return sorted(set(self.delays))
+
+    def round_up(self, delay: float) -> float:
+        """The shortest tier at least ``delay`` long, the longest tier at most."""
+        return next((tier for tier in self.tiers if tier >= delay), self.tiers[-1])
+
+    def tier_for(self, delay: float) -> float:
+        """The tier whose queue a message waiting ``delay`` seconds goes to.
+
+        A delay is its tier's delay with jitter, or a ``Retry-After`` already rounded up
+        to a tier: the shortest tier it can be a jittered form of. Messages in one queue
+        then differ in delay by the jitter at most, which is all one can hold back another.
+        """
+        return self.round_up(delay / (1 + self.jitter) * (1 - 1e-9))
 
 
 class ApiLimits(BaseModel):

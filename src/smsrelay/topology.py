@@ -26,6 +26,7 @@ EVENTS_EXCHANGE: Final[str] = "sms.events"
 EVENT_KEY_PREFIX: Final[str] = "sms.status."
 RETRY_EXCHANGE: Final[str] = "sms.retry"
 RETRY_QUEUE_PREFIX: Final[str] = "sms.retry."
+RETRY_QUEUE_SUFFIX: Final[str] = "ms"
 REASON_HEADER: Final[str] = "x-smsrelay-reason"
 ATTEMPT_HEADER: Final[str] = "x-smsrelay-attempt"
 
@@ -66,3 +67,12 @@ async def declare_events_exchange(channel: AbstractChannel) -> AbstractExchange:
     return await channel.declare_exchange(
         EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
     )
+
+
+def retry_queue(delay: float) -> str:
+    """The retry queue of a delay tier, named by its delay: 5 s → ``sms.retry.5000ms``.
+
+    Queues of versions before delay tiers were named by retry round (``sms.retry.1``…);
+    the unit keeps the two apart, and those drain by themselves (see docs/asyncapi.yaml).
+    """
+    return f"{RETRY_QUEUE_PREFIX}{round(delay * 1000)}{RETRY_QUEUE_SUFFIX}"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
@@ -11,13 +12,24 @@ import pytest
 from sqlalchemy import func, select
 
 from smsrelay.api import AmqpPublisher
+from smsrelay.api.context import context_of
+from smsrelay.api.receipts import drain_outbox
 from smsrelay.dispatch import Dispatcher, Done
-from smsrelay.models import SendRequest, SendResult, State, StatusEvent, validate_request
+from smsrelay.models import (
+    Receipt,
+    ReceiptStatus,
+    SendRequest,
+    SendResult,
+    State,
+    StatusEvent,
+    validate_request,
+)
 from smsrelay.providers import Provider, ProviderSettings
 from smsrelay.providers.twilio import twilio_signature
 from smsrelay.routing import Router
 from smsrelay.settings import RetrySettings
 from smsrelay.store import SqlStore, upgrade
+from smsrelay.store.receipts import ReceiptStore
 from smsrelay.store.schema import receipt_digests, receipts
 from tests.api.support import (
     PARTS_SECRET,
@@ -277,17 +289,43 @@ async def test_multipart_message_is_delivered_only_when_every_part_is(
     assert await api.metric("smsrelay_receipts_total", provider="parts", status="delivered") == 3
 
 
-async def test_broker_down_answers_503_and_the_retry_is_taken(api: Api, store: SqlStore) -> None:
-    """When the event cannot be published nothing is kept (503), so the provider's retry is not a replay."""
+async def test_broker_down_keeps_the_receipt_and_the_event_waits_in_the_outbox(
+    api: Api, store: SqlStore
+) -> None:
+    """With the broker down the receipt is taken (204); its event goes out at the next drain."""
     await sent(store)
     assert isinstance(api.publisher, MemoryPublisher)
     api.publisher.down = True
     body, headers = twilio_callback(SID)
-    assert (await post_twilio(api, body, headers)).status_code == 503
-    assert await state(store) is State.SENT and await rows(store, receipts) == 0
-    api.publisher.down = False
     assert (await post_twilio(api, body, headers)).status_code == 204
-    assert await state(store) is State.DELIVERED
+    assert await state(store) is State.DELIVERED and api.publisher.events == []
+    assert (await post_twilio(api, body, headers)).status_code == 403  # kept: a replay now
+    api.publisher.down = False
+    assert await drain_outbox(context_of(api.app)) == 1
+    assert [e.state for e in api.publisher.events] == [State.DELIVERED]
+    assert await api.receipts.outbox() == []
+
+
+async def test_events_left_in_the_outbox_are_published_at_start_up(
+    store: SqlStore, sqlite_url: str
+) -> None:
+    """An event committed by a process that died before publishing goes out when the API starts."""
+    await sent(store)
+    left = ReceiptStore(store)
+    long_ago = datetime.now(UTC) - timedelta(minutes=5)
+    delivered = Receipt(
+        provider_message_id=SID, status=ReceiptStatus.DELIVERED, provider_status="delivered"
+    )
+    await left.accept("twilio", "digest-1", [delivered], long_ago)
+    publisher = MemoryPublisher()
+    async with running_api(api_settings(sqlite_url), store, publisher) as api:
+        await eventually(lambda: [e.state for e in publisher.events] == [State.DELIVERED])
+        await eventually(lambda: _empty(api.receipts.outbox()))
+
+
+async def _empty(pending: Awaitable[list[Any]]) -> bool:
+    """Whether the awaited list is empty."""
+    return not await pending
 
 
 async def test_forwarded_proto_and_host_name_the_signed_url(
@@ -381,3 +419,14 @@ async def test_receipt_before_the_send_is_applied_when_the_worker_records_it(
     assert await relay.handle(raw) == Done(State.SENT)
     assert [e.state for e in events.events] == [State.SENT, State.DELIVERED]
     assert await state(store) is State.DELIVERED
+
+
+async def test_a_forwarded_host_with_a_bad_port_is_refused_not_a_500(
+    store: SqlStore, sqlite_url: str
+) -> None:
+    """X-Forwarded-Host `host:abc` (no port number) makes the signed URL unverifiable: 401."""
+    settings = api_settings(sqlite_url, public_url=None)
+    async with running_api(settings, store, MemoryPublisher()) as api:
+        body, headers = twilio_callback(SID, url="https://relay.example.org/v1/receipts/twilio")
+        forwarded = {**headers, "X-Forwarded-Proto": "https", "X-Forwarded-Host": "relay:abc"}
+        assert (await post_twilio(api, body, forwarded)).status_code == 401

@@ -18,27 +18,35 @@ import yaml
 class WorkerProcess:
     """A worker subprocess whose simulator records each send to a file."""
 
-    def __init__(self, tmp: Path, amqp_url: str, database_url: str, latency_ms: float = 100) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        amqp_url: str,
+        database_url: str,
+        latency_ms: float = 100,
+        settings: dict[str, Any] | None = None,
+        name: str = "worker",
+    ) -> None:
         self.tmp = tmp
+        self.name = name
         self.record = tmp / "sent.jsonl"
-        self.config = tmp / "smsrelay.yaml"
-        self.config.write_text(
-            yaml.safe_dump(
-                {
-                    # ~500 sends/s: slow enough that a signal lands mid-stream on a busy machine.
-                    "prefetch": 50,
-                    "grace_period": 15,
-                    "providers": {
-                        "simulator": {
-                            "type": "simulator",
-                            "latency_ms": latency_ms,
-                            "record_path": str(self.record),
-                        }
-                    },
-                    "retry": {"max_attempts": 3, "delays": [0.5], "jitter": 0.0},
+        self.config = tmp / f"{name}.yaml"
+        config: dict[str, Any] = {
+            # ~500 sends/s: slow enough that a signal lands mid-stream on a busy machine.
+            "prefetch": 50,
+            "grace_period": 15,
+            "providers": {
+                "simulator": {
+                    "type": "simulator",
+                    "latency_ms": latency_ms,
+                    "record_path": str(self.record),
                 }
-            )
-        )
+            },
+            "retry": {"max_attempts": 3, "delays": [0.5], "jitter": 0.0},
+        }
+        # Top-level keys given here replace the defaults (e.g. other providers and routes).
+        config.update(settings or {})
+        self.config.write_text(yaml.safe_dump(config))
         self.env = {
             **os.environ,
             "SMSRELAY_AMQP_URL": amqp_url,
@@ -53,7 +61,7 @@ class WorkerProcess:
         """Start a worker (logs go to worker-<n>.log)."""
         self.runs += 1
         # The child writes through its own copy of the descriptor; ours closes at once.
-        with (self.tmp / f"worker-{self.runs}.log").open("wb") as log:
+        with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "smsrelay", "worker"], env=self.env, stdout=log, stderr=log
             )
@@ -61,12 +69,25 @@ class WorkerProcess:
 
     def wait_for_log(self, text: str, seconds: float = 30) -> None:
         """Block until the current worker's log holds ``text``."""
-        path = self.tmp / f"worker-{self.runs}.log"
+        path = self.log_path
         deadline = time.monotonic() + seconds
         while text not in path.read_text():
             assert self.proc is not None and self.proc.poll() is None, path.read_text()[-3000:]
             assert time.monotonic() < deadline, f"{text!r} not logged: {path.read_text()[-3000:]}"
             time.sleep(0.05)
+
+    @property
+    def log_path(self) -> Path:
+        """The current run's log file."""
+        return self.tmp / f"{self.name}-{self.runs}.log"
+
+    def log_count(self, text: str) -> int:
+        """How often the current run's log holds ``text``."""
+        return self.log_path.read_text().count(text) if self.log_path.exists() else 0
+
+    def kill(self) -> None:
+        """SIGKILL the worker and reap it."""
+        assert self.signal(signal.SIGKILL) == -signal.SIGKILL
 
     def signal(self, sig: signal.Signals) -> int:
         """Send ``sig`` and wait for the exit code."""
@@ -88,7 +109,7 @@ class WorkerProcess:
 
     def logs(self) -> str:
         """Every worker run's log."""
-        return "".join(p.read_text() for p in sorted(self.tmp.glob("worker-*.log")))
+        return "".join(p.read_text() for p in sorted(self.tmp.glob(f"{self.name}-*.log")))
 
     def log_lines(self) -> list[dict[str, Any]]:
         """Every JSON log line of every run."""

@@ -492,9 +492,14 @@ def test_old_report_is_not_refused_for_its_age(provider: InfobipProvider) -> Non
     provider.verify_receipt(webhook, NOW + timedelta(days=365))
 
 
-def test_replay_digest_is_over_the_body_alone(provider: InfobipProvider) -> None:
-    """Infobip signs nothing, so it declares no signature headers for the replay digest."""
-    assert provider.signature_headers == ()
+def test_replay_key_is_the_body_as_canonical_json(provider: InfobipProvider) -> None:
+    """Infobip signs nothing: a re-spaced or reordered report is the same report."""
+    body = _report(_status("DELIVERED", "DELIVERED_TO_HANDSET"))
+    respaced = json.dumps(json.loads(body), indent=2, sort_keys=True).encode()
+    same_key = provider.replay_key(report_webhook(respaced))
+    assert same_key == provider.replay_key(report_webhook(body))
+    other = _report(_status("UNDELIVERABLE", "UNDELIVERABLE_NOT_DELIVERED"))
+    assert provider.replay_key(report_webhook(other)) != same_key
 
 
 def test_answer_without_a_refusing_status_counts_as_taken() -> None:

@@ -322,12 +322,14 @@ def test_callback_without_its_headers_is_refused(provider: PlivoProvider, missin
         provider.verify_receipt(changed, NOW)
 
 
-def test_replay_guard_covers_the_signature_and_nonce(provider: PlivoProvider) -> None:
-    """V3 signs no time: the store's replay digest must cover the signature and its nonce."""
-    assert set(provider.signature_headers) == {
-        "x-plivo-signature-v3",
-        "x-plivo-signature-v3-nonce",
-    }
+def test_replay_key_is_the_signed_content_in_canonical_form(provider: PlivoProvider) -> None:
+    """Reordered fields, a GET of the same query, another nonce: one key; other content: another."""
+    hook = signed_callback(callback("uuid-1"), "n-1")
+    reordered = replace(hook, body="&".join(reversed(hook.body.decode().split("&"))).encode())
+    renonced = signed_callback(callback("uuid-1"), "n-2")
+    key = provider.replay_key(hook)
+    assert provider.replay_key(reordered) == key == provider.replay_key(renonced)
+    assert provider.replay_key(signed_callback(callback("uuid-2"), "n-1")) != key
 
 
 def test_same_callback_with_a_new_nonce_is_signed_anew(provider: PlivoProvider) -> None:

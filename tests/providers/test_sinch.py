@@ -456,8 +456,10 @@ def test_unreadable_report_is_an_error(provider: SinchProvider) -> None:
         provider.parse_receipts(Webhook("POST", RECEIPT_URL, {}, b"[1, 2]"))
 
 
-def test_replay_digest_covers_every_signed_header(provider: SinchProvider) -> None:
-    """signature_headers names the four headers verify_receipt checks, for the replay digest."""
+def test_replay_key_is_what_the_hmac_covers(provider: SinchProvider) -> None:
+    """The key holds the body, nonce and timestamp; an unsigned header does not change it."""
     webhook = signed_report(_report(), WEBHOOK_SECRET, NOW.timestamp())
-    signed = {h for h in webhook.headers if h.startswith("x-sinch-webhook-signature")}
-    assert set(provider.signature_headers) == signed
+    extra = replace(webhook, headers={**webhook.headers, "x-other": "1"})
+    assert provider.replay_key(extra) == provider.replay_key(webhook)
+    later = signed_report(_report(), WEBHOOK_SECRET, NOW.timestamp() + 1)
+    assert provider.replay_key(later) != provider.replay_key(webhook)

@@ -545,6 +545,12 @@ def test_unreadable_event_is_an_error(provider: TelnyxProvider) -> None:
         provider.parse_receipts(signed_event(b'"text"', KEY))
 
 
-def test_replay_digest_covers_both_signed_headers(provider: TelnyxProvider) -> None:
-    """signature_headers names the signature and the timestamp, for the replay digest."""
-    assert set(provider.signature_headers) == {"telnyx-signature-ed25519", "telnyx-timestamp"}
+def test_replay_key_is_the_signed_payload_not_the_signature_text(
+    provider: TelnyxProvider,
+) -> None:
+    """The key is timestamp|body: the signature's base64 spelling does not count."""
+    webhook = signed_event(_event(), KEY, NOW.timestamp())
+    respelled = dict(webhook.headers)
+    respelled["telnyx-signature-ed25519"] = respelled["telnyx-signature-ed25519"].rstrip("=")
+    assert provider.replay_key(replace(webhook, headers=respelled)) == provider.replay_key(webhook)
+    assert provider.replay_key(webhook).endswith(b"|" + webhook.body)

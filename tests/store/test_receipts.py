@@ -12,10 +12,11 @@ from sqlalchemy import func, select
 import smsrelay.store
 from smsrelay.errors import StaleReceipt
 from smsrelay.models import Receipt, ReceiptStatus, State, validate_request
+from smsrelay.receipts import ReceiptRecord, apply_pending_receipts, next_state, resolve
 from smsrelay.store import SqlStore
 from smsrelay.store.batch import BatchingStore
-from smsrelay.store.receipts import ReceiptRecord, ReceiptStore, apply_pending_receipts, resolve
-from smsrelay.store.schema import receipt_digests, receipts
+from smsrelay.store.receipts import ReceiptStore
+from smsrelay.store.schema import event_outbox, receipt_digests, receipts
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 
@@ -150,7 +151,8 @@ async def test_receipt_before_the_send_is_kept_and_matched_later(
     assert await accept(rstore, receipt(pmid="SM-early")) == []
     assert [r.provider_message_id for r in await rstore.unmatched("tw")] == ["SM-early"]
     await sent(store, pmid="SM-early")
-    [event] = await rstore.match_pending_receipts("m-1", "tw", "SM-early")
+    [pending] = await rstore.match_pending_receipts("m-1", "tw", "SM-early")
+    event = pending.event
     assert event.state is State.DELIVERED
     assert await rstore.unmatched("tw") == []
     assert len(await rstore.receipts_for("m-1")) == 1
@@ -167,7 +169,8 @@ async def test_receipt_for_our_id_waits_until_the_send_is_recorded(
     assert record is not None and record.state is State.ACCEPTED
     await store.finish_message("m-1", State.SENT, provider="tw", provider_message_id="SM1")
     assert await rstore.needs_matching("m-1", "tw", "SM1", State.SENT)
-    [event] = await rstore.match_pending_receipts("m-1", "tw", "SM1")
+    [pending] = await rstore.match_pending_receipts("m-1", "tw", "SM1")
+    event = pending.event
     assert event.state is State.DELIVERED
     assert not await rstore.needs_matching("m-1", "tw", "SM1", State.DELIVERED)
 
@@ -205,18 +208,64 @@ async def test_digest_older_than_the_window_no_longer_refuses(
     assert await count(store, receipt_digests) == 1
 
 
-async def test_a_failure_inside_the_block_rolls_everything_back(
+async def test_a_failed_publish_leaves_the_committed_event_in_the_outbox(
     store: SqlStore, rstore: ReceiptStore
 ) -> None:
-    """When publishing the events fails, neither receipt, digest nor state is kept."""
+    """Publishing happens after the commit: when it fails, the event waits in the outbox."""
     await sent(store)
     with pytest.raises(RuntimeError):
         async with rstore.accepting("tw", "d1", [receipt()], NOW):
             raise RuntimeError("broker down")
     record = await store.get("m-1")
-    assert record is not None and record.state is State.SENT
-    assert await count(store, receipts) == 0 and await count(store, receipt_digests) == 0
-    assert len(await accept(rstore, receipt())) == 1
+    assert record is not None and record.state is State.DELIVERED
+    [pending] = await rstore.outbox()
+    assert pending.event.id == "m-1" and pending.event.state is State.DELIVERED
+    await rstore.published([pending.key])
+    assert await rstore.outbox() == []
+
+
+async def test_the_event_is_in_the_outbox_until_published(
+    store: SqlStore, rstore: ReceiptStore
+) -> None:
+    """accept() commits the state and its event together; published() removes the event."""
+    await sent(store)
+    accepted = await rstore.accept("tw", "d1", [receipt()], NOW)
+    assert [p.event.state for p in await rstore.outbox()] == [State.DELIVERED]
+    assert await rstore.outbox(older_than=NOW) == []  # the writer is still publishing it
+    await rstore.published([p.key for p in accepted.events])
+    assert await count(store, event_outbox) == 0
+
+
+async def test_a_later_undelivered_never_undoes_delivered(
+    store: SqlStore, rstore: ReceiptStore
+) -> None:
+    """Delivered, then undelivered: the message stays delivered, and no second event."""
+    await sent(store)
+    assert len(await accept(rstore, receipt(), digest="d1")) == 1
+    assert await accept(rstore, receipt(ReceiptStatus.UNDELIVERED), digest="d2") == []
+    record = await store.get("m-1")
+    assert record is not None and record.state is State.DELIVERED
+
+
+async def test_delivered_after_undelivered_moves_the_message_forward(
+    store: SqlStore, rstore: ReceiptStore
+) -> None:
+    """Undelivered, then delivered (the carrier retried): delivered, with its own event."""
+    await sent(store)
+    await accept(rstore, receipt(ReceiptStatus.UNDELIVERED), digest="d1")
+    [event] = await accept(rstore, receipt(), digest="d2")
+    assert event.state is State.DELIVERED and event.error is None
+
+
+async def test_the_same_report_in_new_bytes_is_kept_and_applied_once(
+    store: SqlStore, rstore: ReceiptStore
+) -> None:
+    """An equal receipt under another digest (a provider's resend) is dropped: one row, one event."""
+    await sent(store)
+    assert len(await accept(rstore, receipt(), digest="d1")) == 1
+    accepted = await rstore.accept("tw", "d2", [receipt()], NOW)
+    assert accepted.kept == [] and accepted.events == []
+    assert await count(store, receipts) == 1
 
 
 async def test_refusals_are_recorded_newest_first(rstore: ReceiptStore) -> None:
@@ -269,6 +318,24 @@ def test_latest_report_of_a_part_wins() -> None:
     assert resolve(history) is ReceiptStatus.DELIVERED
 
 
+def test_a_final_report_is_not_replaced_by_a_lower_or_equal_one() -> None:
+    """Delivered then undelivered stays delivered; undelivered then failed stays undelivered."""
+    history = [record(ReceiptStatus.DELIVERED, 1, 1), record(ReceiptStatus.UNDELIVERED, 1, 1, 1)]
+    assert resolve(history) is ReceiptStatus.DELIVERED
+    history = [record(ReceiptStatus.UNDELIVERED), record(ReceiptStatus.FAILED, minute=1)]
+    assert resolve(history) is ReceiptStatus.UNDELIVERED
+
+
+def test_state_moves_only_forward() -> None:
+    """From sent to final, from undelivered to delivered; never back, never sideways."""
+    delivered, undelivered = record(ReceiptStatus.DELIVERED), record(ReceiptStatus.UNDELIVERED)
+    assert next_state(State.SENT, [undelivered]) is State.UNDELIVERED
+    assert next_state(State.UNDELIVERED, [undelivered, delivered]) is State.DELIVERED
+    assert next_state(State.DELIVERED, [undelivered]) is None
+    assert next_state(State.FAILED, [undelivered]) is None
+    assert next_state(State.ACCEPTED, [delivered]) is None
+
+
 def test_pending_never_overrides_a_final_report() -> None:
     """A late `pending` (a carrier's echo) after `delivered` leaves it delivered."""
     history = [record(ReceiptStatus.DELIVERED, minute=0), record(ReceiptStatus.PENDING, minute=1)]
@@ -308,7 +375,25 @@ async def test_worker_hook_does_nothing_without_receipts(store: SqlStore) -> Non
     await sent(store)
     sink = Sink()
     await apply_pending_receipts(store, sink, "m-1", "tw", "SM1")
-    await apply_pending_receipts(object(), sink, "m-1", "tw", "SM1")  # a store without receipts
     assert sink.events == []
     record = await store.get("m-1")
     assert record is not None and record.state is State.SENT
+
+
+class DownSink:
+    """An event sink whose broker is down."""
+
+    async def publish(self, event: Any) -> None:
+        raise ConnectionError("broker down")
+
+
+async def test_worker_hook_leaves_an_unpublished_event_in_the_outbox(
+    store: SqlStore, rstore: ReceiptStore
+) -> None:
+    """When the worker cannot publish, the state is committed and the event waits for a drain."""
+    await accept(rstore, receipt(pmid="SM-early"))
+    await sent(store, pmid="SM-early")
+    await apply_pending_receipts(BatchingStore(store), DownSink(), "m-1", "tw", "SM-early")
+    record = await store.get("m-1")
+    assert record is not None and record.state is State.DELIVERED
+    assert [p.event.state for p in await rstore.outbox()] == [State.DELIVERED]

@@ -2,7 +2,8 @@
 
 The app owns none of what it is given except the publisher's connection, which it
 opens at start-up (without waiting for the broker) and closes at shutdown. It also
-purges old receipts, refusals and replay digests once a day.
+purges old receipts, refusals and replay digests once a day, and publishes status events
+left in the outbox (``receipts.drain_outbox_forever``).
 """
 
 from __future__ import annotations
@@ -106,15 +107,19 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     ctx = context_of(app)
     await ctx.publisher.start()
     stop = asyncio.Event()
-    purge = asyncio.create_task(_purge_daily(ctx, stop))
+    tasks = [
+        asyncio.create_task(_purge_daily(ctx, stop)),
+        asyncio.create_task(receipts.drain_outbox_forever(ctx, stop)),
+    ]
     try:
         yield
     finally:
         stop.set()
-        # A purge under way finishes first: cancelled mid-call, the database driver's
-        # thread would answer a loop that is gone.
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(purge, timeout=10)
+        # A purge or drain under way finishes first: cancelled mid-call, the database
+        # driver's thread would answer a loop that is gone.
+        for task in tasks:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=10)
         await ctx.publisher.close()
 
 

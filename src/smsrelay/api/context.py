@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 
 from smsrelay.api.broker import Publisher
+from smsrelay.api.refusals import RefusalSampler
 from smsrelay.metrics import Metrics
 from smsrelay.providers import Provider
 from smsrelay.settings import Settings
@@ -25,6 +26,7 @@ class ApiContext:
     publisher: Publisher
     providers: Mapping[str, Provider]
     metrics: Metrics
+    refusals: RefusalSampler = field(default_factory=RefusalSampler)
 
 
 def context_of(app: FastAPI) -> ApiContext:

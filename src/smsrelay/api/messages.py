@@ -137,7 +137,7 @@ async def _settle_receipts(ctx: ApiContext, record: MessageRecord) -> MessageRec
             for event in events:
                 await ctx.publisher.publish_event(event)
     except BrokerUnavailable as exc:
-        # Rolled back: the next GET or receipt tries again.
+        # Committed with its events in the outbox: the outbox drain publishes them.
         log.warning("receipt_match_deferred", id=record.id, error=str(exc))
         return record
     return await ctx.store.get(record.id) or record

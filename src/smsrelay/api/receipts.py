@@ -1,26 +1,32 @@
 """``POST /v1/receipts/{provider}`` (or GET): delivery receipts, trusted only once verified.
 
-The order is fixed: find the configured provider (404), build the ``Webhook`` exactly
-as the provider sent it, let the provider verify it, and only then parse it. A
-refused webhook is answered 401 when its signature is missing or wrong
-(``BadSignature``: the caller could not prove who it is) and 403 when it is authentic
-but stale or replayed (``StaleReceipt``: proving it again would not help); the refusal
-is recorded and counted, and nothing else in the store changes.
+The order is fixed: find the configured provider (404); read at most the provider's
+``max_receipt_bytes`` (413 beyond: no provider sends more) and build the ``Webhook``
+exactly as the provider sent it; refuse more fields than the provider sends (400)
+before any signature is computed; let the provider verify it; only then parse it.
+Every step is linear in the webhook's size. A refused webhook is answered 401 when
+its signature is missing or wrong (``BadSignature``: the caller could not prove who
+it is), 403 when it is authentic but stale or replayed (``StaleReceipt``: proving it
+again would not help), 400 when it is unreadable; the refusal is counted and, sampled,
+logged and recorded (``smsrelay.api.refusals``), and nothing else in the store changes.
 
-Replays: every accepted webhook leaves a digest (the provider's ``signature_headers``
-and the body, or the query of a GET); the same digest again within the retention
-period is refused as replayed. The receipts, the digest and the message states commit
-together, after the status events went out, so a failed publish (503) leaves the
-provider's retry welcome.
+Replays: every accepted webhook leaves a digest of its ``replay_key``, the canonical
+content its signature covers; the same digest again within the retention period is
+refused as replayed, however the bytes were re-encoded. The receipts, the digest, the
+message states and their status events (in the outbox) commit together; the events
+are published after the commit. When the broker is down the receipt is still taken
+(204): its events wait in the outbox, which ``drain_outbox_forever`` empties from
+start-up on (so a crash between commit and publish loses nothing either).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
@@ -29,22 +35,21 @@ from smsrelay.api.body import read_body
 from smsrelay.api.broker import BrokerUnavailable
 from smsrelay.api.context import ApiContext, get_context
 from smsrelay.api.errors import documented, error_response
-from smsrelay.errors import ReceiptError, StaleReceipt
+from smsrelay.api.refusals import kind_of
+from smsrelay.errors import MalformedReceipt, OversizedReceipt, ReceiptError
 from smsrelay.logging import get_logger
 from smsrelay.models import Receipt
 from smsrelay.providers import Provider, Webhook
+from smsrelay.store.base import PendingEvent
 
 log = get_logger(__name__)
 
 router = APIRouter(tags=["receipts"])
 
-MAX_WEBHOOK_BYTES = 1024 * 1024
-
-
 RECEIPT_ROUTE: dict[str, Any] = {
     "status_code": 204,
     "response_class": Response,
-    "responses": documented(400, 401, 403, 404, 413, 503),
+    "responses": documented(400, 401, 403, 404, 413),
 }
 
 
@@ -78,9 +83,12 @@ async def _webhook(provider: str, request: Request, ctx: ApiContext) -> Response
     adapter = ctx.providers.get(provider)
     if adapter is None:
         return error_response(404, f"no provider is configured as {provider!r}")
-    body = await read_body(request, MAX_WEBHOOK_BYTES)
+    now = datetime.now(UTC)
+    limit = adapter.max_receipt_bytes
+    body = await read_body(request, limit)
     if body is None:
-        return error_response(413, f"the webhook is over {MAX_WEBHOOK_BYTES} bytes")
+        too_large = OversizedReceipt(f"{adapter.type_name} receipts are at most {limit} bytes")
+        return await _refuse(ctx, adapter.name, too_large, now)
     webhook = Webhook(
         method=request.method,
         url=public_url(request, ctx.settings.public_url),
@@ -88,51 +96,118 @@ async def _webhook(provider: str, request: Request, ctx: ApiContext) -> Response
         body=body,
         query=dict(request.query_params),
     )
-    return await _receive(ctx, adapter, webhook, datetime.now(UTC))
+    return await _receive(ctx, adapter, webhook, now)
 
 
 async def _receive(ctx: ApiContext, adapter: Provider, webhook: Webhook, now: datetime) -> Response:
     try:
-        adapter.verify_receipt(webhook, now)
+        batch, digest = verified(adapter, webhook, now)
+        accepted = await ctx.receipts.accept(adapter.name, digest, batch, now)
     except ReceiptError as exc:
         return await _refuse(ctx, adapter.name, exc, now)
-    try:
-        batch = adapter.parse_receipts(webhook)
-    except (ValueError, KeyError, TypeError) as exc:
-        await _record_refusal(ctx, adapter.name, f"unreadable: {type(exc).__name__}", now)
-        return error_response(400, "the receipt could not be read")
-    digest = webhook_digest(webhook, getattr(adapter, "signature_headers", ()))
-    try:
-        await _accept(ctx, adapter.name, digest, batch, now)
-    except StaleReceipt as exc:
-        return await _refuse(ctx, adapter.name, exc, now)
-    except BrokerUnavailable as exc:
-        log.warning("receipt_deferred", provider=adapter.name, error=str(exc))
-        return error_response(503, "events cannot be published now; retry later")
-    for receipt in batch:
+    await publish_pending(ctx, accepted.events)
+    for receipt in accepted.kept:
         ctx.metrics.receipts.labels(adapter.name, receipt.status.value).inc()
     return Response(status_code=204)
 
 
-async def _accept(
-    ctx: ApiContext, provider: str, digest: str, batch: Sequence[Receipt], now: datetime
-) -> None:
-    async with ctx.receipts.accepting(provider, digest, batch, now) as events:
-        for event in events:
-            await ctx.publisher.publish_event(event)
+def verified(adapter: Provider, webhook: Webhook, now: datetime) -> tuple[list[Receipt], str]:
+    """The receipts of an authentic webhook and its replay digest; ``ReceiptError`` else.
+
+    Limits first (linear, reads nothing), then the signature, then the reading: no
+    unsigned input reaches a parser beyond what the scheme itself must read.
+    """
+    adapter.check_receipt_limits(webhook)
+    try:
+        adapter.verify_receipt(webhook, now)
+        batch = adapter.parse_receipts(webhook)
+        key = adapter.replay_key(webhook)
+    except _UNREADABLE as exc:  # a header that is not text, a body that is not JSON…
+        raise MalformedReceipt(f"unreadable: {type(exc).__name__}") from None
+    return batch, webhook_digest(adapter.type_name, key)
+
+
+# What reading a hostile webhook may raise (ValueError covers UnicodeError, JSON errors).
+_UNREADABLE = (ValueError, KeyError, TypeError, RecursionError)
+
+
+async def publish_pending(ctx: ApiContext, pending: Sequence[PendingEvent]) -> None:
+    """Publish committed events, then drop them from the outbox.
+
+    A broker that fails leaves the rest in the outbox for ``drain_outbox``: the receipt
+    is kept either way, so the provider is answered 204 and need not retry.
+    """
+    done: list[int] = []
+    try:
+        for item in pending:
+            await ctx.publisher.publish_event(item.event)
+            done.append(item.key)
+    except BrokerUnavailable as exc:
+        log.warning("events_deferred", waiting=len(pending) - len(done), error=str(exc))
+    try:
+        await ctx.receipts.published(done)
+    except Exception as exc:  # published, still listed: the drain publishes them again
+        log.warning("outbox_not_cleared", published=len(done), error=type(exc).__name__)
+
+
+async def drain_outbox(ctx: ApiContext, older_than: datetime | None = None) -> int:
+    """Publish events left in the outbox (by a crash or a broker outage); how many went out."""
+    total = 0
+    while batch := await ctx.receipts.outbox(older_than, limit=OUTBOX_BATCH):
+        for item in batch:
+            await ctx.publisher.publish_event(item.event)
+            await ctx.receipts.published([item.key])
+            total += 1
+    return total
+
+
+async def drain_outbox_forever(ctx: ApiContext, stop: asyncio.Event) -> None:
+    """From start-up on, every ``OUTBOX_EVERY`` s: publish events older than that.
+
+    Younger events are most likely being published by the request that wrote them;
+    an older one was left behind. A few may go out twice (an event is at least once).
+    """
+    while not stop.is_set():
+        if ctx.publisher.ready:
+            cutoff = datetime.now(UTC) - timedelta(seconds=OUTBOX_EVERY)
+            try:
+                drained = await drain_outbox(ctx, cutoff)
+            except Exception as exc:  # broker or store down: next round
+                log.warning("outbox_drain_failed", error=type(exc).__name__)
+            else:
+                if drained:
+                    log.info("outbox_drained", published=drained)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=OUTBOX_EVERY)
+
+
+OUTBOX_EVERY = 10.0
+OUTBOX_BATCH = 100
 
 
 async def _refuse(ctx: ApiContext, provider: str, exc: ReceiptError, now: datetime) -> JSONResponse:
-    await _record_refusal(ctx, provider, str(exc) or type(exc).__name__, now)
-    if isinstance(exc, StaleReceipt):
-        return error_response(403, str(exc))
-    return error_response(401, str(exc), headers={"WWW-Authenticate": "Signature"})
-
-
-async def _record_refusal(ctx: ApiContext, provider: str, reason: str, now: datetime) -> None:
-    log.warning("receipt_refused", provider=provider, reason=reason)
+    # Bounded: a reason may quote what the caller sent.
+    reason = (str(exc) or type(exc).__name__)[:200]
+    kind = kind_of(exc)
     ctx.metrics.receipts.labels(provider, "refused").inc()
-    await ctx.receipts.refuse(provider, reason, now)
+    ctx.metrics.receipt_refusals.labels(provider, kind).inc()
+    skipped = ctx.refusals.admit(provider, kind)
+    if skipped is not None:
+        log.warning("receipt_refused", provider=provider, reason=reason, skipped=skipped)
+        note = f" (and {skipped} more since the last one recorded)" if skipped else ""
+        await ctx.receipts.refuse(provider, reason + note, now)
+    return error_response(_ANSWERS[kind], reason, headers=_CHALLENGE.get(kind))
+
+
+# The HTTP status of each kind of refusal: 401 asks for proof, the others would not help.
+_ANSWERS: dict[str, int] = {
+    "bad_signature": 401,
+    "replayed": 403,
+    "stale": 403,
+    "oversized": 413,
+    "malformed": 400,
+}
+_CHALLENGE: dict[str, dict[str, str]] = {"bad_signature": {"WWW-Authenticate": "Signature"}}
 
 
 def public_url(request: Request, base: str | None) -> str:
@@ -157,20 +232,10 @@ def _first(value: str | None) -> str | None:
     return value.split(",")[0].strip() or None
 
 
-def webhook_digest(webhook: Webhook, signature_headers: Iterable[str]) -> str:
-    """sha256 over the provider's signature headers and the report: a replay's fingerprint.
+def webhook_digest(provider_type: str, replay_key: bytes) -> str:
+    """sha256 of the provider's canonical signed content: a replay's fingerprint.
 
-    The report is the body, or for a GET the query string. Only what the provider
-    verifies counts: an unsigned header (or an unsigned query on a POST) could be
-    changed by a replayer to dodge the digest. A provider without declared headers is
-    keyed on the report alone (an identical report says nothing new).
+    ``replay_key`` is what the signature covers, in a form that a replayer cannot vary
+    without breaking the signature (see ``Provider.replay_key``).
     """
-    digest = hashlib.sha256()
-    for name in sorted({n.lower() for n in signature_headers}):
-        value = webhook.header(name) or ""
-        digest.update(f"{name}:{len(value)}:{value}\n".encode())
-    if webhook.method.upper() == "GET":
-        query = urlsplit(webhook.url).query
-        digest.update(f"?{len(query)}:{query}\n".encode())
-    digest.update(webhook.body)
-    return digest.hexdigest()
+    return hashlib.sha256(provider_type.encode() + b"\0" + replay_key).hexdigest()

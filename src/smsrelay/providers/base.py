@@ -8,6 +8,7 @@ knows a provider's wire format.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from abc import ABC, abstractmethod
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from smsrelay import phone
 from smsrelay.errors import (
     BadSignature,
+    MalformedReceipt,
     OutcomeUnknown,
     PermanentProviderError,
     ProviderError,
@@ -96,13 +98,23 @@ class ReceiptSink(Protocol):
 class Provider(ABC):
     """One configured SMS provider instance, named in the routing table.
 
-    Receipts: ``verify_receipt`` checks a webhook's authenticity with the provider's
-    own scheme and raises ``BadSignature``/``StaleReceipt``; only then does
-    ``parse_receipts`` read it. A provider without receipts refuses every webhook.
+    Receipts, in this order: ``check_receipt_limits`` refuses a webhook larger than the
+    provider ever sends (cheap, before anything else reads it); ``verify_receipt``
+    checks its authenticity with the provider's own scheme and raises
+    ``BadSignature``/``StaleReceipt``; only then does ``parse_receipts`` read it, and
+    ``replay_key`` names what its signature covers. Every step is linear in the
+    webhook's size. A provider without receipts refuses every webhook.
     """
 
     type_name: ClassVar[str]
     settings_class: ClassVar[type[ProviderSettings]]
+    # What the provider's receipts can weigh at most (see each module's docstring): the
+    # API reads no more than ``max_receipt_bytes`` of a body, and a form or query with
+    # more than ``max_receipt_params`` fields is refused before its signature is checked.
+    max_receipt_bytes: ClassVar[int] = 64 * 1024
+    max_receipt_params: ClassVar[int] = 64
+    # The headers that authenticate a receipt, for the default ``replay_key``.
+    signature_headers: tuple[str, ...] = ()
 
     def __init__(self, name: str, settings: ProviderSettings) -> None:
         self.name = name
@@ -131,6 +143,40 @@ class Provider(ABC):
     def parse_receipts(self, webhook: Webhook) -> list[Receipt]:
         """The delivery reports in a verified webhook (may be several, or none)."""
         return []
+
+    def check_receipt_limits(self, webhook: Webhook) -> None:
+        """Raise ``MalformedReceipt`` when the query or a form body has too many fields.
+
+        Counting separators is linear and reads nothing else; the body's size was
+        bounded by ``max_receipt_bytes`` as it was read.
+        """
+        form = "form" in (webhook.header("content-type") or "")
+        fields = [webhook.url.partition("?")[2].encode(), webhook.body if form else b""]
+        for text in fields:
+            if text and text.count(b"&") + 1 > self.max_receipt_params:
+                raise MalformedReceipt(
+                    f"{self.type_name} receipts carry at most {self.max_receipt_params} fields"
+                )
+
+    def replay_key(self, webhook: Webhook) -> bytes:
+        """What a verified webhook's signature covers, in one canonical form.
+
+        The API refuses a webhook whose key it has accepted before (a replay): any
+        change a replayer can make without breaking the signature (reordered or
+        percent-encoded parameters, another HTTP method, a header's case, unused
+        base64 bits) must leave the key unchanged, and the parsed receipts must depend
+        on nothing outside it. This default keys on the ``signature_headers`` and the
+        body (or a GET's query); providers whose scheme canonicalises override it.
+        """
+        key = hashlib.sha256()
+        for name in sorted({n.lower() for n in self.signature_headers}):
+            value = webhook.header(name) or ""
+            key.update(f"{name}:{len(value)}:{value}\n".encode())
+        if webhook.method.upper() == "GET":
+            query = webhook.url.partition("?")[2]
+            key.update(f"?{len(query)}:{query}\n".encode())
+        key.update(webhook.body)
+        return key.digest()
 
 
 class HttpProvider(Provider):
@@ -281,10 +327,22 @@ def basic_auth(username: str, password: str) -> str:
 def json_object(body: bytes) -> dict[str, Any]:
     """``body`` as a JSON object, or ``{}`` when it is not one (answers are read leniently)."""
     try:
-        data = json.loads(body)
+        data = json_value(body)
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def json_value(body: bytes) -> Any:
+    """``body`` decoded as JSON; ``ValueError`` when it is not JSON or nests too deep.
+
+    The parser recurses once per level: deep nesting raises ``RecursionError`` after
+    about a thousand levels (linear work), which is an unreadable body, not a crash.
+    """
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
 
 
 def dicts(value: object) -> list[dict[str, Any]]:

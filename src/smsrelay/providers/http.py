@@ -39,10 +39,12 @@ only with a configured check, and refused otherwise:
   (default 300) from now, else ``StaleReceipt``.
 
 Every comparison runs in constant time. A receipt replayed within the window is refused
-by the receipt store, whose digest covers ``signature_headers`` (the configured signature
-and timestamp headers) and the body. Each receipt's fields are read at configurable
-paths; ``receipt_status_map`` maps the gateway's statuses onto delivered, undelivered,
-failed or pending (the four names map onto themselves; anything unknown is pending).
+by the API's digest of its replay key: what the HMAC covers (the timestamp and the raw
+body), or with Basic credentials alone the body as canonical JSON (re-spaced or
+reordered, it is the same report). A webhook is read up to 1 MB (a gateway may
+batch). Each receipt's fields are read at configurable paths; ``receipt_status_map``
+maps the gateway's statuses onto delivered, undelivered, failed or pending (the four
+names map onto themselves; anything unknown is pending).
 """
 
 from __future__ import annotations
@@ -70,10 +72,11 @@ from smsrelay.providers.base import (
     ProviderSettings,
     Webhook,
     basic_auth,
+    json_value,
     scrub,
     secret,
 )
-from smsrelay.providers.webhooks import check_window, same
+from smsrelay.providers.webhooks import canonical, canonical_json, check_window, same
 
 _PLACEHOLDER = re.compile(r"\{(id|to|body|from|kind)\}")
 
@@ -145,6 +148,7 @@ class HttpGatewayProvider(HttpProvider):
     type_name: ClassVar[str] = "http"
     settings_class: ClassVar[type[ProviderSettings]] = HttpGatewaySettings
     default_base_url: ClassVar[str] = ""
+    max_receipt_bytes: ClassVar[int] = 1024 * 1024
 
     def __init__(self, name: str, settings: ProviderSettings) -> None:
         super().__init__(name, settings)
@@ -152,9 +156,6 @@ class HttpGatewayProvider(HttpProvider):
         self.config = settings
         self._headers = {"Content-Type": "application/json"}
         self._headers.update({k: secret(v) for k, v in settings.headers.items()})
-        # The receipt store's replay digest covers these headers as well as the body.
-        signing = (settings.signature_header, settings.timestamp_header)
-        self.signature_headers = tuple(h.lower() for h in signing if h)
 
     async def send(self, request: SendRequest) -> SendResult:
         payload = json.dumps(self.render(request), ensure_ascii=False).encode()
@@ -241,6 +242,15 @@ class HttpGatewayProvider(HttpProvider):
             raise BadSignature(f"no valid {self.config.timestamp_header} header")
         check_window(stamp.timestamp(), now, self.config.replay_window, "receipt")
 
+    def replay_key(self, webhook: Webhook) -> bytes:
+        if self.config.receipt_secret is not None:
+            stamp = webhook.header(self.config.timestamp_header or "") or ""
+            return canonical(stamp, webhook.body)
+        try:
+            return canonical_json(webhook.body)
+        except ValueError:
+            return canonical(webhook.body)  # not JSON: it holds no receipt either
+
     def parse_receipts(self, webhook: Webhook) -> list[Receipt]:
         data = _json(webhook.body)
         items = data if isinstance(data, list) else [data]
@@ -305,7 +315,7 @@ def _within(status: int, ranges: list[tuple[int, int]]) -> bool:
 
 def _json(raw: bytes) -> object:
     try:
-        return json.loads(raw) if raw else None
+        return json_value(raw) if raw else None
     except ValueError:
         return None
 

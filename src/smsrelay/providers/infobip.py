@@ -60,8 +60,10 @@ Receipts: Infobip does not sign its webhooks. A receipt is trusted when it carri
 configured shared secret in ``receipt_header`` or the configured HTTP Basic credentials
 (Infobip's subscription security "BASIC"), compared in constant time; without either
 configured, every receipt is refused. Nothing authenticated carries a time, so there is
-no replay window: a replayed report is refused only by the API's digest of its body, and
-anyone holding the credentials can post reports. A report's ``results[]`` normalise by
+no replay window: a replayed report is refused only by the API's digest of its body (as
+canonical JSON: re-spaced or reordered, it is the same report), and anyone holding the
+credentials can post reports. Infobip batches reports (``results[]``), so a webhook may
+weigh up to 1 MB. A report's ``results[]`` normalise by
 ``status.groupName``: DELIVERED → delivered (but DELIVERED_TO_OPERATOR → pending: the
 handset has not confirmed), PENDING/ACCEPTED → pending, UNDELIVERABLE and EXPIRED →
 undelivered, REJECTED → failed. ``error.id`` is kept for failures and ``messageCount`` as
@@ -99,7 +101,7 @@ from smsrelay.providers.base import (
     secret,
     str_or_none,
 )
-from smsrelay.providers.webhooks import report_object, same
+from smsrelay.providers.webhooks import canonical_json, report_object, same
 
 STATUSES: dict[str, type[ProviderError]] = {
     "REJECTED_NETWORK": PermanentProviderError,
@@ -185,7 +187,7 @@ class InfobipProvider(HttpProvider):
     settings_class: ClassVar[type[ProviderSettings]] = InfobipSettings
     default_base_url: ClassVar[str] = "https://api.infobip.com"
     # Infobip signs nothing, so the API's replay digest is over the body alone.
-    signature_headers: ClassVar[tuple[str, ...]] = ()
+    max_receipt_bytes: ClassVar[int] = 1024 * 1024
 
     def __init__(self, name: str, settings: ProviderSettings) -> None:
         super().__init__(name, settings)
@@ -275,6 +277,9 @@ class InfobipProvider(HttpProvider):
         if username is None:
             return None
         return same(webhook.header("authorization") or "", basic_auth(username, password))
+
+    def replay_key(self, webhook: Webhook) -> bytes:
+        return canonical_json(webhook.body)
 
     def parse_receipts(self, webhook: Webhook) -> list[Receipt]:
         data = report_object(webhook.body, "infobip report")

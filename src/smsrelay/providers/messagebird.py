@@ -36,7 +36,10 @@ HS384/HS512) with the signing key, issuer ``MessageBird``, ``nbf``/``exp`` bound
 validity, ``url_hash`` the hex sha256 of the full URL called and, when there is a body,
 ``payload_hash`` the hex sha256 of it. A report is refused when the token does not
 verify, when a hash differs, or (``StaleReceipt``) when now lies outside nbf..exp
-(1 s leeway, as MessageBird's SDKs allow).
+(1 s leeway, as MessageBird's SDKs allow). The replay key is what the hashes cover, the
+URL and the body, not the token: a report sent again under a fresh token is the same
+report. A report has about fifteen fields: over 16 KB or 64 fields it is refused before
+the token is checked.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ from smsrelay.providers.base import (
     secret,
     text_int,
 )
-from smsrelay.providers.webhooks import form_params, query_params, same
+from smsrelay.providers.webhooks import canonical, form_params, query_params, same
 
 ERRORS: dict[str, type[ProviderError]] = {
     "2": AuthenticationFailed,
@@ -131,7 +134,8 @@ class MessageBirdProvider(HttpProvider):
     type_name: ClassVar[str] = "messagebird"
     settings_class: ClassVar[type[ProviderSettings]] = MessageBirdSettings
     default_base_url: ClassVar[str] = "https://rest.messagebird.com"
-    signature_headers: ClassVar[tuple[str, ...]] = ("messagebird-signature-jwt",)
+    max_receipt_bytes: ClassVar[int] = 16 * 1024
+    max_receipt_params: ClassVar[int] = 64
 
     def __init__(self, name: str, settings: ProviderSettings) -> None:
         super().__init__(name, settings)
@@ -220,6 +224,9 @@ class MessageBirdProvider(HttpProvider):
         except jwt.InvalidTokenError as exc:
             raise BadSignature(f"messagebird report token refused: {exc}") from None
         return claims
+
+    def replay_key(self, webhook: Webhook) -> bytes:
+        return canonical(webhook.url, webhook.body)
 
     def parse_receipts(self, webhook: Webhook) -> list[Receipt]:
         params = report_params(webhook)

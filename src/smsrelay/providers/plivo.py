@@ -36,9 +36,11 @@ form parameters sorted by name as ``namevalue``, then ``.`` and
 ``X-Plivo-Signature-V3-Nonce`` — exactly what plivo-python's ``validate_v3_signature``
 computes. The header may list several signatures, comma-separated (one per active
 token). V3 carries no timestamp, so there is no replay window to check here: replays are
-refused by the receipt store, whose digest covers ``signature_headers`` (the signature
-and its nonce) and the body. A nonce cache here would also refuse Plivo's retry of a
-callback that we failed to record.
+refused by the API's digest of ``replay_key``, the signed URL and parameters in their
+canonical (decoded, sorted) form without the nonce, so a reordered or re-encoded copy
+is still the same callback. A nonce cache here would also refuse Plivo's retry of a
+callback that we failed to record. A callback has about twenty fields and under 2 KB:
+over 16 KB or 64 fields it is refused before the signature is computed.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ from smsrelay.providers.base import (
     scrub,
     secret,
 )
-from smsrelay.providers.webhooks import hmac_b64, same
+from smsrelay.providers.webhooks import canonical, hmac_b64, same
 
 STATUSES: dict[str, ReceiptStatus] = {
     "delivered": ReceiptStatus.DELIVERED,
@@ -115,10 +117,8 @@ class PlivoProvider(HttpProvider):
     type_name: ClassVar[str] = "plivo"
     settings_class: ClassVar[type[ProviderSettings]] = PlivoSettings
     default_base_url: ClassVar[str] = "https://api.plivo.com"
-    signature_headers: ClassVar[tuple[str, ...]] = (
-        "x-plivo-signature-v3",
-        "x-plivo-signature-v3-nonce",
-    )
+    max_receipt_bytes: ClassVar[int] = 16 * 1024
+    max_receipt_params: ClassVar[int] = 64
 
     def __init__(self, name: str, settings: ProviderSettings) -> None:
         super().__init__(name, settings)
@@ -183,6 +183,10 @@ class PlivoProvider(HttpProvider):
         if not any(same(s, expected) for s in listed):
             raise BadSignature("plivo callback signature does not verify")
 
+    def replay_key(self, webhook: Webhook) -> bytes:
+        form = _form(webhook) if webhook.method.upper() != "GET" else {}
+        return canonical(_signed_url(webhook.method, webhook.url, form))
+
     def parse_receipts(self, webhook: Webhook) -> list[Receipt]:
         params = _single(_form(webhook)) if webhook.method.upper() != "GET" else {}
         params = params or _single(parse_qs(urlsplit(webhook.url).query))
@@ -240,6 +244,9 @@ def _form(webhook: Webhook) -> dict[str, list[str]]:
 
 
 def _single(values: Mapping[str, list[str]]) -> dict[str, str]:
+    # The signature sorts a name's values: which one came last is not signed.
+    if any(len(set(listed)) > 1 for listed in values.values()):
+        raise ValueError("a parameter is given twice")
     return {name: listed[-1] for name, listed in values.items() if listed}
 
 

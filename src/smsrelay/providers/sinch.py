@@ -34,7 +34,8 @@ reports at that URL. Sinch signs callbacks with the webhook secret: headers
 and ``-algorithm`` (``HmacSHA256``, the only one accepted, as in Sinch's own SMS SDK);
 the signed text is the raw body, ".", the nonce, ".", the timestamp, in UTF-8.
 A report older (or newer) than ``receipt_window`` seconds is refused; a replay within
-the window is refused by the API's digest of the signature headers and body. Statuses
+the window is refused by the API's digest of the signed text (body, nonce, timestamp).
+A report is under 2 KB; over 64 KB it is refused before the signature is checked. Statuses
 normalise like this; the detailed ``code`` is kept for failures:
 
 =========================  ===========  =====================================================
@@ -77,7 +78,13 @@ from smsrelay.providers.base import (
     secret,
     str_or_none,
 )
-from smsrelay.providers.webhooks import check_timestamp, hmac_b64, report_object, same
+from smsrelay.providers.webhooks import (
+    canonical,
+    check_timestamp,
+    hmac_b64,
+    report_object,
+    same,
+)
 
 ERRORS: dict[str, type[ProviderError]] = {
     "syntax_invalid_json": PermanentProviderError,
@@ -137,13 +144,9 @@ class SinchProvider(HttpProvider):
     type_name: ClassVar[str] = "sinch"
     settings_class: ClassVar[type[ProviderSettings]] = SinchSettings
     default_base_url: ClassVar[str] = "https://us.sms.api.sinch.com"
-    # The headers that authenticate a receipt: part of the API's replay digest.
-    signature_headers: ClassVar[tuple[str, ...]] = (
-        _SIGNATURE,
-        f"{_SIGNATURE}-timestamp",
-        f"{_SIGNATURE}-nonce",
-        f"{_SIGNATURE}-algorithm",
-    )
+
+    # One recipient per batch: a report is under 2 KB.
+    max_receipt_bytes: ClassVar[int] = 64 * 1024
 
     def __init__(self, name: str, settings: ProviderSettings) -> None:
         super().__init__(name, settings)
@@ -215,6 +218,12 @@ class SinchProvider(HttpProvider):
         if not same(signature, expected):
             raise BadSignature("sinch signature does not verify")
         check_timestamp(timestamp, now, self.config.receipt_window, "sinch receipt")
+
+    def replay_key(self, webhook: Webhook) -> bytes:
+        # What the HMAC covers: the body, the nonce and the timestamp.
+        nonce = webhook.header(f"{_SIGNATURE}-nonce") or ""
+        timestamp = webhook.header(f"{_SIGNATURE}-timestamp") or ""
+        return canonical(webhook.body, nonce, timestamp)
 
     def parse_receipts(self, webhook: Webhook) -> list[Receipt]:
         data = report_object(webhook.body, "sinch callback")

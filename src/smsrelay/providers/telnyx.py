@@ -67,7 +67,10 @@ Telnyx answers a STOP block (40300) with 403, which is about the recipient, not 
 Receipts: Telnyx signs webhooks with Ed25519. ``telnyx-signature-ed25519`` is the base64
 signature of ``f"{telnyx-timestamp}|{raw body}"``, checked with the account's public key
 (``public_key``, base64, from the Mission Control portal); a timestamp outside
-``receipt_window`` seconds is refused, and a replay within it by the API's digest.
+``receipt_window`` seconds is refused, and a replay within it by the API's digest of
+the signed text (timestamp and body: a signature re-encoded with other unused base64
+bits is the same webhook). A webhook over 64 KB (an event with a long text is under
+16 KB) is refused before the signature is checked.
 ``message.sent`` and ``message.finalized`` events carry ``payload.to[].status``,
 normalised like this (``payload.errors[0].code`` is kept for failures, ``payload.parts``
 as the part count):
@@ -223,8 +226,7 @@ class TelnyxProvider(HttpProvider):
     type_name: ClassVar[str] = "telnyx"
     settings_class: ClassVar[type[ProviderSettings]] = TelnyxSettings
     default_base_url: ClassVar[str] = "https://api.telnyx.com/v2"
-    # The headers that authenticate a receipt: part of the API's replay digest.
-    signature_headers: ClassVar[tuple[str, ...]] = ("telnyx-signature-ed25519", "telnyx-timestamp")
+    max_receipt_bytes: ClassVar[int] = 64 * 1024
 
     def __init__(self, name: str, settings: ProviderSettings) -> None:
         super().__init__(name, settings)
@@ -289,10 +291,14 @@ class TelnyxProvider(HttpProvider):
             raise BadSignature("telnyx signature headers missing")
         try:
             raw = base64.b64decode(signature, validate=True)
-            self._public_key.verify(raw, timestamp.encode() + b"|" + webhook.body)
+            self._public_key.verify(raw, _signed(webhook))
         except (binascii.Error, InvalidSignature):
             raise BadSignature("telnyx signature does not verify") from None
         check_timestamp(timestamp, now, self.config.receipt_window, "telnyx receipt")
+
+    def replay_key(self, webhook: Webhook) -> bytes:
+        # What the Ed25519 signature covers; the signature's own encoding does not count.
+        return _signed(webhook)
 
     def parse_receipts(self, webhook: Webhook) -> list[Receipt]:
         data = report_object(webhook.body, "telnyx webhook").get("data")
@@ -303,6 +309,10 @@ class TelnyxProvider(HttpProvider):
             return []
         at = iso_datetime(data.get("occurred_at"))
         return [_receipt(payload, to, at) for to in dicts(payload.get("to"))]
+
+
+def _signed(webhook: Webhook) -> bytes:
+    return (webhook.header("telnyx-timestamp") or "").encode() + b"|" + webhook.body
 
 
 def _receipt(payload: dict[str, Any], to: dict[str, Any], at: datetime | None) -> Receipt:

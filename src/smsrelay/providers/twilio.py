@@ -41,7 +41,12 @@ retrying Twilio cannot help, so they are permanent.
 Receipts are Twilio's status callbacks (``status_callback`` →
 ``POST /v1/receipts/<name>``): a form with ``MessageSid``, ``MessageStatus`` and, on
 failure, ``ErrorCode``, signed in ``X-Twilio-Signature`` (see ``verify_receipt``). One
-callback reports the whole message, not its parts.
+callback reports the whole message, not its parts. A status callback has about fifteen
+fields and well under 2 KB, so a webhook over 16 KB (``max_receipt_bytes``) or 64
+fields (``max_receipt_params``) is refused before its signature is computed. Its replay
+key is what the signature covers: the URL (without a default port, which the check
+ignores) and the decoded, sorted, de-duplicated parameters, so a reordered or
+re-encoded replay is still the same callback.
 """
 
 from __future__ import annotations
@@ -74,7 +79,7 @@ from smsrelay.providers.base import (
     secret,
     text_int,
 )
-from smsrelay.providers.webhooks import form_pairs, form_params, hmac_b64
+from smsrelay.providers.webhooks import canonical, form_pairs, hmac_b64, single_values
 
 ERRORS: dict[str, type[ProviderError]] = {
     "20003": AuthenticationFailed,
@@ -133,8 +138,8 @@ class TwilioProvider(HttpProvider):
     type_name: ClassVar[str] = "twilio"
     settings_class: ClassVar[type[ProviderSettings]] = TwilioSettings
     default_base_url: ClassVar[str] = "https://api.twilio.com"
-    # The headers that authenticate a receipt: part of the API's replay digest.
-    signature_headers: ClassVar[tuple[str, ...]] = ("x-twilio-signature",)
+    max_receipt_bytes: ClassVar[int] = 16 * 1024
+    max_receipt_params: ClassVar[int] = 64
 
     def __init__(self, name: str, settings: ProviderSettings) -> None:
         super().__init__(name, settings)
@@ -204,9 +209,14 @@ class TwilioProvider(HttpProvider):
                 return
         raise BadSignature("X-Twilio-Signature does not verify")
 
+    def replay_key(self, webhook: Webhook) -> bytes:
+        """The signed URL (default port dropped) and the signed parameters, canonical."""
+        pairs = sorted(set(_signed_params(webhook)))
+        return canonical(_without_port(webhook.url), *(f"{n}={v}" for n, v in pairs))
+
     def parse_receipts(self, webhook: Webhook) -> list[Receipt]:
         """The status callback's one report (none if the form carries no status)."""
-        form = form_params(webhook.body)
+        form = single_values(form_pairs(webhook.body))
         sid = form.get("MessageSid") or form.get("SmsSid")
         raw = form.get("MessageStatus") or form.get("SmsStatus")
         if not sid or not raw:
@@ -224,11 +234,12 @@ class TwilioProvider(HttpProvider):
 
 
 def twilio_signature(key: bytes, url: str, params: list[tuple[str, str]]) -> str:
-    """What Twilio puts in ``X-Twilio-Signature`` for a POST of ``params`` to ``url``."""
-    names = sorted({name for name, _ in params})
-    payload = url + "".join(
-        name + value for name in names for value in sorted({v for n, v in params if n == name})
-    )
+    """What Twilio puts in ``X-Twilio-Signature`` for a POST of ``params`` to ``url``.
+
+    The names sorted, each name's distinct values sorted (as Twilio's validator does):
+    one sort of the de-duplicated pairs, n log n, never a rescan per name.
+    """
+    payload = url + "".join(name + value for name, value in sorted(set(params)))
     return hmac_b64(key, payload.encode(), hashlib.sha1)
 
 
@@ -254,13 +265,23 @@ def _signed_params(webhook: Webhook) -> list[tuple[str, str]]:
 
 def _url_variants(url: str) -> list[str]:
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host
+    host = _host(url)
     default = {"https": 443, "http": 80}.get(parts.scheme)
-    port = parts.port or default
+    try:
+        port = parts.port or default
+    except ValueError:  # a forwarded host with a port that is not a number: signed as sent
+        port = None
     with_port = parts._replace(netloc=f"{host}:{port}" if port else host).geturl()
-    without_port = parts._replace(netloc=host).geturl()
-    return list(dict.fromkeys([url, without_port, with_port]))
+    return list(dict.fromkeys([url, _without_port(url), with_port]))
+
+
+def _without_port(url: str) -> str:
+    return urlsplit(url)._replace(netloc=_host(url)).geturl()
+
+
+def _host(url: str) -> str:
+    host = urlsplit(url).hostname or ""
+    return f"[{host}]" if ":" in host else host
 
 
 def _dlr_done(value: str | None) -> datetime | None:

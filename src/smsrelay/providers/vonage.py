@@ -43,7 +43,11 @@ parameter, sorted by name, as ``&name=value`` (``&`` and ``=`` in values replace
 ``_``), either MD5 of that text plus the signature secret (``md5hash``) or an HMAC of it
 keyed with the secret (``md5``, ``sha1``, ``sha256``, ``sha512``), as chosen in the
 dashboard. A receipt is refused when ``sig`` does not verify, or when its ``timestamp``
-is more than 300 s from now. ``err-code`` is kept as the receipt's error code. Vonage
+is more than 300 s from now. Its replay key is the signed text (every parameter but
+``sig``, sorted), so the same DLR sent again as another method or encoding, or with
+``sig`` in upper case, is the same DLR. A DLR has about fifteen fields and under 2 KB:
+over 16 KB or 64 fields, or JSON that is not one flat object, it is refused (400/413)
+before its signature is computed. ``err-code`` is kept as the receipt's error code. Vonage
 reports each part of a multipart message in its own DLR under that part's message-id;
 ``client-ref`` (our id) ties them together.
 
@@ -65,6 +69,7 @@ from smsrelay import segments
 from smsrelay.errors import (
     AuthenticationFailed,
     BadSignature,
+    MalformedReceipt,
     PermanentProviderError,
     ProviderError,
     RateLimited,
@@ -78,6 +83,7 @@ from smsrelay.providers.base import (
     ProviderSettings,
     Webhook,
     json_object,
+    json_value,
     scrub,
     secret,
     text_int,
@@ -152,9 +158,8 @@ class VonageProvider(HttpProvider):
     type_name: ClassVar[str] = "vonage"
     settings_class: ClassVar[type[ProviderSettings]] = VonageSettings
     default_base_url: ClassVar[str] = "https://rest.nexmo.com"
-    # sig, nonce and timestamp travel in the parameters, not in headers: the store's
-    # replay digest keys on the body alone.
-    signature_headers: ClassVar[tuple[str, ...]] = ()
+    max_receipt_bytes: ClassVar[int] = 16 * 1024
+    max_receipt_params: ClassVar[int] = 64
 
     def __init__(self, name: str, settings: ProviderSettings) -> None:
         super().__init__(name, settings)
@@ -238,6 +243,11 @@ class VonageProvider(HttpProvider):
             raise BadSignature("vonage receipt signature does not verify")
         check_timestamp(params.get("timestamp"), now, REPLAY_WINDOW, "vonage receipt")
 
+    def replay_key(self, webhook: Webhook) -> bytes:
+        params = receipt_params(webhook)
+        params.pop("sig", None)
+        return signed_text(params)
+
     def parse_receipts(self, webhook: Webhook) -> list[Receipt]:
         params = receipt_params(webhook)
         status = params.get("status")
@@ -255,18 +265,42 @@ class VonageProvider(HttpProvider):
 
 
 def receipt_params(webhook: Webhook) -> dict[str, str]:
-    """A DLR's parameters, whether Vonage sent them as query, form or JSON."""
+    """A DLR's parameters, whether Vonage sent them as query, form or JSON.
+
+    Raises ``MalformedReceipt`` for JSON that is not one flat object: the signature is
+    over the parameters, so they are read (within the size limit) before it is checked.
+    """
     if webhook.method.upper() == "GET" or not webhook.body:
         return query_params(webhook)
     if "json" in (webhook.header("content-type") or ""):
-        data = json_object(webhook.body)
-        return {k: str(v) for k, v in data.items() if v is not None}
+        return _flat_json(webhook.body, VonageProvider.max_receipt_params)
     return form_params(webhook.body)
+
+
+def _flat_json(body: bytes, max_fields: int) -> dict[str, str]:
+    try:
+        data = json_value(body)
+    except ValueError:
+        raise MalformedReceipt("vonage receipt is not JSON") from None
+    if not isinstance(data, dict) or not all(_scalar(v) for v in data.values()):
+        raise MalformedReceipt("vonage receipt is not one flat JSON object")
+    if len(data) > max_fields:
+        raise MalformedReceipt(f"vonage receipts carry at most {max_fields} fields")
+    return {k: str(v) for k, v in data.items() if v is not None}
+
+
+def _scalar(value: object) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def signed_text(params: Mapping[str, str]) -> bytes:
+    """What Vonage signs: ``&name=value`` for every parameter (``sig`` left out), sorted."""
+    return "".join(f"&{name}={_clean(params[name])}" for name in sorted(params)).encode()
 
 
 def signature(params: Mapping[str, str], key: str, method: SignatureMethod) -> str:
     """Vonage's signature of ``params`` (without ``sig``) as lower-case hex."""
-    text = "".join(f"&{name}={_clean(params[name])}" for name in sorted(params)).encode()
+    text = signed_text(params)
     if method == "md5hash":
         return hashlib.md5(text + key.encode()).hexdigest()
     return hmac.new(key.encode(), text, method).hexdigest()

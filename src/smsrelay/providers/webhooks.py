@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from smsrelay.errors import BadSignature, StaleReceipt
-from smsrelay.providers.base import Webhook
+from smsrelay.providers.base import Webhook, json_value
 
 
 def same(received: str, expected: str) -> bool:
@@ -56,7 +56,7 @@ def report_object(body: bytes, what: str) -> dict[str, Any]:
     An authentic report we cannot read is an error (the API answers 400), not "no news":
     ``ValueError`` when the body is not JSON or not an object.
     """
-    data = json.loads(body)
+    data = json_value(body)
     if not isinstance(data, dict):
         raise ValueError(f"{what} is not a JSON object")
     return data
@@ -70,6 +70,40 @@ def form_pairs(body: bytes) -> list[tuple[str, str]]:
 def form_params(body: bytes) -> dict[str, str]:
     """A form-encoded body's parameters by name (the last of a repeated one wins)."""
     return dict(form_pairs(body))
+
+
+def single_values(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """Parameters by name; ``ValueError`` when a name comes with two different values.
+
+    Schemes that sign the sorted set of values cannot tell ``a=1&a=2`` from ``a=2&a=1``:
+    reading either as "the last wins" would let a replayer choose the value.
+    """
+    found: dict[str, str] = {}
+    for name, value in pairs:
+        if found.setdefault(name, value) != value:
+            raise ValueError("a parameter is given twice with different values")
+    return found
+
+
+def canonical_json(body: bytes) -> bytes:
+    """A JSON body re-encoded with sorted keys and no spaces: its bytes' canonical form.
+
+    For schemes that prove the sender but sign no bytes (a shared secret): a replayer
+    may re-space or reorder the JSON, and the report must still be the same report.
+    """
+    try:
+        return json.dumps(json_value(body), sort_keys=True, separators=(",", ":")).encode()
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
+
+
+def canonical(*parts: str | bytes) -> bytes:
+    """``parts`` joined so that no two different sequences give the same bytes (a replay key)."""
+    out = bytearray()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        out += b"%d:" % len(data) + data + b";"
+    return bytes(out)
 
 
 def query_params(webhook: Webhook) -> dict[str, str]:

@@ -6,13 +6,14 @@ SQLAlchemy for SQLite and PostgreSQL. The store never holds an OTP body.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
 from smsrelay.encoding import Encoded
-from smsrelay.models import AttemptOutcome, EventError, SendRequest, State
+from smsrelay.models import AttemptOutcome, EventError, SendRequest, State, StatusEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,18 @@ class MessageRecord:
     original_parts: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """A status event committed to the outbox and not yet known to be published.
+
+    Publish ``event``, then hand ``key`` to ``Store.events_published``; until then a
+    drain of the outbox publishes it (at least once).
+    """
+
+    key: int
+    event: StatusEvent
+
+
 class Store(Protocol):
     """Persistence of messages, attempts and rejections.
 
@@ -156,6 +169,18 @@ class Store(Protocol):
         ``failed`` in the same transaction, so no crash can leave an attempt recorded
         as sent on a message that still looks unsent.
         """
+
+    async def match_receipts(
+        self, message_id: str, provider: str, provider_message_id: str
+    ) -> list[PendingEvent]:
+        """Apply receipts that overtook the send's record (``finish_message`` said so).
+
+        The state change commits with its event in the outbox (see ``smsrelay.receipts``);
+        publish what is returned, then call ``events_published``.
+        """
+
+    async def events_published(self, keys: Sequence[int]) -> None:
+        """Drop events from the outbox once they are published."""
 
     async def record_rejection(self, message_id: str | None, reason: str) -> None:
         """Keep a trace of a request that was dead-lettered as invalid."""

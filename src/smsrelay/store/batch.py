@@ -10,6 +10,13 @@ recorded" holds; callers merely share commits. Batches form by themselves: whate
 queues while one flush runs goes into the next.
 
 Everything else (reads, rejections, purge) goes straight to the wrapped ``SqlStore``.
+
+When the database cannot be reached, the writes that record what a provider already did
+(how an attempt ended, the message's outcome) are not failed: they are kept and written
+again with backoff until the database is back, and their callers wait, holding the
+delivery unacked. Failing them would give the message back to the queue and send it a
+second time. Writes made before a send (claim, start an attempt) fail at once: nothing
+was sent, and the message comes back later.
 """
 
 from __future__ import annotations
@@ -23,11 +30,20 @@ from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    NotSupportedError,
+    ProgrammingError,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from smsrelay.encoding import Encoded
+from smsrelay.errors import StoreRejected, StoreUnavailable
+from smsrelay.logging import get_logger
 from smsrelay.models import AttemptOutcome, EventError, SendRequest, State
-from smsrelay.store.base import Claim, MessageRecord, conflicting
+from smsrelay.store.base import Claim, MessageRecord, PendingEvent, conflicting
 from smsrelay.store.schema import attempts, messages
 from smsrelay.store.sql import (
     DUPLICATE_EVIDENCE,
@@ -38,7 +54,13 @@ from smsrelay.store.sql import (
     waiting_receipts,
 )
 
+log = get_logger(__name__)
+
 MAX_BATCH = 1000
+# Writes that record a provider's answer: kept across an outage, never dropped.
+KEPT_KINDS = frozenset({"attempt", "message"})
+FIRST_PAUSE = 0.2
+MAX_PAUSE = 5.0
 
 
 @dataclass
@@ -61,6 +83,8 @@ class BatchingStore:
         # Set while nothing is queued or being written.
         self._idle = asyncio.Event()
         self._idle.set()
+        self._pause = FIRST_PAUSE
+        self._kept = 0
         dialect = inner.engine.dialect.name
         self._insert: Callable[..., Any] = (
             postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -135,6 +159,11 @@ class BatchingStore:
         )
         return bool(waiting)
 
+    @property
+    def kept_writes(self) -> int:
+        """Writes of providers' answers waiting for the database to be reachable again."""
+        return self._kept
+
     # -- straight through ----------------------------------------------------------------
 
     @property
@@ -154,6 +183,13 @@ class BatchingStore:
 
     async def record_encoding(self, message_id: str, attempt_key: int, encoded: Encoded) -> None:
         await self.inner.record_encoding(message_id, attempt_key, encoded)
+    async def match_receipts(
+        self, message_id: str, provider: str, provider_message_id: str
+    ) -> list[PendingEvent]:
+        return await self.inner.match_receipts(message_id, provider, provider_message_id)
+
+    async def events_published(self, keys: Sequence[int]) -> None:
+        await self.inner.events_published(keys)
 
     async def get(self, message_id: str) -> MessageRecord | None:
         return await self.inner.get(message_id)
@@ -196,24 +232,38 @@ class BatchingStore:
             self._wakeup.clear()
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                await self._flush(batch)
+                kept = await self._flush(batch)
+                self._kept = len(kept)
+                if kept:
+                    # The database is unreachable: try these again, with what queued meanwhile.
+                    self._queue[:0] = kept
+                    log.warning("store_unavailable", kept_writes=len(kept), retry_in=self._pause)
+                    await asyncio.sleep(self._pause)
+                    self._pause = min(self._pause * 2, MAX_PAUSE)
+                else:
+                    self._pause = FIRST_PAUSE
             self._idle.set()
 
-    async def _flush(self, batch: list[_Op]) -> None:
+    async def _flush(self, batch: list[_Op]) -> list[_Op]:
+        """Write ``batch``; returns the ops kept for another try (the store was unreachable)."""
         try:
             results = await self._write(batch)
         except Exception as exc:
+            if unreachable(exc):
+                return _fail_all_but_kept(batch, exc)
             if len(batch) == 1:
                 if not batch[0].future.done():
                     batch[0].future.set_exception(exc)
-                return
+                return []
             # One bad write must not fail its neighbours: retry each on its own.
+            kept: list[_Op] = []
             for op in batch:
-                await self._flush([op])
-            return
+                kept += await self._flush([op])
+            return kept
         for op in batch:
             if not op.future.done():
                 op.future.set_result(results.get(id(op)))
+        return []
 
     async def _write(self, batch: list[_Op]) -> dict[int, Any]:
         results: dict[int, Any] = {}
@@ -443,3 +493,35 @@ def _attempt_values(
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+# The statement itself is wrong: writing it again cannot help.
+_PERMANENT = (IntegrityError, DataError, ProgrammingError, NotSupportedError)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Did ``exc`` come from the database being unreachable (down, refusing, restarting)?
+
+    Connection failures and errors of a connection that died are; errors in what was
+    written (a constraint, a value the column cannot hold, a bad statement) are not.
+    The store's translated errors are judged by the driver error they came from.
+    """
+    if isinstance(exc, StoreRejected):
+        return False
+    if isinstance(exc, StoreUnavailable) and exc.__cause__ is not None:
+        return unreachable(exc.__cause__)
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or not isinstance(exc, _PERMANENT)
+    return isinstance(exc, OSError | TimeoutError)
+
+
+def _fail_all_but_kept(batch: list[_Op], exc: Exception) -> list[_Op]:
+    kept = []
+    for op in batch:
+        if op.future.done():
+            continue
+        if op.kind in KEPT_KINDS:
+            kept.append(op)
+        else:
+            op.future.set_exception(exc)
+    return kept

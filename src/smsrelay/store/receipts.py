@@ -1,67 +1,65 @@
-"""Delivery receipts, refused webhooks and replay digests, beside the message store.
+"""Delivery receipts, refused webhooks, replay digests and the event outbox, in SQL.
 
 ``ReceiptStore`` works on a ``SqlStore``'s engine and shares its transactions (and so,
-on SQLite, its lock). A receipt becomes part of its message's history; the message's
-state follows its receipts:
+on SQLite, its lock). What receipts mean for a message is decided by the rules in
+``smsrelay.receipts``; this module keeps them and applies those decisions:
 
-- a final receipt (delivered, undelivered, failed) sets the state when the message
-  has been recorded as sent (``sent``, ``delivered``, ``undelivered``, ``failed``);
-  ``pending`` receipts are kept and change nothing;
-- a multipart message is ``delivered`` only once every part is: the count of distinct
-  parts whose latest receipt says delivered reaches ``parts``; any part that ends
-  failed or undelivered decides the state;
 - a receipt whose message is not known yet (it overtook the worker's record of the
-  send) is kept with no message and linked by ``match_pending_receipts`` once the
-  provider's message id is recorded (the worker calls ``apply_pending_receipts``
-  after a send; the API does it on the next receipt or lookup).
-
-Every state change comes back as the ``StatusEvent`` to publish.
+  send) is kept with no message and linked once the provider's message id is recorded
+  (the worker calls ``Store.match_receipts`` after a send; the API does it on the next
+  receipt or lookup);
+- every state change is written to ``event_outbox`` in the transaction that decides
+  it. Nothing is published here: the caller publishes after the commit, then calls
+  ``published``; whatever a crash or a broker outage leaves behind, ``outbox`` hands
+  to the next drain (at least once).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Hashable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from smsrelay.errors import StaleReceipt
-from smsrelay.logging import get_logger
-from smsrelay.models import EventError, Receipt, ReceiptStatus, State, StatusEvent
+from smsrelay.errors import ReplayedReceipt
+from smsrelay.models import Receipt, ReceiptStatus, State, StatusEvent
+from smsrelay.receipts import (
+    ReceiptRecord,
+    apply_pending_receipts,
+    identity,
+    next_state,
+    receipt_error,
+    resolve,
+)
+from smsrelay.store.base import PendingEvent
 from smsrelay.store.retention import RECEIPTS_PURGE_LOCK, delete_in_batches, purge_lock
-from smsrelay.store.schema import attempts, messages, receipt_digests, receipt_refusals, receipts
-from smsrelay.store.sql import SqlStore
+from smsrelay.store.schema import (
+    attempts,
+    event_outbox,
+    messages,
+    receipt_digests,
+    receipt_refusals,
+    receipts,
+)
 
-log = get_logger(__name__)
+if TYPE_CHECKING:
+    from smsrelay.store.sql import SqlStore
 
-# States a receipt may change: the message was handed to a provider at some point.
-UPDATABLE = frozenset({State.SENT, State.DELIVERED, State.UNDELIVERED, State.FAILED})
-_FINAL = {
-    ReceiptStatus.DELIVERED: State.DELIVERED,
-    ReceiptStatus.UNDELIVERED: State.UNDELIVERED,
-    ReceiptStatus.FAILED: State.FAILED,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class ReceiptRecord:
-    """One stored delivery report."""
-
-    provider: str
-    provider_message_id: str | None
-    status: ReceiptStatus
-    provider_status: str
-    error_code: str | None
-    part: int | None
-    parts: int | None
-    at: datetime | None
-    received_at: datetime
+# ``apply_pending_receipts`` lived here; the worker still imports it from here.
+__all__ = [
+    "Accepted",
+    "ReceiptRecord",
+    "ReceiptStore",
+    "Refusal",
+    "apply_pending_receipts",
+    "resolve",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,50 +71,40 @@ class Refusal:
     at: datetime
 
 
-def resolve(history: Sequence[ReceiptRecord]) -> ReceiptStatus | None:
-    """The final status a message's receipts add up to, or None while they do not decide.
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What one accepted webhook changed: receipts newly kept, events to publish."""
 
-    Per part, the latest final receipt counts (pending never overrides a final one); a
-    receipt without a part speaks for the whole message.
-    """
-    latest: dict[int | None, ReceiptRecord] = {}
-    for record in _in_time_order(history):
-        if record.status is not ReceiptStatus.PENDING:
-            latest[record.part] = record
-    whole = latest.pop(None, None)
-    if latest:
-        statuses = {r.status for r in latest.values()}
-        for bad in (ReceiptStatus.FAILED, ReceiptStatus.UNDELIVERED):
-            if bad in statuses:
-                return bad
-        parts = max((r.parts or 1 for r in history), default=1)
-        if len(latest) >= parts:
-            return ReceiptStatus.DELIVERED
-    return whole.status if whole else None
+    kept: list[Receipt]
+    events: list[PendingEvent]
 
 
 class ReceiptStore:
-    """Receipts, refusals and replay digests over the engine (and lock) of a ``SqlStore``."""
+    """Receipts, refusals, replay digests and the outbox over a ``SqlStore``'s engine."""
 
     def __init__(self, store: SqlStore, replay_window: timedelta = timedelta(days=30)) -> None:
         self.store = store
         self.replay_window = replay_window
 
-    @asynccontextmanager
-    async def accepting(
+    async def accept(
         self, provider: str, digest: str, batch: Sequence[Receipt], now: datetime
-    ) -> AsyncIterator[list[StatusEvent]]:
-        """Record a verified webhook and its receipts; yields the state changes.
+    ) -> Accepted:
+        """Record a verified webhook and its receipts; commit their state changes.
 
-        Everything commits when the block exits normally, so the caller publishes the
-        events inside it: a failed publish rolls back and the provider's retry is taken.
-        Raises ``StaleReceipt`` when ``digest`` was accepted within the replay window.
+        Raises ``ReplayedReceipt`` when ``digest`` was accepted within the replay window.
+        A receipt equal to one already kept is dropped (``smsrelay.receipts``, "once").
         """
         async with self.store._tx() as conn:
             await self._remember(conn, provider, digest, now)
             found: dict[str, tuple[Row[Any], set[str]]] = {}
+            kept: list[Receipt] = []
+            seen: set[Hashable] = set()
             for receipt in batch:
                 message = await _find_message(conn, provider, receipt)
+                if identity(receipt) in seen or await _known(conn, provider, receipt, message):
+                    continue
+                seen.add(identity(receipt))
+                kept.append(receipt)
                 await conn.execute(insert(receipts).values(_row(provider, receipt, message, now)))
                 if message is not None:
                     _, ids = found.setdefault(message.id, (message, set()))
@@ -127,6 +115,19 @@ class ReceiptStore:
                 event = await _settle(conn, message, provider, now)
                 if event is not None:
                     events.append(event)
+        return Accepted(kept, events)
+
+    @asynccontextmanager
+    async def accepting(
+        self, provider: str, digest: str, batch: Sequence[Receipt], now: datetime
+    ) -> AsyncIterator[list[StatusEvent]]:
+        """``accept``, then yield the committed events to publish in the block.
+
+        Leaving the block normally marks them published; if it raises, they stay in
+        the outbox for the next drain (nothing is rolled back: the receipts are kept).
+        """
+        accepted = await self.accept(provider, digest, batch, now)
+        async with self._publishing(accepted.events) as events:
             yield events
 
     async def _remember(
@@ -145,7 +146,7 @@ class ReceiptStore:
                 insert(receipt_digests).values(provider=provider, digest=digest, at=now)
             )
         except IntegrityError:
-            raise StaleReceipt("this webhook was received before (replayed)") from None
+            raise ReplayedReceipt("this webhook was received before (replayed)") from None
 
     async def refuse(self, provider: str, reason: str, at: datetime) -> None:
         """Keep a trace of a refused webhook; nothing else changes."""
@@ -154,32 +155,67 @@ class ReceiptStore:
                 insert(receipt_refusals).values(provider=provider, reason=reason, at=at)
             )
 
-    @asynccontextmanager
-    async def matching(
+    async def match(
         self, message_id: str, provider: str, provider_message_id: str, now: datetime | None = None
-    ) -> AsyncIterator[list[StatusEvent]]:
-        """Link receipts kept for ``provider_message_id`` to the message; yields the change.
+    ) -> list[PendingEvent]:
+        """Link receipts kept for ``provider_message_id`` to the message; commit the change.
 
-        Commits when the block exits normally (publish the events inside it).
+        Returns the committed event to publish (empty when the receipts decide nothing).
         """
         async with self.store._tx() as conn:
             message = await _lock(conn, message_id)
             if message is None:
-                yield []
-                return
+                return []
             await _link(conn, message_id, provider, {provider_message_id})
             event = await _settle(conn, message, provider, now or datetime.now(UTC))
-            yield [event] if event else []
+            return [event] if event else []
+
+    @asynccontextmanager
+    async def matching(
+        self, message_id: str, provider: str, provider_message_id: str, now: datetime | None = None
+    ) -> AsyncIterator[list[StatusEvent]]:
+        """``match``, then yield the committed events to publish in the block (as ``accepting``)."""
+        pending = await self.match(message_id, provider, provider_message_id, now)
+        async with self._publishing(pending) as events:
+            yield events
+
+    @asynccontextmanager
+    async def _publishing(self, pending: list[PendingEvent]) -> AsyncIterator[list[StatusEvent]]:
+        yield [item.event for item in pending]
+        if pending:
+            await self.published([item.key for item in pending])
 
     async def match_pending_receipts(
         self, message_id: str, provider: str, provider_message_id: str
-    ) -> list[StatusEvent]:
+    ) -> list[PendingEvent]:
         """Call once a send is recorded: apply receipts that arrived before it.
 
-        Returns the state change to publish (empty when the receipts decide nothing).
+        Nothing is applied (one indexed read) when no receipt waits for the message.
         """
-        async with self.matching(message_id, provider, provider_message_id) as events:
-            return events
+        if not await self.has_receipts(message_id, provider, provider_message_id):
+            return []
+        return await self.match(message_id, provider, provider_message_id)
+
+    async def outbox(
+        self, older_than: datetime | None = None, limit: int = 100
+    ) -> list[PendingEvent]:
+        """Events committed and not yet marked published, oldest first.
+
+        With ``older_than``, only those created before it: younger ones are most likely
+        being published by the request that wrote them.
+        """
+        query = select(event_outbox).order_by(event_outbox.c.key).limit(limit)
+        if older_than is not None:
+            query = query.where(event_outbox.c.created_at < older_than)
+        async with self.store._read() as conn:
+            rows = await conn.execute(query)
+            return [PendingEvent(r.key, StatusEvent.model_validate_json(r.event)) for r in rows]
+
+    async def published(self, keys: Sequence[int]) -> None:
+        """Drop published events from the outbox."""
+        if keys:
+            async with self.store._tx() as conn:
+                await conn.execute(delete(event_outbox).where(event_outbox.c.key.in_(list(keys))))
 
     async def needs_matching(
         self, message_id: str, provider: str, provider_message_id: str, state: State
@@ -198,8 +234,7 @@ class ReceiptStore:
             if waiting.first() is not None:
                 return True
             history = await _history(conn, message_id)
-        status = resolve(history)
-        return state in UPDATABLE and status is not None and _FINAL[status] is not state
+        return next_state(state, history) is not None
 
     async def has_receipts(self, message_id: str, provider: str, provider_message_id: str) -> bool:
         """True when any receipt is linked to the message or kept for its provider id."""
@@ -264,37 +299,6 @@ class ReceiptStore:
         return total
 
 
-class EventSink(Protocol):
-    """Where status events go (the dispatcher's sink)."""
-
-    async def publish(self, event: StatusEvent) -> None:
-        """Publish one event; raise if it could not be published."""
-
-
-async def apply_pending_receipts(
-    store: object, events: EventSink, message_id: str, provider: str, provider_message_id: str
-) -> None:
-    """For the worker, once a send is recorded: apply receipts that overtook it, publish.
-
-    A no-op for stores that keep no receipts (test fakes) and, after one indexed read,
-    for the usual message no receipt has reached yet. Best effort: on failure the
-    receipts stay kept and the next receipt or ``GET /v1/messages/{id}`` applies them.
-    """
-    # The worker's store may wrap the SqlStore (group commit: store/batch.py).
-    sql = store if isinstance(store, SqlStore) else getattr(store, "inner", None)
-    if not isinstance(sql, SqlStore):
-        return
-    receipts_ = ReceiptStore(sql)
-    try:
-        if not await receipts_.has_receipts(message_id, provider, provider_message_id):
-            return
-        async with receipts_.matching(message_id, provider, provider_message_id) as changes:
-            for event in changes:
-                await events.publish(event)
-    except Exception as exc:  # the send is recorded either way; matching can wait
-        log.warning("pending_receipts_deferred", id=message_id, error=type(exc).__name__)
-
-
 async def _find_message(conn: AsyncConnection, provider: str, receipt: Receipt) -> Row[Any] | None:
     """The message a receipt is about (locked for the transaction), by provider id or ours."""
     pmid = receipt.provider_message_id
@@ -313,6 +317,27 @@ async def _find_message(conn: AsyncConnection, provider: str, receipt: Receipt) 
         if message_id is not None:
             return await _lock(conn, message_id)
     return await _lock(conn, receipt.message_id) if receipt.message_id else None
+
+
+async def _known(
+    conn: AsyncConnection, provider: str, receipt: Receipt, message: Row[Any] | None
+) -> bool:
+    """Whether the same report (``smsrelay.receipts.identity``) is kept already."""
+    same = [
+        receipts.c.provider == provider,
+        receipts.c.part.is_not_distinct_from(receipt.part),
+        receipts.c.status == receipt.status.value,
+        receipts.c.provider_status == receipt.provider_status[:64],
+        receipts.c.error_code.is_not_distinct_from(receipt.error_code),
+    ]
+    if receipt.provider_message_id:
+        same.append(receipts.c.provider_message_id == receipt.provider_message_id)
+    elif message is not None:
+        same += [receipts.c.provider_message_id.is_(None), receipts.c.message_id == message.id]
+    else:
+        return False  # nothing names it: kept, and it can never match a message anyway
+    found = await conn.execute(select(receipts.c.key).where(*same).limit(1))
+    return found.first() is not None
 
 
 async def _lock(conn: AsyncConnection, message_id: str) -> Row[Any] | None:
@@ -349,17 +374,14 @@ async def _history(conn: AsyncConnection, message_id: str) -> list[ReceiptRecord
 
 async def _settle(
     conn: AsyncConnection, message: Row[Any], provider: str, now: datetime
-) -> StatusEvent | None:
-    """Bring the message's state in line with its receipts; the event when it changed."""
-    current = State(message.state)
-    if current not in UPDATABLE:
-        return None  # not handed to a provider yet: the send's record comes first
+) -> PendingEvent | None:
+    """Apply the rules' decision to the message; its event, written to the outbox."""
     history = await _history(conn, message.id)
-    status = resolve(history)
-    if status is None or _FINAL[status] is current:
+    state = next_state(State(message.state), history)
+    if state is None:
         return None
-    state = _FINAL[status]
-    error = _error(provider, history, status)
+    status = resolve(history)
+    error = receipt_error(provider, history, status) if status else None
     await conn.execute(
         update(messages)
         .where(messages.c.id == message.id)
@@ -371,7 +393,7 @@ async def _settle(
         )
     )
     parts = max((r.parts for r in history if r.parts), default=None)
-    return StatusEvent(
+    event = StatusEvent(
         id=message.id,
         state=state,
         provider=provider,
@@ -383,26 +405,10 @@ async def _settle(
         at=now,
         possible_duplicate=bool(message.possible_duplicate),
     )
-
-
-def _error(
-    provider: str, history: Sequence[ReceiptRecord], status: ReceiptStatus
-) -> EventError | None:
-    if status is ReceiptStatus.DELIVERED:
-        return None
-    last = [r for r in _in_time_order(history) if r.status is status][-1]
-    code = last.error_code or last.provider_status
-    detail = f" (error {last.error_code})" if last.error_code else ""
-    return EventError(
-        code=f"{provider}:{code}",
-        message=f"{provider} reported {last.provider_status}{detail}",
-        retryable=False,
+    result = await conn.execute(
+        insert(event_outbox).values(event=event.model_dump_json(), created_at=now)
     )
-
-
-def _in_time_order(history: Sequence[ReceiptRecord]) -> list[ReceiptRecord]:
-    # The provider's timestamp where it gave one: reports can arrive out of order.
-    return sorted(history, key=lambda r: r.at or r.received_at)
+    return PendingEvent(int(result.inserted_primary_key[0]), event)  # type: ignore[index]
 
 
 def _row(

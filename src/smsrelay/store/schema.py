@@ -147,3 +147,16 @@ prices = Table(
     Column("imported_at", DateTime(timezone=True), nullable=False),
     Index("ux_prices", "provider", "destination", "effective_from", unique=True),
 )
+
+# -- the event outbox (migration 0006_receipts_outbox) ------------------------------------
+
+# Status events written in the transaction that decided them, deleted once published:
+# a crash between the commit and the publish leaves the event here for the next drain.
+event_outbox = Table(
+    "event_outbox",
+    metadata,
+    Column("key", Integer, primary_key=True, autoincrement=True),
+    Column("event", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_event_outbox_created_at", "created_at"),
+)

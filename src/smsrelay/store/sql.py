@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +18,15 @@ from sqlalchemy.pool import StaticPool
 from smsrelay.encoding import Encoded
 from smsrelay.errors import StoreError, StoreRejected, StoreUnavailable
 from smsrelay.models import AttemptOutcome, EventError, Kind, SendRequest, State, is_valid_id
-from smsrelay.store.base import Acceptance, AttemptRecord, Claim, MessageRecord, conflicting
+from smsrelay.store.base import (
+    Acceptance,
+    AttemptRecord,
+    Claim,
+    MessageRecord,
+    PendingEvent,
+    conflicting,
+)
+from smsrelay.store.receipts import ReceiptStore
 from smsrelay.store.retention import (
     MESSAGES_PURGE_LOCK,
     PURGE_BATCH,
@@ -477,6 +485,15 @@ class SqlStore:
                 return False
             waiting = await waiting_receipts(conn, {message_id: (provider, provider_message_id)})
         return message_id in waiting
+
+    async def match_receipts(
+        self, message_id: str, provider: str, provider_message_id: str
+    ) -> list[PendingEvent]:
+        receipts_ = ReceiptStore(self)
+        return await receipts_.match_pending_receipts(message_id, provider, provider_message_id)
+
+    async def events_published(self, keys: Sequence[int]) -> None:
+        await ReceiptStore(self).published(keys)
 
     async def record_rejection(self, message_id: str | None, reason: str) -> None:
         async with self._tx() as conn:
