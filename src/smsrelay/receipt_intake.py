@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 
 from smsrelay.metrics import Metrics
 from smsrelay.models import Receipt
-from smsrelay.store.receipts import EventSink, ReceiptStore
+from smsrelay.receipts import EventSink
+from smsrelay.store.receipts import ReceiptStore
 
 
 class StoreReceiptSink:
