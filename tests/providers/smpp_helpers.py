@@ -34,7 +34,10 @@ def smpp_settings(smsc: SmscSimulator, **overrides: Any) -> SmppSettings:
 
 @dataclass
 class RecordingSink:
-    """A ReceiptSink that keeps what it was given (digests refused twice, as the store does)."""
+    """A ReceiptSink that keeps what it was given, refusing replays as the store does.
+
+    A digest seen before is refused whole; a receipt equal to one kept is dropped.
+    """
 
     receipts: list[Receipt] = field(default_factory=list)
     digests: set[str] = field(default_factory=set)
@@ -42,7 +45,11 @@ class RecordingSink:
 
     async def deliver(self, provider: str, digest: str, receipts: Sequence[Receipt]) -> None:
         if digest in self.digests:
-            self.replays += 1
+            self.replays += len(receipts)
             raise StaleReceipt("seen before")
         self.digests.add(digest)
-        self.receipts.extend(receipts)
+        for receipt in receipts:
+            if receipt in self.receipts:
+                self.replays += 1
+            else:
+                self.receipts.append(receipt)

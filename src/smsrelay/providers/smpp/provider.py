@@ -60,6 +60,8 @@ second and later parts of older messages stay unmatched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import itertools
 import time
 from collections import OrderedDict
@@ -87,6 +89,9 @@ from smsrelay.providers.smpp.link import Bind
 
 log = get_logger(__name__)
 
+MAX_WAITING_RECEIPTS = 100_000
+RECEIPT_BATCH = 200
+RECEIPT_LINGER = 0.02
 BACK_PRESSURE = {0x58: "ESME_RTHROTTLED", 0x14: "ESME_RMSGQFUL"}
 ERRORS: dict[int, tuple[str, type[ProviderError]]] = {
     0x0B: ("ESME_RINVDSTADR", RecipientRejected),
@@ -180,6 +185,8 @@ class SmppProvider(Provider):
         self._reference = itertools.count(1)
         self._opening = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._received: asyncio.Queue[tuple[str, Receipt]] = asyncio.Queue(MAX_WAITING_RECEIPTS)
+        self._applier: asyncio.Task[None] | None = None
 
     # -- life of the links ----------------------------------------------------------------
 
@@ -197,6 +204,8 @@ class SmppProvider(Provider):
             ]
             for bind in self.binds:
                 bind.start()
+            if self._sink is not None and self._applier is None:
+                self._applier = asyncio.create_task(self._apply_batches(self._sink))
             waits = [asyncio.create_task(b.tx.bound.wait()) for b in self.binds]
             await asyncio.wait(
                 waits, timeout=self.config.timeout, return_when=asyncio.FIRST_COMPLETED
@@ -212,6 +221,13 @@ class SmppProvider(Provider):
             await asyncio.wait(set(self._tasks), timeout=self.config.timeout)
         for task in self._tasks:
             task.cancel()
+        if self._applier is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._received.join(), self.config.timeout)
+            self._applier.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._applier
+            self._applier = None
 
     @property
     def bound(self) -> int:
@@ -348,24 +364,50 @@ class SmppProvider(Provider):
             parts=part.parts if part else None,
             at=report.done_at,
         )
-        await self._apply(report.digest, receipt)
-
-    async def _apply(self, digest: str, receipt: Receipt) -> None:
-        if self._sink is None:
+        if self._applier is None:
             log.warning("smpp_receipt_without_sink", provider=self.name)
             return
+        try:
+            self._received.put_nowait((report.digest, receipt))
+        except asyncio.QueueFull:
+            log.error("smpp_receipt_dropped", provider=self.name, reason="too many waiting")
+
+    async def _apply_batches(self, sink: ReceiptSink) -> None:
+        # One transaction for the receipts that arrived together (up to RECEIPT_BATCH,
+        # gathered for RECEIPT_LINGER s): per receipt, the store's lock and commit would
+        # cap receipts far below the send rate. A receipt that comes twice in different
+        # batches is dropped by the store's "once" rule (smsrelay.receipts).
+        while True:
+            batch = [await self._received.get()]
+            deadline = asyncio.get_running_loop().time() + RECEIPT_LINGER
+            while len(batch) < RECEIPT_BATCH:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._received.get(), left))
+                except TimeoutError:
+                    break
+            try:
+                await self._apply(sink, batch)
+            finally:
+                for _ in batch:
+                    self._received.task_done()
+
+    async def _apply(self, sink: ReceiptSink, batch: list[tuple[str, Receipt]]) -> None:
+        digest = hashlib.sha256("|".join(d for d, _ in batch).encode()).hexdigest()
         delay = 0.2
         for _ in range(8):
             try:
-                await self._sink.deliver(self.name, digest, [receipt])
+                await sink.deliver(self.name, digest, [r for _, r in batch])
                 return
             except StaleReceipt:
-                return  # the SMSC sent this receipt again: it was applied once already
+                return  # the SMSC sent these receipts again: they were applied already
             except Exception as exc:
                 log.warning("smpp_receipt_deferred", provider=self.name, error=type(exc).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        log.error("smpp_receipt_dropped", provider=self.name, status=receipt.status.value)
+        log.error("smpp_receipts_dropped", provider=self.name, count=len(batch))
 
 
 def _source_ton_npi(sender: str) -> tuple[int, int]:
