@@ -103,3 +103,15 @@ def split_udh(short_message: bytes, esm_class: int) -> tuple[tuple[int, int, int
     if len(header) >= 5 and header[0] == 0x00 and header[1] == 0x03:
         return (header[2], header[3], header[4]), rest
     return None, rest
+
+
+def source_ton_npi(sender: str) -> tuple[int, int]:
+    """TON/NPI for a sender: alphanumeric 5/0, short code 3/0, E.164 number 1/1."""
+    digits = sender.lstrip("+")
+    if not digits:
+        return 0, 0
+    if not digits.isdigit():
+        return 5, 0  # alphanumeric
+    if len(digits) <= 8 and not sender.startswith("+"):
+        return 3, 0  # network-specific short code
+    return 1, 1  # international E.164

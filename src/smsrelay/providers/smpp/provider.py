@@ -49,12 +49,15 @@ retry anywhere would send the first parts twice.
 
 Receipts (``deliver_sm`` with a receipt ``esm_class``; receipts.py) are tied to the part
 they report by the part's message id, in the form the SMSC answered or its hex/decimal
-twin, and handed to the worker's ``ReceiptSink`` as ``Receipt(part, parts)``: the store
-settles a multipart message as delivered once every part is. A receipt whose id is not
-known yet (it overtook the ``submit_sm_resp``) waits ``receipt_match_wait`` s for it, then
-goes in with the id as sent, kept like any early receipt. The part ids are remembered
-in memory (the last ``remembered_parts``): after a worker restart, receipts for the
-second and later parts of older messages stay unmatched.
+twin, and handed to the worker's ``ReceiptSink`` as ``Receipt(part, parts)``, in batches
+(one store transaction for those that arrive within 20 ms, up to 200): the store settles
+a multipart message as delivered once every part is, and drops a receipt it already
+holds. smpp34's core acknowledges every ``deliver_sm`` (``deliver_sm_resp``) itself.
+A receipt whose id is not known yet (it overtook the ``submit_sm_resp``) waits
+``receipt_match_wait`` s for it, then goes in with the id as sent, kept like any early
+receipt. The part ids are remembered in memory (the last ``remembered_parts``): after a
+worker restart, receipts for the second and later parts of older messages stay
+unmatched.
 """
 
 from __future__ import annotations
@@ -64,8 +67,7 @@ import contextlib
 import hashlib
 import itertools
 import time
-from collections import OrderedDict
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, Literal
 
 import smpp34
 from pydantic import Field, SecretStr
@@ -139,35 +141,6 @@ class SmppSettings(ProviderSettings):
     remembered_parts: int = Field(200_000, ge=1000)
 
 
-class _Part(NamedTuple):
-    message_id: str
-    provider_message_id: str
-    part: int | None
-    parts: int | None
-
-
-class _PartIds:
-    """Part message ids → the message and part they belong to, the latest ``size``."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._ids: OrderedDict[str, _Part] = OrderedDict()
-
-    def add(self, part: _Part) -> None:
-        # The id as answered goes in last so that it wins over another id's twin.
-        for key in reversed(receipts.id_aliases(part.provider_message_id)):
-            self._ids[key] = part
-            self._ids.move_to_end(key)
-        while len(self._ids) > self.size:
-            self._ids.popitem(last=False)
-
-    def find(self, reported: str) -> _Part | None:
-        for key in receipts.id_aliases(reported):
-            if key in self._ids:
-                return self._ids[key]
-        return None
-
-
 class SmppProvider(Provider):
     """The ``smpp`` provider: ``binds`` long-lived binds, one ``submit_sm`` per part."""
 
@@ -180,7 +153,7 @@ class SmppProvider(Provider):
         self.config = settings
         self.binds: list[Bind] = []
         self._sink: ReceiptSink | None = None
-        self._parts = _PartIds(settings.remembered_parts)
+        self._parts = receipts.PartIds(settings.remembered_parts)
         self._turn = itertools.count()
         self._reference = itertools.count(1)
         self._opening = asyncio.Lock()
@@ -253,7 +226,9 @@ class SmppProvider(Provider):
                 raise UnconfirmedSend(self.name, exc.code, detail) from exc
         counted = len(ids) if len(ids) > 1 else None
         for number, pmid in enumerate(ids, start=1):
-            self._parts.add(_Part(request.id, pmid, number if counted else None, counted))
+            self._parts.add(
+                receipts.PartRef(request.id, pmid, number if counted else None, counted)
+            )
         return SendResult(provider_message_id=ids[0], segments=billed)
 
     def _pick(self) -> Bind:
@@ -304,7 +279,7 @@ class SmppProvider(Provider):
 
     def _fields(self, request: SendRequest, part: pdus.PartPdu) -> dict[str, Any]:
         sender = request.sender or self.config.sender or ""
-        ton, npi = _source_ton_npi(sender)
+        ton, npi = pdus.source_ton_npi(sender)
         fields: dict[str, Any] = {
             "destination_addr": request.to.lstrip("+"),
             "short_message": part.short_message,
@@ -408,14 +383,3 @@ class SmppProvider(Provider):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         log.error("smpp_receipts_dropped", provider=self.name, count=len(batch))
-
-
-def _source_ton_npi(sender: str) -> tuple[int, int]:
-    digits = sender.lstrip("+")
-    if not digits:
-        return 0, 0
-    if not digits.isdigit():
-        return 5, 0  # alphanumeric
-    if len(digits) <= 8 and not sender.startswith("+"):
-        return 3, 0  # network-specific short code
-    return 1, 1  # international E.164

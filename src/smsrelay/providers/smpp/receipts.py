@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from smsrelay.models import ReceiptStatus
 
@@ -138,3 +140,34 @@ def id_aliases(message_id: str) -> list[str]:
     if re.fullmatch(r"[0-9]{1,39}", raw):
         forms.append(format(int(raw), "x"))
     return forms
+
+
+class PartRef(NamedTuple):
+    """The message and part a part's message id belongs to."""
+
+    message_id: str
+    provider_message_id: str
+    part: int | None
+    parts: int | None
+
+
+class PartIds:
+    """Part message ids → the message and part they belong to, the latest ``size``."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, PartRef] = OrderedDict()
+
+    def add(self, part: PartRef) -> None:
+        # The id as answered goes in last so that it wins over another id's twin.
+        for key in reversed(id_aliases(part.provider_message_id)):
+            self._ids[key] = part
+            self._ids.move_to_end(key)
+        while len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+
+    def find(self, reported: str) -> PartRef | None:
+        for key in id_aliases(reported):
+            if key in self._ids:
+                return self._ids[key]
+        return None
