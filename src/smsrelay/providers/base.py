@@ -89,9 +89,10 @@ class ReceiptSink(Protocol):
     """
 
     async def deliver(self, provider: str, digest: str, receipts: Sequence[Receipt]) -> None:
-        """Apply ``receipts``; a ``digest`` seen before is a replay and changes nothing.
+        """Apply ``receipts``; a ``digest`` seen before is a replay (``StaleReceipt``).
 
-        Raises when they could not be stored (the caller may retry).
+        A receipt the store already holds is dropped. Raises when they could not be
+        stored (the caller may retry: the events of a stored batch wait in the outbox).
         """
 
 
