@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test faults lint bench services clean
+.PHONY: demo test faults lint bench services tools clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,13 +21,17 @@ $(NODE_STAMP): package.json package-lock.json
 services:
 	./scripts/services.sh
 
+## Prometheus and promtool for tests/ops/test_prometheus.py (installed with apt as root; else skipped).
+tools:
+	./scripts/install-tools.sh
+
 ## Run smsrelay on embedded defaults (local RabbitMQ, SQLite, simulator) with sample messages.
 demo: $(STAMP) services
 	$(BIN)/smsrelay demo
 
 ## The full test suite: lint and types, then every test in parallel (broker restarts run on
 ## private RabbitMQ nodes, scripts/rabbitmq-node.sh; the fault-injection suite in its short form).
-test: $(STAMP) $(NODE_STAMP) services lint
+test: $(STAMP) $(NODE_STAMP) services tools lint
 	$(BIN)/pytest -n 2
 
 ## The fault-injection suite alone, at ten times the short form's load.

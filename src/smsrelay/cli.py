@@ -1,4 +1,4 @@
-"""The ``smsrelay`` command: worker, api, send, status, dlq, migrate, demo.
+"""The ``smsrelay`` command: worker, api, send, status, resend, dlq, config, migrate, demo.
 
 Each command reads settings once (``--config`` or ``SMSRELAY_CONFIG``, then
 ``SMSRELAY_*`` variables) and refuses to start on a configuration error, naming the key.
@@ -6,52 +6,44 @@ Each command reads settings once (``--config`` or ``SMSRELAY_CONFIG``, then
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import uuid
-from collections.abc import Coroutine
+from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
 
-from smsrelay import logging as smslog
-from smsrelay import settings as config
+from smsrelay.cli_config import config_app
+from smsrelay.cli_dlq import dlq_app
+from smsrelay.cli_errors import require_existing_sqlite
 from smsrelay.cli_prices import prices_app
-from smsrelay.errors import ConfigError, InvalidRequest
+from smsrelay.cli_runner import ConfigOption, fail, load_settings, run
+from smsrelay.errors import ConfigError
 from smsrelay.phone import mask
+from smsrelay.resend import Outcome
 from smsrelay.store import MessageRecord
 
 app = typer.Typer(help="smsrelay: an SMS gateway behind RabbitMQ.", no_args_is_help=True)
-dlq_app = typer.Typer(
-    help="Inspect and replay the dead-letter queue sms.dead.", no_args_is_help=True
-)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(prices_app, name="prices")
-
-T = TypeVar("T")
-ConfigOption = typer.Option(None, "--config", "-c", help="YAML config file (else SMSRELAY_CONFIG).")
+app.add_typer(config_app, name="config")
 
 
-def _settings(path: Path | None) -> config.Settings:
-    try:
-        settings = config.load(path)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    smslog.configure(settings.log_format, settings.log_level)
-    for name in config.unknown_variables():
-        # The name only: the value may be a secret.
-        smslog.get_logger(__name__).warning("unknown_variable_ignored", variable=name)
-    return settings
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"smsrelay {version('smsrelay')}")
+        raise typer.Exit()
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        return asyncio.run(coro)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+@app.callback()
+def _main(
+    _: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """smsrelay: an SMS gateway behind RabbitMQ."""
 
 
 @app.command()
@@ -59,7 +51,8 @@ def worker(config_path: Path | None = ConfigOption) -> None:
     """Consume sms.send and deliver through the configured providers until SIGTERM."""
     from smsrelay.runtime import run_worker
 
-    _run(run_worker(_settings(config_path)))
+    settings = load_settings(config_path)
+    run(run_worker(settings), settings)
 
 
 @app.command()
@@ -72,7 +65,8 @@ def api(
     """Serve the HTTP API on api_host:api_port (messages, receipts, health, metrics)."""
     from smsrelay.api.server import run_api
 
-    _run(run_api(_settings(config_path), with_worker=with_worker))
+    settings = load_settings(config_path)
+    run(run_api(settings, with_worker=with_worker), settings)
 
 
 @app.command()
@@ -88,7 +82,7 @@ def send(
     """Publish one request to the sms exchange and print its id."""
     from smsrelay.client import AsyncClient
 
-    settings = _settings(config_path)
+    settings = load_settings(config_path)
     fields: dict[str, Any] = {"id": id or uuid.uuid4().hex, "to": to, "body": body, "kind": kind}
     fields.update({k: v for k, v in {"region": region, "from": sender}.items() if v})
 
@@ -96,11 +90,7 @@ def send(
         async with AsyncClient(settings.amqp_url) as client:
             return await client.send(**fields)
 
-    try:
-        typer.echo(_run(publish()))
-    except InvalidRequest as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    typer.echo(run(publish(), settings))
 
 
 @app.command()
@@ -108,16 +98,17 @@ def status(message_id: str, config_path: Path | None = ConfigOption) -> None:
     """Show a message's state and every attempt."""
     from smsrelay.store import SqlStore
 
-    settings = _settings(config_path)
+    settings = load_settings(config_path)
 
     async def fetch() -> MessageRecord | None:
+        require_existing_sqlite(settings.database_url)
         store = SqlStore.from_url(settings.database_url)
         try:
             return await store.get(message_id)
         finally:
             await store.close()
 
-    record = _run(fetch())
+    record = run(fetch(), settings)
     if record is None:
         typer.echo(f"no message with id {message_id!r}", err=True)
         raise typer.Exit(1)
@@ -130,7 +121,8 @@ def format_record(record: MessageRecord) -> str:
         f"id        {record.id}",
         f"to        {mask(record.to)} ({record.country})",
         f"state     {record.state.value}"
-        + ("  (possible duplicate)" if record.possible_duplicate else ""),
+        + ("  (possible duplicate)" if record.possible_duplicate else "")
+        + (f"  (resent {record.resends}x)" if record.resends else ""),
         f"provider  {record.provider or '-'}  {record.provider_message_id or ''}".rstrip(),
     ]
     if record.error_code:
@@ -151,28 +143,50 @@ def format_record(record: MessageRecord) -> str:
     return "\n".join(lines)
 
 
-@dlq_app.command("list")
-def dlq_list(config_path: Path | None = ConfigOption) -> None:
-    """List dead-lettered requests with the reason each was refused."""
-    from smsrelay.dlq import list_dead
-
-    settings = _settings(config_path)
-    dead = _run(list_dead(settings.amqp_url))
-    for item in dead:
-        typer.echo(f"{item.id or '-':<40} {item.size:>8}B  {item.reason}")
-    typer.echo(f"{len(dead)} dead-lettered", err=True)
-
-
-@dlq_app.command("replay")
-def dlq_replay(
-    ids: list[str] = typer.Argument(None), config_path: Path | None = ConfigOption
+@app.command()
+def resend(
+    ids: list[str] = typer.Argument(None, help="Ids of failed messages."),
+    failed_since: str | None = typer.Option(
+        None,
+        "--failed-since",
+        help="Also every message that ended failed this recently: 1h, 30m, 2d.",
+    ),
+    config_path: Path | None = ConfigOption,
 ) -> None:
-    """Republish dead letters (all, or those with the given ids) to the sms exchange."""
-    from smsrelay.dlq import replay
+    """Send failed messages again under the same id (a new attempt, counted in the record)."""
+    from smsrelay.resend import parse_duration
+    from smsrelay.resend import resend as resend_all
+    from smsrelay.store import SqlStore
 
-    settings = _settings(config_path)
-    count = _run(replay(settings.amqp_url, set(ids) if ids else None))
-    typer.echo(f"replayed {count}")
+    if not ids and failed_since is None:
+        raise fail("name the messages to resend, or pass --failed-since 1h", 2)
+    try:
+        window = parse_duration(failed_since) if failed_since else None
+    except ValueError as exc:
+        raise fail(f"--failed-since: {exc}", 2) from None
+    settings = load_settings(config_path)
+
+    async def go() -> list[Outcome]:
+        require_existing_sqlite(settings.database_url)
+        store = SqlStore.from_url(settings.database_url)
+        try:
+            chosen = list(ids or [])
+            if window is not None:
+                since = await store.failed_since(datetime.now(UTC) - window)
+                chosen += [i for i in since if i not in chosen]
+            return await resend_all(store, settings.amqp_url, chosen)
+        finally:
+            await store.close()
+
+    outcomes = run(go(), settings)
+    for outcome in outcomes:
+        if outcome.problem:
+            typer.echo(f"warning: {outcome.id} not resent: {outcome.problem}", err=True)
+        else:
+            typer.echo(f"resent {outcome.id}")
+    typer.echo(f"{sum(1 for o in outcomes if not o.problem)} resent", err=True)
+    if any(o.problem for o in outcomes):
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -180,26 +194,32 @@ def migrate(config_path: Path | None = ConfigOption) -> None:
     """Create or upgrade the database schema."""
     from smsrelay.store import SqlStore, upgrade
 
-    settings = _settings(config_path)
+    settings = load_settings(config_path)
 
-    async def run() -> None:
+    async def upgrade_schema() -> None:
         store = SqlStore.from_url(settings.database_url)
         try:
             await upgrade(store.engine)
         finally:
             await store.close()
 
-    _run(run())
+    run(upgrade_schema(), settings)
     typer.echo("database is at the latest schema")
 
 
 @app.command()
 def demo(config_path: Path | None = ConfigOption) -> None:
     """Run a worker on embedded defaults, send sample messages, print their outcomes."""
-    from smsrelay.demo import run_demo
+    from smsrelay.demo import demo_settings, run_demo
 
-    settings = _settings(config_path) if config_path else None
-    sys.exit(_run(run_demo(settings)))
+    if config_path:
+        settings = load_settings(config_path)
+    else:
+        try:
+            settings = demo_settings()
+        except ConfigError as exc:  # an SMSRELAY_* variable the demo cannot use
+            raise fail(str(exc), 2) from None
+    sys.exit(run(run_demo(settings), settings))
 
 
 def main() -> None:

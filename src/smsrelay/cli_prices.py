@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from smsrelay.cli_runner import ConfigOption, load_settings, run
 from smsrelay.economics.prices import (
     MAX_CSV_BYTES,
     Price,
@@ -20,18 +21,11 @@ from smsrelay.settings import Settings
 prices_app = typer.Typer(
     help="Price tables per provider: import, sync, list.", no_args_is_help=True
 )
-ConfigOption = typer.Option(None, "--config", "-c", help="YAML config file (else SMSRELAY_CONFIG).")
 
 
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(2)
-
-
-def _settings(path: Path | None) -> Settings:
-    from smsrelay import cli  # cli registers this app: import it when a command runs
-
-    return cli._settings(path)
 
 
 def _read(file: Path) -> bytes:
@@ -87,16 +81,14 @@ def import_csv(
     config_path: Path | None = ConfigOption,
 ) -> None:
     """Add a provider's prices from a CSV file; earlier prices are kept as history."""
-    from smsrelay.cli import _run
-
-    settings = _settings(config_path)
+    settings = load_settings(config_path)
     if provider not in settings.providers:
         raise _fail(f"no provider named {provider!r} in the config")
     try:
         rows = parse_csv(_read(file), provider=provider)
     except PriceError as exc:
         raise _fail(f"{file}: {exc}") from None
-    summary = _run(_save(settings, rows, "csv"))
+    summary = run(_save(settings, rows, "csv"), settings)
     typer.echo(f"{provider}: {len(rows)} prices read, {summary}")
     _warn_stale(settings, rows)
 
@@ -104,11 +96,9 @@ def import_csv(
 @prices_app.command("sync")
 def sync(config_path: Path | None = ConfigOption) -> None:
     """Store the config file's ``prices.providers`` tables in the database."""
-    from smsrelay.cli import _run
-
-    settings = _settings(config_path)
+    settings = load_settings(config_path)
     rows = settings.prices.table()
-    summary = _run(_save(settings, rows, "config"))
+    summary = run(_save(settings, rows, "config"), settings)
     typer.echo(f"{len(rows)} prices from the config, {summary}")
     _warn_stale(settings, rows)
 
@@ -120,10 +110,8 @@ def list_prices(
     config_path: Path | None = ConfigOption,
 ) -> None:
     """The prices in effect now (or all of them), with a mark on stale ones."""
-    from smsrelay.cli import _run
-
-    settings = _settings(config_path)
-    rows = _run(_history(settings, provider))
+    settings = load_settings(config_path)
+    rows = run(_history(settings, provider), settings)
     now = datetime.now(UTC)
     current = list(PriceTable(rows, now).prices.values())
     shown = rows if history else sorted(current, key=lambda p: (p.provider, p.destination))

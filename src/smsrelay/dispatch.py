@@ -337,7 +337,12 @@ class Dispatcher:
             closing_attempt=closing_attempt,
         )
         self.metrics.messages.labels(state.value).inc()
-        job.log.info("message_" + state.value, provider=provider, attempt=attempt)
+        if state is State.FAILED:
+            # It will not be sent without a person: say so at a level alerts look at.
+            code = error.code if error else None
+            job.log.warning("message_failed", provider=provider, attempt=attempt, error=code)
+        else:
+            job.log.info("message_" + state.value, provider=provider, attempt=attempt)
         await self._emit(job, state, provider=provider, attempt=attempt, result=result, error=error)
         if waiting and provider and pmid:
             # Receipts can arrive before the send is recorded; they wait for this moment.

@@ -132,6 +132,78 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    route_stdlib_logging(renderer, level)
+
+
+# Libraries that log through the standard library, and the least level worth a line:
+# their INFO chatter (uvicorn's start banner, SQLAlchemy's echo) is ours to say or not.
+_LIBRARY_LEVELS = {
+    "aio_pika": logging.WARNING,
+    "aiormq": logging.WARNING,
+    "uvicorn": logging.WARNING,
+    "uvicorn.error": logging.WARNING,
+    "uvicorn.access": logging.WARNING,
+    "sqlalchemy": logging.WARNING,
+    "alembic": logging.WARNING,
+    "aiosqlite": logging.WARNING,
+    "asyncio": logging.WARNING,
+}
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record comes, not when configured."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
+class _DropDuplicates(logging.Filter):
+    """Drop library lines that repeat what the caller is told anyway.
+
+    aiormq logs every failed connect at ERROR *and* raises it: the caller (the CLI's
+    one-line error, aio-pika's reconnect warning) already says it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.name.startswith("aiormq") and record.msg == "error when creating transport: %r"
+        )
+
+
+def route_stdlib_logging(renderer: Any, level: str = "info") -> None:
+    """Send the standard library's log records through the same processors as ours.
+
+    So that in ``json`` mode every line on stderr is one JSON object, with phone numbers
+    masked even inside a library's traceback.
+    """
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.format_exc_info,
+            redact,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = _StderrHandler()
+    handler.setFormatter(formatter)
+    handler.addFilter(_DropDuplicates())
+    root = logging.getLogger()
+    # Replace only our own handler: configuring twice must not stack, nor drop others'.
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _StderrHandler)]
+    root.addHandler(handler)
+    root.setLevel(logging.getLevelName(level.upper()))
+    for name, least in _LIBRARY_LEVELS.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+        logger.setLevel(max(least, root.level))
 
 
 def get_logger(name: str) -> Any:

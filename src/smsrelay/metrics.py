@@ -1,12 +1,19 @@
-"""Prometheus metrics; one registry per process, served by the API and the worker."""
+"""Prometheus metrics; one registry per process, served by the API and the worker.
+
+Names follow Prometheus conventions: base units (``_seconds``), ``_total`` on counters
+(prometheus_client appends it), and labels from bounded sets only (provider, country,
+state, outcome, queue): never a number or an id.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from importlib.metadata import version
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class Metrics:
-    """The counters and histograms smsrelay exports."""
+    """The counters, gauges and histograms smsrelay exports."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -59,3 +66,40 @@ class Metrics:
             ["provider", "reason"],
             registry=self.registry,
         )
+        self._operations()
+
+    def _operations(self) -> None:
+        # What an operator watches besides sends: the queues, the process, the build.
+        self.queue_messages = Gauge(
+            "smsrelay_queue_messages",
+            "Messages ready in a queue, as the broker last reported",
+            ["queue"],
+            registry=self.registry,
+        )
+        self.queue_consumers = Gauge(
+            "smsrelay_queue_consumers",
+            "Consumers of a queue, as the broker last reported",
+            ["queue"],
+            registry=self.registry,
+        )
+        self.queue_poll_failures = Counter(
+            "smsrelay_queue_poll_failures",
+            "Reads of queue depth and consumers that failed (broker unreachable)",
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "smsrelay_in_flight_sends",
+            "Deliveries this worker is processing now",
+            registry=self.registry,
+        )
+        self.consuming = Gauge(
+            "smsrelay_worker_consuming",
+            "1 while this process consumes sms.send",
+            registry=self.registry,
+        )
+        Gauge(
+            "smsrelay_build_info",
+            "Always 1; the version is a label",
+            ["version"],
+            registry=self.registry,
+        ).labels(version("smsrelay")).set(1)

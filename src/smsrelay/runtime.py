@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from importlib.metadata import version
 
 from smsrelay import providers as registry
 from smsrelay.amqp import AmqpEvents, EventsConnection, Worker
@@ -16,13 +18,16 @@ from smsrelay.dispatch import Dispatcher
 from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
 from smsrelay.models import StatusEvent
+from smsrelay.ops_http import OpsServer
 from smsrelay.providers import Provider
+from smsrelay.queue_stats import QueueStats, watched_queues
 from smsrelay.receipt_intake import StoreReceiptSink
 from smsrelay.routing import Router, route_coverage_warnings
 from smsrelay.settings import Settings
 from smsrelay.store import SqlStore, upgrade
 from smsrelay.store.batch import BatchingStore
 from smsrelay.store.receipts import ReceiptStore
+from smsrelay.urls import mask_url
 
 log = get_logger(__name__)
 
@@ -38,6 +43,9 @@ class Runtime:
     worker: Worker | None = None
     hot_store: BatchingStore | None = None
     receipt_events: _LazyEvents | None = None
+    queue_stats: QueueStats | None = None
+    ops: OpsServer | None = None
+    stopping: bool = False
 
     @classmethod
     async def build(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
@@ -83,6 +91,51 @@ class Runtime:
             log.warning("route_coverage", problem=warning)
         return self.worker
 
+    def start_queue_stats(self) -> QueueStats:
+        """Read the queues' depth and consumers from the broker every ``queue_poll_interval``."""
+        tiers = len(self.settings.retry.delays)
+        self.queue_stats = QueueStats(
+            self.settings.amqp_url,
+            watched_queues(tiers),
+            self.metrics,
+            self.settings.queue_poll_interval,
+        )
+        self.queue_stats.start()
+        self.metrics.in_flight.set_function(lambda: self.worker.in_flight if self.worker else 0)
+        self.metrics.consuming.set_function(lambda: 1 if self.consuming else 0)
+        return self.queue_stats
+
+    async def serve_ops(self, port: int | None = None) -> OpsServer:
+        """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``metrics_host:metrics_port``."""
+        self.ops = OpsServer(self.metrics, self.worker_checks)
+        await self.ops.start(self.settings.metrics_host, port or self.settings.metrics_port)
+        log.info("ops_listening", host=self.settings.metrics_host, port=self.ops.port)
+        return self.ops
+
+    @property
+    def consuming(self) -> bool:
+        """True while the worker is started, not stopping, and its connection is up."""
+        connection = self.worker.connection if self.worker else None
+        return (
+            not self.stopping
+            and connection is not None
+            and not connection.is_closed
+            and connection.connected.is_set()
+        )
+
+    async def worker_checks(self) -> Mapping[str, bool]:
+        """What the worker's ``/readyz`` reports: consuming ``sms.send``, the store answering."""
+        return {"consuming": self.consuming, "store": await self._store_ok()}
+
+    async def _store_ok(self) -> bool:
+        try:
+            async with asyncio.timeout(2.0):
+                await self.store.ping()
+        except Exception as exc:  # any driver error means "not ready"; the log says which
+            log.warning("store_unready", error=type(exc).__name__)
+            return False
+        return True
+
     async def purge_expired_records(self) -> int:
         """Apply the retention setting once."""
         cutoff = datetime.now(UTC) - timedelta(days=self.settings.retention_days)
@@ -90,8 +143,13 @@ class Runtime:
 
     async def close(self) -> None:
         """Drain the worker, then release providers and the store."""
+        self.stopping = True
         if self.worker is not None:
             await self.worker.stop(self.settings.grace_period)
+        if self.queue_stats is not None:
+            await self.queue_stats.close()
+        if self.ops is not None:
+            await self.ops.close()
         for provider in self.providers.values():
             await provider.close()
         if self.receipt_events is not None:
@@ -128,9 +186,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    log_startup(settings, "worker")
     runtime = await Runtime.build(settings)
     try:
         await runtime.start_worker()
+        runtime.start_queue_stats()
+        if settings.metrics_port:
+            await runtime.serve_ops()
         purged = await runtime.purge_expired_records()
         log.info("retention_purge", purged=purged, days=settings.retention_days)
         await _until_stopped(runtime, stop)
@@ -145,3 +207,17 @@ async def _until_stopped(runtime: Runtime, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), timeout=86400)
         except TimeoutError:
             await runtime.purge_expired_records()
+
+
+def log_startup(settings: Settings, role: str) -> None:
+    """One line that says what this process runs with (credentials masked)."""
+    log.info(
+        "smsrelay_starting",
+        role=role,
+        version=version("smsrelay"),
+        providers={name: p.type for name, p in settings.provider_settings().items()},
+        routes=dict(settings.routes) if len(settings.routes) <= 20 else len(settings.routes),
+        store=mask_url(settings.database_url),
+        broker=mask_url(settings.amqp_url),
+        metrics_port=settings.metrics_port or None,
+    )

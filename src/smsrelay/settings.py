@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_origin
+from typing import Annotated, Any, Literal, TypeGuard, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     def request_digest_key(self) -> bytes | None:
         """``digest_key`` as the bytes ``SendRequest.digest`` takes."""
         return self.digest_key.get_secret_value().encode() if self.digest_key else None
+    # The worker's /metrics, /healthz, /readyz; 0 = off (the API serves them on api_port).
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    queue_poll_interval: float = Field(default=15.0, gt=0)
 
     @classmethod
     def settings_customise_sources(
@@ -158,10 +162,7 @@ def _config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
 
 def load(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Read the YAML file (if any), overlay ``SMSRELAY_*`` variables, then ``overrides``."""
-    path = path or os.environ.get(CONFIG_VARIABLE)
-    data: dict[str, Any] = _read_yaml(Path(path)) if path else {}
-    _merge(data, _environment())
-    _merge(data, overrides)
+    data = raw_config(path, **overrides)
     try:
         settings = Settings(**data)
     except ValidationError as exc:
@@ -201,6 +202,35 @@ def _env_path(name: str) -> list[str] | None:
         # A variable name cannot hold "+" or "*": its route key is a country, upper case.
         return path if path[0] != "routes" else [path[0], *(p.upper() for p in path[1:])]
     return path if len(path) == 1 else None
+
+
+def raw_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> dict[str, Any]:
+    """The merged, not yet validated configuration (``smsrelay config check`` reports on it)."""
+    path = path or os.environ.get(CONFIG_VARIABLE)
+    data: dict[str, Any] = _read_yaml(Path(path)) if path else {}
+    environment = _environment()
+    comma_lists(environment, Settings)
+    _merge(data, environment)
+    _merge(data, overrides)
+    return data
+
+
+def comma_lists(values: dict[str, Any], model: type[BaseModel]) -> None:
+    """``SMSRELAY_API_KEYS=abc,def`` as a list: split scalars given for list-typed keys.
+
+    A JSON list (``["a,b"]``) is kept as it is, for items that hold a comma.
+    """
+    for key, value in values.items():
+        field = model.model_fields.get(key)
+        annotation = field.annotation if field else None
+        if get_origin(annotation) is list and isinstance(value, str | int | float):
+            values[key] = [part.strip() for part in str(value).split(",") if part.strip()]
+        elif isinstance(value, dict) and _is_model(annotation):
+            comma_lists(value, annotation)
+
+
+def _is_model(annotation: Any) -> TypeGuard[type[BaseModel]]:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 def _environment() -> dict[str, Any]:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tests.api.test_server import start_api, stop, wait_until_ready
+from tests.api.test_server import serving, start_api, stop, wait_until_ready
 
 MiB = 1024 * 1024
 # A Twilio instance, so that its receipt route reads (and checks) what it is sent.
@@ -68,13 +68,13 @@ def test_slow_header_trickle_is_dropped_within_the_header_timeout(
     """A client trickling its headers a byte at a time is cut off after header_timeout (5 s), not held."""
     proc, base = start_api(tmp_path, amqp_url)
     try:
-        wait_until_ready(base, proc)
+        wait_until_ready(base, proc, ready=serving)
         with socket.create_connection(address(base)) as sock:
             request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
             elapsed = trickle_until_closed(sock, request, seconds=20)
         assert elapsed is not None, "the slow client was still connected after 20 s"
         assert 4 < elapsed < 15
-        wait_until_ready(base, proc)  # and the server still serves everyone else
+        wait_until_ready(base, proc, ready=serving)  # and the server still serves everyone else
     finally:
         stop(proc)
 
@@ -85,7 +85,7 @@ def test_slow_body_trickle_is_dropped_within_the_body_timeout(
     """A request whose body trickles in is dropped body_timeout after its headers."""
     proc, base = start_api(tmp_path, amqp_url, SMSRELAY_API_LIMITS__BODY_TIMEOUT="1")
     try:
-        wait_until_ready(base, proc)
+        wait_until_ready(base, proc, ready=serving)
         with socket.create_connection(address(base)) as sock:
             sock.sendall(
                 b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nX-Api-Key: k-1\r\n"
@@ -134,7 +134,7 @@ async def test_many_concurrent_large_bodies_keep_memory_bounded(
     hold = asyncio.Event()
     done: asyncio.Queue[bool] = asyncio.Queue()
     try:
-        await asyncio.to_thread(wait_until_ready, base, proc)
+        await asyncio.to_thread(wait_until_ready, base, proc, ready=serving)
         before = rss_bytes(proc.pid)
         host, port = address(base)
         senders = [

@@ -79,7 +79,7 @@ async def test_send_refuses_a_bad_number(env: dict[str, str], tmp_path: Path) ->
 async def test_dlq_list_and_replay(
     env: dict[str, str], amqp_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:
-    """`dlq list` shows dead letters with their reasons; `dlq replay ID` republishes only that one."""
+    """`dlq list` shows dead letters with reasons; `dlq replay ID --force` republishes only that invalid one."""
     async with running_worker(amqp_url, sqlite_url):
         await publish_raw(amqp_url, [b'{"id": "dead-1", "to": "+1415", "body": "x"}', b"{oops"])
         await queue_settled(amqp_url)  # both consumed: dead-lettered before the ack
@@ -88,8 +88,12 @@ async def test_dlq_list_and_replay(
     assert "dead-1" in listed.stdout and 'field "to": not a valid phone number' in listed.stdout
     assert "invalid json at line 1 col 2" in listed.stdout
     assert "2 dead-lettered" in listed.stderr
-    replayed = await _cli("dlq", "replay", "dead-1", env=env, cwd=tmp_path)
-    assert replayed.stdout.strip() == "replayed 1"
+    refused = await _cli("dlq", "replay", "dead-1", env=env, cwd=tmp_path)
+    assert refused.returncode == 1 and refused.stdout.strip() == "replayed 0"
+    assert "dead-1 not replayed: smsrelay would refuse it again" in refused.stderr
+    assert "--force" in refused.stderr
+    replayed = await _cli("dlq", "replay", "dead-1", "--force", env=env, cwd=tmp_path)
+    assert replayed.returncode == 0 and replayed.stdout.strip() == "replayed 1"
     again = await _cli("dlq", "list", env=env, cwd=tmp_path)
     assert "dead-1" not in again.stdout and "1 dead-lettered" in again.stderr
 
@@ -158,7 +162,7 @@ async def test_replayed_valid_message_is_sent(
         )
         await dead.bind(dlx, routing_key="#")
         await dlx.publish(aio_pika.Message(request("poison-1")), routing_key="sms.send")
-    replayed = await _cli("dlq", "replay", env=env, cwd=tmp_path)
+    replayed = await _cli("dlq", "replay", "--all", env=env, cwd=tmp_path)
     assert replayed.stdout.strip() == "replayed 1"
     async with event_log(amqp_url) as events, running_worker(amqp_url, sqlite_url):
         await eventually(lambda: events.states("poison-1") == ["sent"])
@@ -175,3 +179,76 @@ async def test_worker_refuses_a_queue_declared_with_other_arguments(
     assert started.returncode == 2
     assert "config sms.send: the broker has this queue with other arguments" in started.stderr
     assert "drain and delete the queue" in started.stderr
+
+
+async def _dead_letters(amqp_url: str, sqlite_url: str) -> None:
+    """Leave two dead letters: dead-1 (invalid number) and dead-2 (valid, broker-dead-lettered)."""
+    async with running_worker(amqp_url, sqlite_url):
+        await publish_raw(amqp_url, [b'{"id": "dead-1", "to": "+1415", "body": "x"}'])
+        async with await aio_pika.connect(amqp_url) as connection:
+            channel = await connection.channel(publisher_confirms=True)
+            dlx = await channel.get_exchange("sms.dlx")
+            await dlx.publish(aio_pika.Message(request("dead-2")), routing_key="sms.send")
+            await eventually(lambda: _depth(channel, 2))
+
+
+async def _depth(channel: aio_pika.abc.AbstractChannel, expected: int) -> bool:
+    queue = await channel.declare_queue("sms.dead", passive=True)
+    return queue.declaration_result.message_count == expected
+
+
+async def test_dlq_unknown_id_is_an_error(
+    env: dict[str, str], amqp_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    """`dlq show|drop|replay` with an id not in sms.dead exit 1 saying so, and touch nothing."""
+    await _dead_letters(amqp_url, sqlite_url)
+    for verb in ("show", "drop", "replay"):
+        done = await _cli("dlq", verb, "nope", env=env, cwd=tmp_path)
+        assert done.returncode == 1, (verb, done.stderr)
+        assert "no dead letter with id nope" in done.stderr
+    listed = await _cli("dlq", "list", env=env, cwd=tmp_path)
+    assert "2 dead-lettered" in listed.stderr
+
+
+async def test_dlq_replay_needs_ids_or_all(env: dict[str, str], tmp_path: Path) -> None:
+    """`dlq replay` with neither ids nor --all replays nothing and exits 2 saying how."""
+    done = await _cli("dlq", "replay", env=env, cwd=tmp_path)
+    assert done.returncode == 2 and "or pass --all" in done.stderr
+
+
+async def test_dlq_replay_dry_run_changes_nothing(
+    env: dict[str, str], amqp_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    """`dlq replay --all --dry-run` says what it would replay and what it would hold back; the queue is unchanged."""
+    await _dead_letters(amqp_url, sqlite_url)
+    done = await _cli("dlq", "replay", "--all", "--dry-run", env=env, cwd=tmp_path)
+    assert "would replay dead-2" in done.stdout and "would replay 1" in done.stdout
+    assert "dead-1 not replayed" in done.stderr
+    listed = await _cli("dlq", "list", env=env, cwd=tmp_path)
+    assert "2 dead-lettered" in listed.stderr
+
+
+async def test_dlq_replay_all_holds_back_invalid_requests(
+    env: dict[str, str], amqp_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    """`dlq replay --all` replays the valid one, keeps the invalid one with a warning, exits 1."""
+    await _dead_letters(amqp_url, sqlite_url)
+    done = await _cli("dlq", "replay", "--all", env=env, cwd=tmp_path)
+    assert done.returncode == 1 and done.stdout.strip() == "replayed 1"
+    listed = await _cli("dlq", "list", env=env, cwd=tmp_path)
+    assert "dead-1" in listed.stdout and "1 dead-lettered" in listed.stderr
+
+
+async def test_dlq_show_and_drop(
+    env: dict[str, str], amqp_url: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    """`dlq show ID` says whether a replay would send it and masks the number; `dlq drop ID` deletes only it."""
+    await _dead_letters(amqp_url, sqlite_url)
+    shown = await _cli("dlq", "show", "dead-2", env=env, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "valid now" in shown.stdout
+    assert "+14155550123" not in shown.stdout and "+1415*****23" in shown.stdout
+    dropped = await _cli("dlq", "drop", "dead-2", env=env, cwd=tmp_path)
+    assert dropped.returncode == 0 and dropped.stdout.strip() == "dropped 1"
+    listed = await _cli("dlq", "list", env=env, cwd=tmp_path)
+    assert "dead-2" not in listed.stdout and "dead-1" in listed.stdout

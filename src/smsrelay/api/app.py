@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,6 +46,7 @@ def create_app(
     publisher: Publisher,
     providers: Mapping[str, Provider],
     metrics: Metrics,
+    send_consumers: Callable[[], int | None] | None = None,
 ) -> FastAPI:
     """The HTTP API over running pieces (see ``smsrelay.api.server`` for the process)."""
     app = bare_app()
@@ -57,6 +58,7 @@ def create_app(
         publisher=publisher,
         providers=providers,
         metrics=metrics,
+        send_consumers=send_consumers,
     )
     limits = settings.api_limits
     app.add_middleware(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
@@ -27,6 +27,8 @@ class ApiContext:
     providers: Mapping[str, Provider]
     metrics: Metrics
     refusals: RefusalSampler = field(default_factory=RefusalSampler)
+    # Consumers of sms.send as the broker last said (None: unknown); None: not checked.
+    send_consumers: Callable[[], int | None] | None = None
 
 
 def context_of(app: FastAPI) -> ApiContext:

@@ -34,11 +34,14 @@ async def healthz() -> Health:
     summary="Broker and store are reachable",
 )
 async def readyz(ctx: ApiContext = Depends(get_context)) -> Any:
-    """200 when the broker connection is open and the store answers; else 503 naming which."""
+    """200 when the broker is connected, the store answers and sms.send has a consumer."""
     checks: dict[str, Literal["ok", "failed"]] = {
         "broker": "ok" if ctx.publisher.ready else "failed",
         "store": "ok" if await _store_ok(ctx) else "failed",
     }
+    if ctx.send_consumers is not None:
+        # Accepting requests nobody will consume would hide an outage from the producer.
+        checks["consumers"] = "ok" if (ctx.send_consumers() or 0) > 0 else "failed"
     ready = all(v == "ok" for v in checks.values())
     body = Readiness(status="ready" if ready else "unready", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

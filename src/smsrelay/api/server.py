@@ -18,7 +18,7 @@ from smsrelay.api.app import create_app
 from smsrelay.api.broker import AmqpPublisher
 from smsrelay.api.limits import guarded_protocol
 from smsrelay.logging import get_logger
-from smsrelay.runtime import Runtime
+from smsrelay.runtime import Runtime, log_startup
 from smsrelay.settings import Settings
 
 log = get_logger(__name__)
@@ -33,13 +33,16 @@ class _Server(uvicorn.Server):
 
 async def run_api(settings: Settings, *, with_worker: bool = False) -> None:
     """Migrate the store, serve the API on ``api_host:api_port`` until SIGTERM/SIGINT."""
+    log_startup(settings, "api")
     runtime = await Runtime.build(settings)
+    stats = runtime.start_queue_stats()
     app = create_app(
         settings,
         runtime.store,
         AmqpPublisher(settings.amqp_url),
         runtime.providers,
         runtime.metrics,
+        send_consumers=stats.consumers,
     )
     limits = settings.api_limits
     config = uvicorn.Config(

@@ -99,6 +99,7 @@ class MessageRecord:
     # The body as written: "gsm7"/"ucs2" and parts; None when not recorded.
     original_encoding: str | None = None
     original_parts: int | None = None
+    resends: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,8 @@ messages = Table(
     Column("error_code", String(64)),
     Column("error_message", Text),
     Column("possible_duplicate", Boolean, nullable=False, default=False),
+    # Times `smsrelay resend` sent a failed message again (migration 0003).
+    Column("resends", Integer, nullable=False, default=0, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     # The body as written: gsm7/ucs2 and its parts (migration 0003_encoding).

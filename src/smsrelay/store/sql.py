@@ -537,6 +537,54 @@ class SqlStore:
             )
             return _message_record(msg, [_attempt_record(r) for r in rows])
 
+    async def reopen_failed(self, message_id: str) -> SendRequest | None:
+        """Move a ``failed`` message back to ``accepted`` for a resend; its request, or None.
+
+        None when it is not ``failed`` (any more) or its body was never kept (OTP).
+        Conditional on the state, so two resends at once reopen it once.
+        """
+        failed = (messages.c.id == message_id) & (messages.c.state == State.FAILED.value)
+        async with self._tx() as conn:
+            row = (await conn.execute(select(messages).where(failed))).first()
+            if row is None or row.body is None:
+                return None
+            reopened = await conn.execute(
+                update(messages)
+                .where(failed)
+                .values(
+                    state=State.ACCEPTED.value,
+                    resends=messages.c.resends + 1,
+                    error_code=None,
+                    error_message=None,
+                    updated_at=_now(),
+                )
+            )
+            if reopened.rowcount != 1:
+                return None
+        return _request(row)
+
+    async def undo_reopen(self, message_id: str) -> None:
+        """Put a reopened message back to ``failed`` (its resend could not be published)."""
+        async with self._tx() as conn:
+            await conn.execute(
+                update(messages)
+                .where(messages.c.id == message_id, messages.c.state == State.ACCEPTED.value)
+                .values(state=State.FAILED.value, resends=messages.c.resends - 1)
+            )
+
+    async def failed_since(self, since: datetime) -> list[str]:
+        """Ids of messages that ended ``failed`` at or after ``since``, oldest first."""
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(messages.c.id)
+                .where(
+                    messages.c.state == State.FAILED.value,
+                    messages.c.updated_at >= since.astimezone(UTC),
+                )
+                .order_by(messages.c.updated_at)
+            )
+            return [row.id for row in rows]
+
     async def purge(self, older_than: datetime, batch_size: int = PURGE_BATCH) -> int:
         # In batches, one process at a time (store/retention.py); attempts and receipts
         # go with their message (ON DELETE CASCADE). 0 when another process is purging.
@@ -573,6 +621,18 @@ def _attempt_record(row: Row[Any]) -> AttemptRecord:
     )
 
 
+def _request(row: Row[Any]) -> SendRequest:
+    """The request a ``messages`` row was made from (its body must be kept)."""
+    fields: dict[str, Any] = {"id": row.id, "to": row.to, "body": row.body, "kind": row.kind}
+    if row.sender:
+        fields["from"] = row.sender
+    if row.tags:
+        fields["tags"] = dict(row.tags)
+    if row.expires_at is not None:
+        fields["expires_at"] = _aware(row.expires_at)
+    return SendRequest.model_validate(fields)
+
+
 def _message_record(row: Row[Any], tries: list[AttemptRecord]) -> MessageRecord:
     return MessageRecord(
         id=row.id,
@@ -592,4 +652,5 @@ def _message_record(row: Row[Any], tries: list[AttemptRecord]) -> MessageRecord:
         attempts=tries,
         original_encoding=row.original_encoding,
         original_parts=row.original_parts,
+        resends=int(row.resends or 0),
     )

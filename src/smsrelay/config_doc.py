@@ -1,0 +1,236 @@
+"""The configuration reference (docs/configuration.md), generated from the settings models.
+
+Keys, types and defaults come from the pydantic models themselves; what each key
+means and an example are written here, once. A test regenerates the document and
+compares it with the file, and fails when a key has no description: a new setting
+cannot ship undocumented, and the reference cannot go stale.
+
+Regenerate with ``smsrelay config reference > docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from smsrelay.providers import REGISTRY, ProviderSettings, provider_class
+from smsrelay.settings import Settings
+
+# key → (what it means, an example value as YAML would show it)
+DESCRIPTIONS: dict[str, tuple[str, str]] = {
+    "amqp_url": (
+        "The RabbitMQ broker, with user, password and vhost.",
+        "amqp://sms:pw@rabbit:5672/sms",
+    ),
+    "database_url": (
+        "The store: SQLite (`sqlite+aiosqlite:///file.db`) or PostgreSQL "
+        "(`postgresql+asyncpg://…`; plain `postgresql://` is refused).",
+        "postgresql+asyncpg://sms:pw@db:5432/sms",
+    ),
+    "prefetch": ("Sends in flight at once per worker (the AMQP prefetch).", "300"),
+    "grace_period": ("Seconds a stopping worker gives in-flight sends to finish.", "20"),
+    "retention_days": ("Records older than this are purged, daily, by the worker.", "30"),
+    "log_format": ("`json` (production), `console`, or `auto` (console on a terminal).", "json"),
+    "log_level": ("Least level logged: `debug`, `info`, `warning`, `error`.", "info"),
+    "retry": ("Delayed retries after every provider of a route failed transiently.", ""),
+    "retry.max_attempts": ("Retry rounds before a message is `failed`.", "5"),
+    "retry.delays": (
+        "Seconds before the n-th retry round (the last one repeats); one queue each.",
+        "[5, 30, 120, 600]",
+    ),
+    "retry.jitter": ("Random spread of each delay, as a fraction (0 to 0.5).", "0.2"),
+    "providers": (
+        "Provider name → its settings (below); `type` defaults to the name.",
+        "{twilio: {account_sid: AC…, auth_token: …, sender: '+14155550100'}}",
+    ),
+    "routes": (
+        "Destination → ordered provider names. A destination is a `+prefix`, an ISO country "
+        "(`GB`) or `*` (required); the longest prefix wins, then the country, then `*`. "
+        'An empty list routes nothing there: `{"*": [], "GB": [twilio]}` sends to the UK only '
+        "(messages to elsewhere end `failed`).",
+        '{"+4420": [backup], US: [twilio, backup], "*": [twilio]}',
+    ),
+    "api_keys": (
+        "Keys accepted by `/v1/messages` (none: every call is refused). In the environment, "
+        "comma-separated: `SMSRELAY_API_KEYS=abc,def`.",
+        "[k-3f9a…, k-81c2…]",
+    ),
+    "api_host": ("Address `smsrelay api` listens on.", "0.0.0.0"),
+    "api_port": ("Port `smsrelay api` listens on.", "8080"),
+    "public_url": (
+        "The base URL providers call for receipts; receipt signatures sign it.",
+        "https://sms.example.com",
+    ),
+    "metrics_port": (
+        "Port of the operations endpoints (`/metrics`, `/healthz`, `/readyz`) of `smsrelay "
+        "worker`; 0 turns them off. `smsrelay api` serves them on `api_port`.",
+        "9464",
+    ),
+    "metrics_host": ("Address the worker's operations endpoints listen on.", "0.0.0.0"),
+    "queue_poll_interval": (
+        "Seconds between reads of the queues' depth and consumers from the broker (metrics).",
+        "15",
+    ),
+    "api_limits": ("Limits on what one HTTP client may cost `smsrelay api`.", ""),
+    "api_limits.header_timeout": (
+        "Seconds a client has to send its request headers; slower connections are closed.",
+        "5",
+    ),
+    "api_limits.body_timeout": (
+        "Seconds a client has, after its headers, to send its body; then it is closed.",
+        "10",
+    ),
+    "api_limits.max_body_bytes": (
+        "The largest request body on any route (`/v1/messages` has its own 64 KiB); "
+        "beyond it 413.",
+        "1048576",
+    ),
+    "api_limits.body_budget_bytes": (
+        "Request bodies held in memory at once, all requests together; beyond it 503 "
+        "with `Retry-After`.",
+        "16777216",
+    ),
+    "api_limits.max_connections": (
+        "Connections and requests at once; beyond it uvicorn answers 503.",
+        "1000",
+    ),
+    "prices": ("Price tables in config form (`smsrelay prices` keeps them in the store).", ""),
+    "prices.max_age_days": (
+        "A price in effect for longer than this is flagged stale (a warning at start, "
+        "`smsrelay_stale_prices`, `prices list`).",
+        "180",
+    ),
+    "prices.providers": (
+        "Provider → destination (ISO country or `+prefix`) → price per part (with "
+        "`currency`, optional `effective_from`).",
+        "{twilio: {currency: USD, destinations: {US: '0.0079', GB: '0.0400'}}}",
+    ),
+    "digest_key": (
+        "Secret keying request digests, the same on every API and worker: with it an OTP's "
+        "code counts in its digest, so a reused id with a new code is refused.",
+        "9c1f…",
+    ),
+    # Keys every provider takes (ProviderSettings).
+    "provider.encoding": (
+        "`smart`: fold look-alike characters (curly quotes, dashes…) to GSM-7 for this "
+        "provider; a request's `encoding` wins.",
+        "smart",
+    ),
+    "provider.retry_unknown_outcome": (
+        "When a request left and no answer came, may the message be tried again (next "
+        "provider, later round)? Each such retry is flagged `possible_duplicate`.",
+        "false",
+    ),
+    "provider.type": ("The provider type (one of the sections below).", "twilio"),
+    "provider.base_url": (
+        "Override of the provider's API address (tests, regional endpoints).",
+        "",
+    ),
+    "provider.timeout": ("Seconds before a provider request counts as failed (transient).", "10"),
+    "provider.max_connections": ("Open HTTP connections to the provider at most.", "1000"),
+    "provider.sender": ("Default sender: a number or an alphanumeric id.", "'+14155550100'"),
+}
+
+SECRET_HINT = "secret: `config show` masks it"
+
+
+def render() -> str:
+    """The whole reference as Markdown."""
+    parts = [_HEADER, _table(Settings, prefix="", env="SMSRELAY_"), _PROVIDERS]
+    parts.append(_table(ProviderSettings, prefix="provider.", env=None))
+    for type_name in sorted(REGISTRY):
+        parts.append(_provider_section(type_name))
+    return "\n".join(parts)
+
+
+def undocumented() -> list[str]:
+    """Settings keys without a description (the reference test fails on any)."""
+    keys = [key for key, _ in _fields(Settings, "")] + [
+        key for key, _ in _fields(ProviderSettings, "provider.")
+    ]
+    return [key for key in keys if key not in DESCRIPTIONS]
+
+
+def _fields(model: type[BaseModel], prefix: str) -> list[tuple[str, FieldInfo]]:
+    out: list[tuple[str, FieldInfo]] = []
+    for name, info in model.model_fields.items():
+        out.append((prefix + name, info))
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out.extend(_fields(annotation, f"{prefix}{name}."))
+    return out
+
+
+def _table(model: type[BaseModel], prefix: str, env: str | None) -> str:
+    head = "| key | type | default | environment | meaning | example |"
+    rows = [head, "|---|---|---|---|---|---|"]
+    for key, info in _fields(model, prefix):
+        meaning, example = DESCRIPTIONS.get(key, ("", ""))
+        variable = f"`{env}{key.upper().replace('.', '__')}`" if env else ""
+        rows.append(
+            f"| `{key}` | {_type(info)} | {_default(info)} | {variable} | {meaning} "
+            f"| {_code(example)} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def _provider_section(type_name: str) -> str:
+    settings_class = provider_class(type_name).settings_class
+    doc = " ".join((settings_class.__doc__ or "").split()).replace("``", "`")
+    rows = [f"### `{type_name}`\n", doc, "", "| key | type | default |", "|---|---|---|"]
+    common = set(ProviderSettings.model_fields)
+    for name, info in settings_class.model_fields.items():
+        if name in common:
+            continue
+        secret = f" ({SECRET_HINT})" if "Secret" in _type(info) else ""
+        rows.append(f"| `{name}` | {_type(info)}{secret} | {_default(info)} |")
+    return "\n".join(rows) + "\n"
+
+
+def _type(info: FieldInfo) -> str:
+    text = str(info.annotation).replace("typing.", "").replace("pydantic.types.", "")
+    # Annotated[float, FieldInfo(...)] → float: the constraints are the models' business.
+    text = re.sub(r"Annotated\[([^,\[\]]+), FieldInfo\(.*?\)\]", r"\1", text)
+    text = text.replace("<class '", "").replace("'>", "")
+    text = text.replace("smsrelay.settings.", "")
+    return f"`{text}`".replace("|", "\\|")
+
+
+def _default(info: FieldInfo) -> str:
+    if info.default is PydanticUndefined and info.default_factory is None:
+        return "**required**"
+    value: Any = info.get_default(call_default_factory=True)
+    if isinstance(value, BaseModel):
+        return "(below)"
+    return _code(json.dumps(value, default=str))
+
+
+def _code(text: str) -> str:
+    return f"`{text}`".replace("|", "\\|") if text else ""
+
+
+_HEADER = """# Configuration reference
+
+<!-- Generated by `smsrelay config reference` from src/smsrelay/config_doc.py and the
+settings models; tests/ops/test_config.py fails when this file is stale. Do not edit. -->
+
+smsrelay reads a YAML file (`--config FILE` or `SMSRELAY_CONFIG`), then overlays
+`SMSRELAY_*` environment variables: nested keys join with `__`
+(`SMSRELAY_RETRY__MAX_ATTEMPTS=3`), values are JSON when they parse as JSON, and a list
+may be given comma-separated (`SMSRELAY_API_KEYS=abc,def`). `smsrelay config check`
+reports every problem at once; `smsrelay config show` prints the effective
+configuration with secrets masked.
+
+## Top-level keys
+"""
+
+_PROVIDERS = """## Providers
+
+Each entry of `providers` is one provider: `type` picks the implementation (it defaults
+to the entry's name), and these keys apply to every type:
+"""
