@@ -14,21 +14,24 @@ from importlib.metadata import version
 
 from smsrelay import providers as registry
 from smsrelay import telemetry
-from smsrelay.amqp import AmqpEvents, Worker
+from smsrelay.amqp import AmqpEvents, EventsConnection, Worker
 from smsrelay.dispatch import Dispatcher
 from smsrelay.economics.prices import PriceTable, StalePrices
 from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
+from smsrelay.models import StatusEvent
 from smsrelay.ops_http import OpsServer
 from smsrelay.otp.geo import GeoRules
 from smsrelay.providers import Provider
 from smsrelay.queue_stats import QueueStats, watched_queues
+from smsrelay.receipt_intake import StoreReceiptSink
 from smsrelay.routing import HealthView, LimitsView, Router, route_coverage_warnings
 from smsrelay.routing.configured import configured_router
 from smsrelay.settings import Settings
 from smsrelay.store import SqlStore, upgrade
 from smsrelay.store.batch import BatchingStore
 from smsrelay.store.prices import PriceStore
+from smsrelay.store.receipts import ReceiptStore
 from smsrelay.urls import mask_url
 from smsrelay.verify_amqp import VerifyServer
 
@@ -46,6 +49,7 @@ class Runtime:
     worker: Worker | None = None
     verify_server: VerifyServer | None = None
     hot_store: BatchingStore | None = None
+    receipt_events: _LazyEvents | None = None
     queue_stats: QueueStats | None = None
     ops: OpsServer | None = None
     stopping: bool = False
@@ -97,9 +101,18 @@ class Runtime:
             geo=GeoRules(self.settings.geo),
         )
 
+    async def start_providers(self) -> None:
+        """Open providers' long-lived links (SMPP binds), with a path for their receipts."""
+        self.receipt_events = self.receipt_events or _LazyEvents(self.settings.amqp_url)
+        sink = StoreReceiptSink(ReceiptStore(self.store), self.receipt_events, self.metrics)
+        for provider in self.providers.values():
+            await provider.start(sink)
+
     async def start_worker(self) -> Worker:
-        """Load prices, then start consuming ``sms.send`` and the OTP lane ``sms.otp``."""
+        """Load prices and open the providers' links, then start consuming ``sms.send``
+        and the OTP lane ``sms.otp``."""
         await self.load_prices()
+        await self.start_providers()
         self.worker = Worker(
             url=self.settings.amqp_url,
             prefetch=self.settings.prefetch,
@@ -177,7 +190,32 @@ class Runtime:
             await self.ops.close()
         for provider in self.providers.values():
             await provider.close()
+        if self.receipt_events is not None:
+            await self.receipt_events.close()
         await (self.hot_store or self.store).close()
+
+
+class _LazyEvents:
+    """Publishes receipts' status events on a connection opened at the first one.
+
+    Only providers with their own links (SMPP) produce receipts in the worker; a worker
+    without them never opens it.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.connection = EventsConnection(url)
+        self._opening = asyncio.Lock()
+        self._open = False
+
+    async def publish(self, event: StatusEvent) -> None:
+        async with self._opening:
+            if not self._open:
+                await self.connection.open()
+                self._open = True
+        await self.connection.publish(event)
+
+    async def close(self) -> None:
+        await self.connection.close()
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:

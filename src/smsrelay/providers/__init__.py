@@ -18,6 +18,7 @@ REGISTRY: dict[str, str] = {
     "plivo": "smsrelay.providers.plivo:PlivoProvider",
     "simulator": "smsrelay.providers.simulator:SimulatorProvider",
     "sinch": "smsrelay.providers.sinch:SinchProvider",
+    "smpp": "smsrelay.providers.smpp:SmppProvider",
     "sns": "smsrelay.providers.sns:SnsProvider",
     "telnyx": "smsrelay.providers.telnyx:TelnyxProvider",
     "twilio": "smsrelay.providers.twilio:TwilioProvider",

@@ -12,12 +12,12 @@ import hashlib
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from types import SimpleNamespace
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar, NoReturn, Protocol
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, SecretStr
@@ -85,6 +85,21 @@ class Webhook:
         return self.headers.get(name.lower())
 
 
+class ReceiptSink(Protocol):
+    """Where a provider hands receipts that reach it over its own link (SMPP ``deliver_sm``).
+
+    The worker wires one in at start (``Provider.start``); it applies receipts exactly as
+    ``POST /v1/receipts`` does: kept, matched, the state settled, events published.
+    """
+
+    async def deliver(self, provider: str, digest: str, receipts: Sequence[Receipt]) -> None:
+        """Apply ``receipts``; a ``digest`` seen before is a replay (``StaleReceipt``).
+
+        A receipt the store already holds is dropped. Raises when they could not be
+        stored (the caller may retry: the events of a stored batch wait in the outbox).
+        """
+
+
 class Provider(ABC):
     """One configured SMS provider instance, named in the routing table.
 
@@ -113,6 +128,12 @@ class Provider(ABC):
     @abstractmethod
     async def send(self, request: SendRequest) -> SendResult:
         """Hand ``request`` to the provider, or raise a ``ProviderError``."""
+
+    async def start(self, receipts: ReceiptSink) -> None:  # noqa: B027 - optional hook
+        """Open long-lived links (SMPP binds) before the worker takes messages.
+
+        ``receipts`` takes the receipts that arrive over those links.
+        """
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release connections; the provider is not used afterwards."""
