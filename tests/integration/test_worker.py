@@ -183,7 +183,7 @@ async def test_routing_key_suffix_routes_the_same(amqp_url: str, sqlite_url: str
 async def test_many_requests_are_sent_concurrently(
     amqp_url: str, sqlite_url: str, count: int
 ) -> None:
-    """With 100 ms provider latency, 300 messages finish far faster than one at a time."""
+    """With 100 ms provider latency, many of 300 messages are at the provider at once, not one at a time."""
     overrides = {
         "providers": {"slow": {"type": "simulator", "latency_ms": 100}},
         "routes": {"*": ["slow"]},
@@ -193,12 +193,12 @@ async def test_many_requests_are_sent_concurrently(
         event_log(amqp_url) as events,
         running_worker(amqp_url, sqlite_url, **overrides) as rt,
     ):
-        began = datetime.now(UTC)
         await publish_raw(amqp_url, [request(i) for i in ids])
-        await eventually(lambda: len(events.events) == count, seconds=30)
-        took = datetime.now(UTC) - began
-        assert sorted(r.id for r in simulator(rt, "slow").sent) == sorted(ids)
-    assert took < timedelta(seconds=count * 0.1 / 5)
+        await eventually(lambda: len(events.events) == count, seconds=60)
+        provider = simulator(rt, "slow")
+        assert sorted(r.id for r in provider.sent) == sorted(ids)
+    # Counted at the provider, not timed: a loaded machine slows both, not the overlap.
+    assert provider.peak_in_flight >= 20, provider.peak_in_flight
 
 
 async def test_twilio_route_sends_once_through_the_wire_format(

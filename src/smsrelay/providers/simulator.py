@@ -47,16 +47,24 @@ class SimulatorProvider(Provider):
         assert isinstance(settings, SimulatorSettings)
         self.config = settings
         self.sent: list[SendRequest] = []
+        # Sends inside send() right now, and the most there ever were at once.
+        self.in_flight = 0
+        self.peak_in_flight = 0
         self._random = random.Random(settings.seed)
         self._record = Path(settings.record_path) if settings.record_path else None
 
     async def send(self, request: SendRequest) -> SendResult:
-        if self.config.accept_on_arrival:
-            result = self._decide(request)
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            if self.config.accept_on_arrival:
+                result = self._decide(request)
+                await self._wait()
+                return result
             await self._wait()
-            return result
-        await self._wait()
-        return self._decide(request)
+            return self._decide(request)
+        finally:
+            self.in_flight -= 1
 
     async def _wait(self) -> None:
         if self.config.latency_ms:
