@@ -20,6 +20,8 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 import pytest
 
+from smsrelay.store import SqlStore, upgrade
+
 # Where the suite finds its services. Not SMSRELAY_*: that prefix is smsrelay's own settings.
 AMQP_HOST = os.environ.get("TEST_AMQP_HOST", "127.0.0.1:5672")
 PG_DSN = os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432")
@@ -81,6 +83,17 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         return
     async with pg_database() as url:
         yield url
+
+
+@pytest.fixture
+async def store(sqlite_url: str) -> AsyncIterator[SqlStore]:
+    """A migrated SQLite store of the test's own (modules that need another define their own)."""
+    store = SqlStore.from_url(sqlite_url)
+    await upgrade(store.engine)
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 async def eventually(check: object, seconds: float = 20.0, interval: float = 0.05) -> None:

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import pytest
 
-import smsrelay.store
 from smsrelay.dispatch import DeadLetter, Dispatcher, Done, Retry
 from smsrelay.errors import (
     AuthenticationFailed,
@@ -113,17 +111,6 @@ def raw(message_id: str = "msg-1", **changes: Any) -> bytes:
     """A valid request on the wire."""
     data = {"id": message_id, "to": TO, "body": "Your parcel is on its way", **changes}
     return json.dumps(data).encode()
-
-
-@pytest.fixture
-async def store(sqlite_url: str) -> AsyncIterator[SqlStore]:
-    """A migrated SQLite store of the test's own."""
-    store = SqlStore.from_url(sqlite_url)
-    await smsrelay.store.upgrade(store.engine)
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 @pytest.fixture

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
-import smsrelay.store
 from smsrelay.dispatch import DeadLetter, Done
 from smsrelay.metrics import Metrics
 from smsrelay.models import State, parse_request
@@ -14,17 +11,6 @@ from smsrelay.store import Acceptance, SqlStore
 from tests.conftest import eventually
 from tests.integration.harness import drain_dead, event_log, publish_raw, request, running_worker
 from tests.test_dispatch import RETRY, EventList, dispatcher, raw, record, simulator
-
-
-@pytest.fixture
-async def store(sqlite_url: str) -> AsyncIterator[SqlStore]:
-    """A migrated SQLite store of the test's own."""
-    store = SqlStore.from_url(sqlite_url)
-    await smsrelay.store.upgrade(store.engine)
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 async def test_same_id_with_another_body_is_dead_lettered_not_dropped(store: SqlStore) -> None:

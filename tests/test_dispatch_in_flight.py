@@ -9,26 +9,13 @@ that block is done, and takes over when it fails.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
-import smsrelay.store
 from smsrelay.dispatch import DeadLetter, Done, Retry
 from smsrelay.models import State
 from smsrelay.store import SqlStore
 from tests.test_dispatch import EventList, FlakyProvider, dispatcher, raw, record
-
-
-@pytest.fixture
-async def store(sqlite_url: str) -> AsyncIterator[SqlStore]:
-    """A migrated SQLite store of the test's own."""
-    store = SqlStore.from_url(sqlite_url)
-    await smsrelay.store.upgrade(store.engine)
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 @pytest.fixture

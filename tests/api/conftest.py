@@ -6,19 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from smsrelay.store import SqlStore, upgrade
+from smsrelay.store import SqlStore
 from tests.api.support import Api, MemoryPublisher, api_settings, running_api
-
-
-@pytest.fixture
-async def store(sqlite_url: str) -> AsyncIterator[SqlStore]:
-    """A migrated SQLite store of the test's own."""
-    store = SqlStore.from_url(sqlite_url)
-    await upgrade(store.engine)
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 @pytest.fixture

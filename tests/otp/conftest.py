@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from smsrelay.store import SqlStore, upgrade
+from smsrelay.store import SqlStore
 from tests.api.support import Api, MemoryPublisher, api_settings, running_api
 
 VERIFICATION_KEY = "verification-key-for-tests"
@@ -16,17 +16,6 @@ VERIFICATION_KEY = "verification-key-for-tests"
 def otp_settings(database_url: str, **verification: Any) -> Any:
     """API settings with a verification key and the given verification rules."""
     return api_settings(database_url, verification={"key": VERIFICATION_KEY, **verification})
-
-
-@pytest.fixture
-async def store(sqlite_url: str) -> AsyncIterator[SqlStore]:
-    """A migrated SQLite store of the test's own."""
-    store = SqlStore.from_url(sqlite_url)
-    await upgrade(store.engine)
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 @pytest.fixture
