@@ -38,6 +38,16 @@ def _free_port_pair() -> int:
     raise RuntimeError("no free port pair for a private RabbitMQ node")
 
 
+def run_script(script: Path, env: dict[str, str], args: tuple[str, ...], timeout: float) -> str:
+    """Run one of the broker scripts; its stdout, or RuntimeError with its stderr's end."""
+    done = subprocess.run(
+        [str(script), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{script.name} {' '.join(args)}: {done.stderr[-2000:]}")
+    return done.stdout
+
+
 class PrivateBroker:
     """One throwaway node: its URL, and the verbs a test needs."""
 
@@ -51,17 +61,7 @@ class PrivateBroker:
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
 
     def _run(self, *args: str, timeout: float = 180) -> str:
-        done = subprocess.run(
-            [str(SCRIPT), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"rabbitmq-node.sh {' '.join(args)}: {done.stderr[-2000:]}")
-        return done.stdout
+        return run_script(SCRIPT, self.env, args, timeout)
 
     def start(self) -> None:
         """Start the node; returns once it accepts connections."""

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import subprocess
 import uuid
 from pathlib import Path
 
-from tests.private_broker import _free
+from tests.private_broker import _free, run_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "rabbitmq-cluster.sh"
 NODES = (1, 2, 3)
@@ -40,17 +39,7 @@ class Cluster:
         self.down: set[int] = set()
 
     def _run(self, *args: str, timeout: float = 400) -> str:
-        done = subprocess.run(
-            [str(SCRIPT), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"rabbitmq-cluster.sh {' '.join(args)}: {done.stderr[-2000:]}")
-        return done.stdout
+        return run_script(SCRIPT, self.env, args, timeout)
 
     def port(self, node: int) -> int:
         """Node ``node``'s AMQP port."""
