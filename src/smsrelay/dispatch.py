@@ -163,7 +163,7 @@ class Dispatcher:
         settled: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._in_flight[request.id] = (settled, digest)
         try:
-            yield await self._refusable(request, redelivered, retry_round)
+            yield await self._refusable(request, digest, redelivered, retry_round)
             settled.set_result(True)
         finally:
             del self._in_flight[request.id]
@@ -171,18 +171,20 @@ class Dispatcher:
                 settled.set_result(False)
 
     async def _refusable(
-        self, request: SendRequest, redelivered: bool, retry_round: int
+        self, request: SendRequest, digest: str, redelivered: bool, retry_round: int
     ) -> Outcome:
         try:
             with telemetry.dispatching(request.id):
-                return await self._handle(request, redelivered, retry_round)
+                return await self._handle(request, digest, redelivered, retry_round)
         except StoreRejected as exc:
             # The database will never take what this message writes: a redelivery
             # would fail the same way, fifty times over. Dead-letter it now.
             log.warning("store_rejected", id=request.id, reason=str(exc))
             return await self._refuse(request.id, str(exc), code="store-rejected")
 
-    async def _handle(self, request: SendRequest, redelivered: bool, retry_round: int) -> Outcome:
+    async def _handle(
+        self, request: SendRequest, digest: str, redelivered: bool, retry_round: int
+    ) -> Outcome:
         bound = log.bind(id=request.id, country=request.country)
         plan = self.router.plan(request)
         route = plan.providers
@@ -190,7 +192,7 @@ class Dispatcher:
         blocked = self.geo.refusal(request) if self.geo is not None else None
         # A new message's first attempt is recorded with its claim: one commit fewer.
         first = route[0] if route and not request.is_expired() and blocked is None else None
-        claim = await self.store.claim(request, first, request.digest(self.digest_key))
+        claim = await self.store.claim(request, first, digest)
         if claim.conflict:
             return await self._conflict(request, bound)
         if not claim.new and not _resumable(claim, redelivered, retry_round):
