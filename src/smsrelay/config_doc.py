@@ -118,8 +118,17 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
         "9c1f…",
     ),
     "health": (
-        NOT_YET + "Delivery health windows and circuit breakers per provider x country.",
+        "Delivery health windows and circuit breakers per provider x country (each worker).",
         "",
+    ),
+    "health.receipt_poll_interval": (
+        "Seconds between a worker's reads of the receipts every process applied (the store).",
+        "2",
+    ),
+    "health.receipt_deadline": (
+        "Seconds after which a send without a final receipt counts as not delivered, for "
+        "providers that send receipts; null: never.",
+        "900",
     ),
     "health.window": ("The sliding window of send outcomes and receipts.", ""),
     "health.window.seconds": ("Seconds of history in the delivery window.", "600"),

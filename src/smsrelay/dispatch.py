@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from smsrelay import telemetry
 from smsrelay.errors import (
+    BreakerOpen,
     InvalidRequest,
     OutcomeUnknown,
     ProviderError,
@@ -30,6 +31,7 @@ from smsrelay.errors import (
     TransientProviderError,
     UnconfirmedSend,
 )
+from smsrelay.health import SendOutcome, outcome_of
 from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
 from smsrelay.models import (
@@ -57,6 +59,16 @@ class EventSink(Protocol):
 
     async def publish(self, event: StatusEvent) -> None:
         """Publish one event; raise if it could not be published."""
+
+
+class SendHealth(Protocol):
+    """Circuit breakers and delivery windows as the dispatcher uses them (``HealthMonitor``)."""
+
+    def allow(self, provider: str, country: str) -> bool:
+        """May one send go to ``provider`` for ``country`` now (takes a half-open probe)?"""
+
+    def record_send(self, provider: str, country: str, outcome: SendOutcome) -> None:
+        """Count one attempt's outcome."""
 
 
 @dataclass(frozen=True)
@@ -109,8 +121,10 @@ class Dispatcher:
         metrics: Metrics | None = None,
         digest_key: bytes | None = None,
         geo: GeoRules | None = None,
+        health: SendHealth | None = None,
     ) -> None:
         self.store = store
+        self.health = health
         self.geo = geo if geo is not None and geo.active else None
         # Keys SendRequest.digest: the API must use the same (settings.digest_key).
         self.digest_key = digest_key
@@ -192,6 +206,9 @@ class Dispatcher:
         blocked = self.geo.refusal(request) if self.geo is not None else None
         # A new message's first attempt is recorded with its claim: one commit fewer.
         first = route[0] if route and not request.is_expired() and blocked is None else None
+        # Asked once: a half-open breaker's probe slot is not taken twice.
+        asked = (first, self._breaker_allows(first, request.country, bound)) if first else None
+        first = first if asked and asked[1] else None
         claim = await self.store.claim(request, first, digest)
         if claim.conflict:
             return await self._conflict(request, bound)
@@ -212,14 +229,25 @@ class Dispatcher:
             # A policy refusal, not a bad request: recorded and acked, never sent.
             bound.info("geo_blocked", rule=blocked.code)
             return await self._finish(job, State.REJECTED, error=blocked)
-        return await self._send(job, route)
+        return await self._send(job, route, asked)
 
-    async def _send(self, job: _Round, route: list[str]) -> Outcome:
-        """Walk the plan's providers (``route``) until one takes the message."""
+    async def _send(
+        self, job: _Round, route: list[str], asked: tuple[str, bool] | None = None
+    ) -> Outcome:
+        """Walk the plan's providers (``route``) until one takes the message.
+
+        A provider whose breaker refuses is skipped (``asked``: a breaker's answer so far).
+        """
         started = job.claim.first_attempt  # attempt 1 at route[0], begun with the claim
         attempt = job.claim.attempts - (1 if started is not None else 0)
         last: ProviderError | None = None
         for name in route:
+            allowed = asked[1] if asked and asked[0] == name else None
+            if allowed is None:
+                allowed = self._breaker_allows(name, job.request.country, job.log)
+            if not allowed:
+                last = last or BreakerOpen(name)
+                continue
             if job.request.is_expired():
                 return await self._finish(
                     job,
@@ -275,6 +303,7 @@ class Dispatcher:
             await self._attempt_failed(job, key, name, wrapped)
             raise wrapped from exc
         elapsed = time.perf_counter() - started
+        self._record_send(name, job.request.country, None)
         self.metrics.send_latency.labels(name, job.request.country).observe(elapsed)
         self.metrics.sends.labels(name, job.request.country, "sent").inc()
         job.bill = _bill(candidate, result)
@@ -298,7 +327,19 @@ class Dispatcher:
         self.metrics.possible_duplicates.inc()
         job.log.warning("possible_duplicate", provider=name, cause="outcome_unknown")
 
+    def _breaker_allows(self, name: str, country: str, bound: Any) -> bool:
+        if self.health is None or self.health.allow(name, country):
+            return True
+        bound.info("breaker_skipped", provider=name)
+        return False
+
+    def _record_send(self, name: str, country: str, exc: ProviderError | None) -> None:
+        outcome = outcome_of(exc) if self.health is not None else None
+        if self.health is not None and outcome is not None:
+            self.health.record_send(name, country, outcome)
+
     async def _attempt_failed(self, job: _Round, key: int, name: str, exc: ProviderError) -> None:
+        self._record_send(name, job.request.country, exc)
         outcome = _attempt_outcome(exc)
         self.metrics.sends.labels(name, job.request.country, outcome).inc()
         job.log.warning(

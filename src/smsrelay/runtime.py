@@ -17,6 +17,9 @@ from smsrelay import telemetry
 from smsrelay.amqp import AmqpEvents, EventsConnection, Worker
 from smsrelay.dispatch import Dispatcher
 from smsrelay.economics.prices import PriceTable, StalePrices
+from smsrelay.health import HealthMonitor
+from smsrelay.health.receipt_feed import ReceiptFeed
+from smsrelay.health.view import MonitorView
 from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
 from smsrelay.models import StatusEvent
@@ -30,6 +33,7 @@ from smsrelay.routing.configured import configured_router
 from smsrelay.settings import Settings
 from smsrelay.store import SqlStore, upgrade
 from smsrelay.store.batch import BatchingStore
+from smsrelay.store.health import HealthReads
 from smsrelay.store.prices import PriceStore
 from smsrelay.store.receipts import ReceiptStore
 from smsrelay.urls import mask_url
@@ -58,6 +62,10 @@ class Runtime:
     # Delivery health and limits as the planner reads them; None: neutral defaults.
     health: HealthView | None = None
     limits: LimitsView | None = None
+    # The worker's delivery windows and breakers (``health`` reads them), and what feeds
+    # them every process's receipts from the store; None outside a worker.
+    monitor: HealthMonitor | None = None
+    receipt_feed: ReceiptFeed | None = None
 
     @classmethod
     async def build(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
@@ -99,7 +107,25 @@ class Runtime:
             metrics=self.metrics,
             digest_key=self.settings.request_digest_key(),
             geo=GeoRules(self.settings.geo),
+            health=self.monitor,
         )
+
+    async def start_health(self) -> HealthMonitor:
+        """This worker's ``HealthMonitor``: fed by its own sends (the dispatcher) and, read
+        from the store, by the receipts every process applies; the planner reads it."""
+        if self.monitor is None:
+            settings = self.settings.health
+            self.monitor = HealthMonitor(settings, registry=self.metrics.registry)
+            self.health = MonitorView(self.monitor)
+            self.receipt_feed = ReceiptFeed(
+                HealthReads(self.store),
+                self.monitor,
+                settings.receipt_poll_interval,
+                settings.receipt_deadline,
+            )
+            await self.receipt_feed.poll()  # the cursor: receipts from now on
+            self.receipt_feed.start()
+        return self.monitor
 
     async def start_providers(self) -> None:
         """Open providers' long-lived links (SMPP binds), with a path for their receipts."""
@@ -112,6 +138,7 @@ class Runtime:
         """Load prices and open the providers' links, then start consuming ``sms.send``
         and the OTP lane ``sms.otp``."""
         await self.load_prices()
+        await self.start_health()
         await self.start_providers()
         self.worker = Worker(
             url=self.settings.amqp_url,
@@ -186,6 +213,8 @@ class Runtime:
             await self.worker.stop(self.settings.grace_period)
         if self.queue_stats is not None:
             await self.queue_stats.close()
+        if self.receipt_feed is not None:
+            await self.receipt_feed.close()
         if self.ops is not None:
             await self.ops.close()
         for provider in self.providers.values():
