@@ -133,7 +133,10 @@ def test_shipped_scenarios_are_valid(path: Path) -> None:
             lambda d: d.update(health={"breakers": {"min_samples": 0}}),
             "scenario health.breakers.min_samples: Input should be greater than or equal to 1",
         ),
-        (lambda d: d.update(health={"windows": {}}), "scenario health.windows: not a health block"),
+        (
+            lambda d: d.update(health={"windows": {}}),
+            "scenario health.windows: not a health setting",
+        ),
         (
             lambda d: d.update(time_scale=0.5),
             "scenario time_scale: Input should be greater than or equal to 1",

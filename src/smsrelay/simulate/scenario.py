@@ -34,6 +34,8 @@ HEALTH_TIMES = frozenset(
         "delivery_window",
         "baseline_seconds",
         "delivery_cool_down",
+        "receipt_poll_interval",
+        "receipt_deadline",
     }
 )
 _REGIONS = frozenset(phonenumbers.SUPPORTED_REGIONS)
@@ -205,21 +207,28 @@ class Scenario(_Strict):
     def health_settings(self) -> HealthSettings:
         """``health`` over the defaults, every duration divided by ``time_scale``."""
         merged = HealthSettings().model_dump()
-        for block, values in self.health.items():
-            if not isinstance(values, dict) or block not in merged:
-                raise ValueError(f"health.{block}: not a health block (window, breakers)")
-            merged[block].update(values)
-        for values in merged.values():
-            if isinstance(values, dict):
-                for key, value in values.items():
-                    if key in HEALTH_TIMES and isinstance(value, int | float):
-                        values[key] = value / self.time_scale
+        for key, values in self.health.items():
+            if key not in merged:
+                raise ValueError(f"health.{key}: not a health setting ({', '.join(merged)})")
+            if isinstance(merged[key], dict) and isinstance(values, dict):
+                merged[key].update(values)
+            else:
+                merged[key] = values
+        _scale_times(merged, self.time_scale)
         try:
             return HealthSettings.model_validate(merged)
         except ValidationError as exc:
             first = exc.errors()[0]
             key = ".".join(str(p) for p in first["loc"])
             raise ValueError(f"health.{key}: {first['msg']}") from None
+
+
+def _scale_times(values: dict[str, Any], factor: float) -> None:
+    for key, value in values.items():
+        if isinstance(value, dict):
+            _scale_times(value, factor)
+        elif key in HEALTH_TIMES and isinstance(value, int | float):
+            values[key] = value / factor
 
 
 def load_scenario(path: Path) -> Scenario:
