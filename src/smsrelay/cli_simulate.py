@@ -75,7 +75,8 @@ def summary(report: dict[str, Any]) -> str:
     lines = [
         f"scenario  {report['scenario']} ({report['strategy']}, time x{report['time_scale']:g})",
         f"messages  {report['messages']} sent {report['sent']} delivered {report['delivered']}"
-        f" cost {report['cost']:.4f} {cur}",
+        f" cost {report['cost']:.4f} {cur} (not taken {report['not_taken']},"
+        f" no receipt {report['without_receipt']})",
         "cost per delivered message:",
         f"  run       {_v(f['run'])} {cur}",
         f"  optimum   {_v(f['optimum'])} {cur}  (run {_p(f['vs_optimum'])})",

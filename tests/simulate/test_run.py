@@ -104,6 +104,7 @@ async def test_a_short_run_reports_what_the_store_holds(sqlite_url: str) -> None
     assert report["messages"] == n_messages
     assert report["sent"] == len(sent_costs) == n_messages
     assert report["delivered"] == n_delivered
+    assert report["not_taken"] == report["without_receipt"] == 0, "the run settled"
     assert n_receipts == len(sent_costs), "every accepted send got its receipt via the sink"
     total = sum((Decimal(c) for c in sent_costs), Decimal(0))
     assert abs(Decimal(str(report["cost"])) - total) < Decimal("0.000001")

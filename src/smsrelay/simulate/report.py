@@ -99,6 +99,10 @@ def build_report(
         "messages": len(messages),
         "sent": sum(s.provider is not None for s in sent),
         "delivered": int(run.delivered),
+        # At the end: messages no provider has taken yet, and sent ones with no final
+        # receipt (none comes for `receipts: none`; else the run ended before it came).
+        "not_taken": sum(m.state == "accepted" for m in messages),
+        "without_receipt": sum(m.state == "sent" for m in messages),
         "cost": round(run.cost, 6),
         "baseline_provider": baseline,
         "cost_per_delivered": figures,
