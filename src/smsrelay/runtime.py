@@ -17,6 +17,9 @@ from smsrelay import telemetry
 from smsrelay.amqp import AmqpEvents, EventsConnection, Worker
 from smsrelay.dispatch import Dispatcher
 from smsrelay.economics.prices import PriceTable, StalePrices
+from smsrelay.limits.build import build_limit_gate
+from smsrelay.limits.gate import LimitGate
+from smsrelay.limits.metrics import LimitMetrics
 from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
 from smsrelay.models import StatusEvent
@@ -58,6 +61,8 @@ class Runtime:
     # Delivery health and limits as the planner reads them; None: neutral defaults.
     health: HealthView | None = None
     limits: LimitsView | None = None
+    # Rate limits and spend caps around each attempt (also ``limits`` above).
+    limit_gate: LimitGate | None = None
 
     @classmethod
     async def build(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
@@ -82,6 +87,20 @@ class Runtime:
         self.prices = PriceTable(history)
         return self.prices
 
+    def start_limits(self) -> LimitGate:
+        """Rate limits and spend caps, shared through ``redis_url`` when set (once)."""
+        if self.limit_gate is None:
+            rates = {name: p.rate_limit for name, p in self.settings.provider_settings().items()}
+            self.limit_gate = build_limit_gate(
+                self.settings.redis_url,
+                rates,
+                self.settings.spend_caps,
+                self.settings.limits,
+                LimitMetrics(self.metrics.registry),
+            )
+            self.limits = self.limit_gate
+        return self.limit_gate
+
     def router(self) -> Router:
         """The planner over the configured routes, the loaded prices, health and limits."""
         return configured_router(self.settings, self.prices, self.health, self.limits)
@@ -90,6 +109,7 @@ class Runtime:
         """A dispatcher over this runtime's store and providers."""
         # The dispatcher's writes share transactions (group commit); see store/batch.py.
         self.hot_store = self.hot_store or BatchingStore(self.store)
+        gate = self.start_limits()
         return Dispatcher(
             store=self.hot_store,
             providers=self.providers,
@@ -99,6 +119,7 @@ class Runtime:
             metrics=self.metrics,
             digest_key=self.settings.request_digest_key(),
             geo=GeoRules(self.settings.geo),
+            limits=gate if gate.active else None,
         )
 
     async def start_providers(self) -> None:
@@ -190,6 +211,8 @@ class Runtime:
             await self.ops.close()
         for provider in self.providers.values():
             await provider.close()
+        if self.limit_gate is not None:
+            await self.limit_gate.close()
         if self.receipt_events is not None:
             await self.receipt_events.close()
         await (self.hot_store or self.store).close()
