@@ -241,7 +241,12 @@ class Dispatcher:
                     error=_expired_error(),
                     closing_attempt=started,
                 )
-            if await self._refused(job, name):
+            refusal = await self._refused(job, name)
+            if refusal is not None and refusal.kind == "rate" and not _moves_on(job.plan):
+                # on_rate_limit: wait. This provider, after a wait, or later: not another.
+                error = _limits_error({name: refusal}, retryable=True)
+                return await self._later(job, attempt, self.retry.tiers[0], error)
+            if refusal is not None:
                 continue
             attempt += 1
             try:
@@ -282,7 +287,7 @@ class Dispatcher:
         if self.limits is None:
             return None
         candidate = plan.candidate(name) if plan is not None else None
-        nowait = plan is not None and plan.match.route.on_rate_limit == "next"
+        nowait = _moves_on(plan)
         refusal = await self.limits.admit(
             name,
             request.country,
@@ -296,17 +301,17 @@ class Dispatcher:
             log.info("provider_skipped", id=request.id, provider=name, limit=refusal.kind)
         return refusal
 
-    async def _refused(self, job: _Round, name: str) -> bool:
-        """True when the limits keep ``name`` from sending ``job`` now (asked once per round)."""
+    async def _refused(self, job: _Round, name: str) -> Refusal | None:
+        """Why the limits keep ``name`` from sending ``job`` now (asked once per round)."""
         if self.limits is None or job.admitted == name:
             job.admitted = None
-            return False
+            return None
         if name not in job.refused:
             refusal = await self._admit(job.request, job.plan, name)
             if refusal is None:
-                return False
+                return None
             job.refused[name] = refusal
-        return True
+        return job.refused[name]
 
     async def _attempt(
         self, job: _Round, name: str, attempt: int, key: int | None
@@ -400,7 +405,8 @@ class Dispatcher:
         return Retry(delay=delay, attempt=next_round)
 
     async def _later(self, job: _Round, attempt: int, delay: float, error: EventError) -> Outcome:
-        """Rate limits: send it again after ``delay`` (a retry tier), in the same round."""
+        """Rate limits: send it again after ``delay`` (a retry tier), without using up a
+        retry round (after round 0 it comes back as round 1, as any first retry)."""
         delay = self.retry.round_up(delay)
         expires_at = job.request.expires_at
         if expires_at and datetime.now(UTC) + timedelta(seconds=delay) >= expires_at:
@@ -409,9 +415,11 @@ class Dispatcher:
             await self.store.finish_message(
                 job.request.id, State.ACCEPTED, error=error, possible_duplicate=True
             )
-        job.log.info("rate_limited_later", delay=delay, round=job.retry_round)
+        # Round 1 at least: a copy of round 0 would be taken for a duplicate publish.
+        next_round = max(job.retry_round, 1)
+        job.log.info("rate_limited_later", delay=delay, round=next_round)
         await self._emit(job, State.ACCEPTED, attempt=attempt, error=error)
-        return Retry(delay=delay, attempt=job.retry_round)
+        return Retry(delay=delay, attempt=next_round)
 
     def _delay(self, round_no: int, last: ProviderError) -> float:
         """Backoff for retry round ``round_no`` (1-based) with jitter, at least retry_after.
@@ -570,6 +578,11 @@ def _bill(candidate: Candidate | None, result: SendResult | None = None) -> Atte
         actual_cost=result.cost if result else None,
         actual_currency=result.currency if result else None,
     )
+
+
+def _moves_on(plan: Plan | None) -> bool:
+    """Does the route pass over a provider at its rate limit (``on_rate_limit: next``)?"""
+    return plan is not None and plan.match.route.on_rate_limit == "next"
 
 
 def _no_provider(plan: Plan | None) -> EventError:
