@@ -20,6 +20,9 @@ from smsrelay.economics.prices import PriceTable, StalePrices
 from smsrelay.health import HealthMonitor
 from smsrelay.health.receipt_feed import ReceiptFeed
 from smsrelay.health.view import MonitorView
+from smsrelay.limits.build import build_limit_gate
+from smsrelay.limits.gate import LimitGate
+from smsrelay.limits.metrics import LimitMetrics
 from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
 from smsrelay.models import StatusEvent
@@ -66,6 +69,8 @@ class Runtime:
     # them every process's receipts from the store; None outside a worker.
     monitor: HealthMonitor | None = None
     receipt_feed: ReceiptFeed | None = None
+    # Rate limits and spend caps around each attempt (also ``limits`` above).
+    limit_gate: LimitGate | None = None
 
     @classmethod
     async def build(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
@@ -90,6 +95,20 @@ class Runtime:
         self.prices = PriceTable(history)
         return self.prices
 
+    def start_limits(self) -> LimitGate:
+        """Rate limits and spend caps, shared through ``redis_url`` when set (once)."""
+        if self.limit_gate is None:
+            rates = {name: p.rate_limit for name, p in self.settings.provider_settings().items()}
+            self.limit_gate = build_limit_gate(
+                self.settings.redis_url,
+                rates,
+                self.settings.spend_caps,
+                self.settings.limits,
+                LimitMetrics(self.metrics.registry),
+            )
+            self.limits = self.limit_gate
+        return self.limit_gate
+
     def router(self) -> Router:
         """The planner over the configured routes, the loaded prices, health and limits."""
         return configured_router(self.settings, self.prices, self.health, self.limits)
@@ -98,6 +117,7 @@ class Runtime:
         """A dispatcher over this runtime's store and providers."""
         # The dispatcher's writes share transactions (group commit); see store/batch.py.
         self.hot_store = self.hot_store or BatchingStore(self.store)
+        gate = self.start_limits()
         return Dispatcher(
             store=self.hot_store,
             providers=self.providers,
@@ -108,6 +128,7 @@ class Runtime:
             digest_key=self.settings.request_digest_key(),
             geo=GeoRules(self.settings.geo),
             health=self.monitor,
+            limits=gate if gate.active else None,
         )
 
     async def start_health(self) -> HealthMonitor:
@@ -219,6 +240,8 @@ class Runtime:
             await self.ops.close()
         for provider in self.providers.values():
             await provider.close()
+        if self.limit_gate is not None:
+            await self.limit_gate.close()
         if self.receipt_events is not None:
             await self.receipt_events.close()
         await (self.hot_store or self.store).close()
