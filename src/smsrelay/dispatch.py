@@ -35,6 +35,7 @@ from smsrelay.metrics import Metrics
 from smsrelay.models import (
     AttemptOutcome,
     EventError,
+    Kind,
     SendRequest,
     SendResult,
     State,
@@ -61,9 +62,14 @@ class EventSink(Protocol):
 
 @dataclass(frozen=True)
 class Done:
-    """Ack: the outcome is recorded (sent, failed, expired or a duplicate)."""
+    """Ack: the outcome is recorded (sent, failed, expired or a duplicate).
+
+    ``resend_after``: a sent OTP to check for a delivered receipt after so many seconds
+    (the transport schedules the deadline before it acks; smsrelay.otp.resend_deadline).
+    """
 
     state: State | None
+    resend_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -383,7 +389,7 @@ class Dispatcher:
         if waiting and provider and pmid:
             # Receipts can arrive before the send is recorded; they wait for this moment.
             await apply_pending_receipts(self.store, self.events, job.request.id, provider, pmid)
-        return Done(state)
+        return Done(state, resend_after(job.request, job.plan) if state is State.SENT else None)
 
     async def _emit(
         self,
@@ -469,6 +475,15 @@ def id_conflict_reason(message_id: str) -> str:
         f'id "{message_id}" was already used for a different request (another to, body, '
         "from, kind, expires_at or tags); use a new id for a new message"
     )
+
+
+def resend_after(request: SendRequest, plan: Plan | None) -> int | None:
+    """Seconds before a sent OTP with no delivered receipt is resent (request, else route)."""
+    if request.kind is not Kind.OTP:
+        return None
+    if request.resend_after is not None:
+        return request.resend_after
+    return plan.match.route.resend_after if plan is not None else None
 
 
 def _resumable(claim: Claim, redelivered: bool, retry_round: int) -> bool:
