@@ -202,7 +202,9 @@ class Dispatcher:
         if claim.conflict:
             return await self._conflict(request, bound)
         if not claim.new and not _resumable(claim, redelivered, retry_round):
-            return await self._duplicate(request.id, redelivered, bound)
+            return await self._duplicate(
+                request.id, redelivered, bound, resend_after(request, plan)
+            )
         if claim.open_attempt:
             await self.store.interrupt_open_attempts(request.id)
             self.metrics.possible_duplicates.inc()
@@ -456,7 +458,9 @@ class Dispatcher:
         )
         return DeadLetter(reason)
 
-    async def _duplicate(self, message_id: str, redelivered: bool, bound: Any) -> Outcome:
+    async def _duplicate(
+        self, message_id: str, redelivered: bool, bound: Any, resend: int | None = None
+    ) -> Outcome:
         self.metrics.duplicates.inc()
         bound.info("duplicate_request", redelivered=redelivered)
         if not redelivered:
@@ -466,7 +470,10 @@ class Dispatcher:
             # We crashed or lost the broker between recording and acking: the event
             # may never have gone out, so publish it again (events are at-least-once).
             await self.events.publish(_event_from_record(record))
-        return Done(None)
+        # ... and its receipt deadline may never have been parked: park it (again; the
+        # deadline's check resends once however many there are).
+        sent = record is not None and record.state is State.SENT
+        return Done(None, resend if sent else None)
 
 
 def id_conflict_reason(message_id: str) -> str:

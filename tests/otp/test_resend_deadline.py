@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from smsrelay import topology as t
@@ -18,6 +19,7 @@ from smsrelay.store.receipts import ReceiptStore
 from tests.conftest import eventually, queue_depth
 from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioFake
 from tests.integration.harness import EventLog, event_log, publish_raw, running_worker
+from tests.integration.test_cli import smsrelay
 
 TO = "+14155550123"
 CODE_TEXT = "Your code is 482913"
@@ -255,3 +257,10 @@ async def test_worker_restart_between_send_and_deadline_still_resends(
 def _resend_queues_empty(amqp_url: str) -> bool:
     queues = [t.resend_queue(tier) for tier in t.RESEND_TIERS] + [t.RESEND_CHECK_QUEUE]
     return all(queue_depth(amqp_url, q) == (0, 0) for q in queues)
+
+
+def test_topology_apply_declares_the_resend_queues(amqp_url: str, tmp_path: Path) -> None:
+    """`smsrelay topology apply` declares sms.resend's tiers and sms.resend.check."""
+    result = smsrelay("topology", "apply", env={"SMSRELAY_AMQP_URL": amqp_url}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert _resend_queues_empty(amqp_url)
