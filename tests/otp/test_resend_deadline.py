@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -13,6 +14,7 @@ from typing import Any
 
 from smsrelay import topology as t
 from smsrelay.models import Receipt, ReceiptStatus, State
+from smsrelay.otp.resend_deadline import Deadline
 from smsrelay.runtime import Runtime
 from smsrelay.store import SqlStore
 from smsrelay.store.receipts import ReceiptStore
@@ -251,6 +253,28 @@ async def test_worker_restart_between_send_and_deadline_still_resends(
 
     assert [e["provider"] for e in b.resent(message_id)] == ["b"]
     assert len(b.a.received) == 1 and len(b.b.received) == 1
+    assert record is not None and record.resends == 1
+
+
+async def test_two_workers_and_copies_of_a_deadline_resend_once(amqp_url: str, pg_url: str) -> None:
+    """Two worker processes' worth of consumers and three copies of one deadline: one resend."""
+    message_id = new_id()
+    body = otp(message_id, resend_after=2)
+    async with bench(amqp_url, pg_url) as b, b.worker() as one, b.worker() as two:
+        await publish_raw(amqp_url, [body], routing_key="sms.otp")
+        await sent_pmid(one.store, message_id)
+        assert one.resend_deadlines is not None
+        for _ in range(2):  # as a redelivered send would park it again
+            await one.resend_deadlines.park(Deadline(body, 1, time.time() + 1), message_id)
+
+        def checked(result: str) -> float:
+            return checks(one, result) + checks(two, result)
+
+        await eventually(lambda: checked("resent") + checked("taken") == 3)
+        record = await one.store.get(message_id)
+
+    assert checked("resent") == 1
+    assert len(b.b.received) == 1 and len(b.resent(message_id)) == 1
     assert record is not None and record.resends == 1
 
 
