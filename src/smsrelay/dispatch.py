@@ -35,7 +35,6 @@ from smsrelay.metrics import Metrics
 from smsrelay.models import (
     AttemptOutcome,
     EventError,
-    Kind,
     SendRequest,
     SendResult,
     State,
@@ -44,6 +43,7 @@ from smsrelay.models import (
     salvage_id,
 )
 from smsrelay.otp.geo import GeoRules
+from smsrelay.otp.resend_deadline import resend_after
 from smsrelay.providers import Provider
 from smsrelay.routing import Candidate, Plan, Router
 from smsrelay.settings import RetrySettings
@@ -482,15 +482,6 @@ def id_conflict_reason(message_id: str) -> str:
         f'id "{message_id}" was already used for a different request (another to, body, '
         "from, kind, expires_at or tags); use a new id for a new message"
     )
-
-
-def resend_after(request: SendRequest, plan: Plan | None) -> int | None:
-    """Seconds before a sent OTP with no delivered receipt is resent (request, else route)."""
-    if request.kind is not Kind.OTP:
-        return None
-    if request.resend_after is not None:
-        return request.resend_after
-    return plan.match.route.resend_after if plan is not None else None
 
 
 def _resumable(claim: Claim, redelivered: bool, retry_round: int) -> bool:

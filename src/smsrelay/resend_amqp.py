@@ -22,9 +22,9 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustC
 from smsrelay import brokers
 from smsrelay import topology as t
 from smsrelay.amqp import AmqpEvents
-from smsrelay.dispatch import EventSink
 from smsrelay.logging import get_logger
 from smsrelay.otp.resend_deadline import Deadline, DeadlineChecker, Wait
+from smsrelay.receipts import EventSink
 
 log = get_logger(__name__)
 

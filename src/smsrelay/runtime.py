@@ -15,7 +15,7 @@ from importlib.metadata import version
 from smsrelay import providers as registry
 from smsrelay import telemetry
 from smsrelay.amqp import AmqpEvents, EventsConnection, Worker
-from smsrelay.dispatch import Dispatcher, EventSink
+from smsrelay.dispatch import Dispatcher
 from smsrelay.economics.prices import PriceTable, StalePrices
 from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
@@ -26,6 +26,7 @@ from smsrelay.otp.resend_deadline import DeadlineChecker, ResendMetrics
 from smsrelay.providers import Provider
 from smsrelay.queue_stats import QueueStats, watched_queues
 from smsrelay.receipt_intake import StoreReceiptSink
+from smsrelay.receipts import EventSink
 from smsrelay.resend_amqp import ResendDeadlines
 from smsrelay.routing import HealthView, LimitsView, Router, route_coverage_warnings
 from smsrelay.routing.configured import configured_router

@@ -42,7 +42,6 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter
 
-from smsrelay.dispatch import EventSink, resend_after
 from smsrelay.errors import (
     InvalidRequest,
     OutcomeUnknown,
@@ -55,6 +54,7 @@ from smsrelay.logging import get_logger
 from smsrelay.models import (
     AttemptOutcome,
     EventError,
+    Kind,
     SendRequest,
     SendResult,
     State,
@@ -62,7 +62,8 @@ from smsrelay.models import (
     parse_request,
 )
 from smsrelay.providers import Provider
-from smsrelay.routing import Candidate, Router
+from smsrelay.receipts import EventSink
+from smsrelay.routing import Candidate, Plan, Router
 from smsrelay.store.base import AttemptBill, MessageRecord, PendingEvent
 from smsrelay.store.resends import RESENDABLE
 
@@ -327,6 +328,15 @@ class DeadlineChecker:
     def _settled(self, result: str, following: Deadline | None = None) -> Settled:
         self.metrics.checks.labels(result).inc()
         return Settled(result, following)
+
+
+def resend_after(request: SendRequest, plan: Plan | None) -> int | None:
+    """Seconds before a sent OTP with no delivered receipt is resent (request, else route)."""
+    if request.kind is not Kind.OTP:
+        return None
+    if request.resend_after is not None:
+        return request.resend_after
+    return plan.match.route.resend_after if plan is not None else None
 
 
 def resend_order(order: Sequence[str], sender: str | None) -> list[str]:
