@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test faults cluster-test lint bench services tools clean
+.PHONY: demo test faults cluster-test lint bench scale-bench services tools clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ lint: $(STAMP)
 bench: $(STAMP) services
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench
+
+## The scale report's run: 1, 2, 3 workers on the machine's node and on a 3-node cluster,
+## PostgreSQL, 0 and 200 ms; CPU per message of workers, broker nodes and PostgreSQL (run alone).
+scale-bench: $(STAMP) services
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench.scale
 
 clean:
 	rm -rf $(VENV) smsrelay.db* smsrelay-demo.db*

@@ -154,6 +154,11 @@ class Bench:
         self.broker: Tree | None = None
         self.described: dict[str, str] = {}
 
+    def broker_tree(self) -> Tree | None:
+        """The broker's processes, looked up each time: a test elsewhere may restart it."""
+        broker = broker_pid()
+        return Tree([broker]) if broker else None
+
     async def run(self, workdir: Path) -> list[dict[str, Any]]:
         fake = FakeProvider(workdir)
         await fake.start()
@@ -196,8 +201,7 @@ class Bench:
     ) -> dict[str, Any]:
         prefetch = self.options.prefetch_for(latency)
         tag = f"{pipeline.name}-r{run}-l{latency}"
-        broker = broker_pid()  # looked up each time: a test elsewhere may restart the node
-        self.broker = Tree([broker]) if broker else None
+        self.broker = self.broker_tree()
         cell: dict[str, Any] = {
             "pipeline": pipeline.name,
             "latency_ms": latency,

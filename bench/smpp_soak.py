@@ -8,8 +8,9 @@ bind is down, sends fail over to ``backup``; ``retry_unknown_outcome`` lets a me
 whose ``submit_sm`` was out when the bind dropped be tried again (flagged
 ``possible_duplicate``).
 
-At the end (after a quiet period for late receipts) it reads the store and the status
-events kept in a queue, and reports:
+At the end (once every message is final, or nothing moved for 2 minutes, then a quiet
+period for late receipts) it reads the store and the status events kept in a queue, and
+reports (``settled_after_s``: how long the worker needed after the last publish):
 
 - lost: published ids with no record, or not ``sent``/``delivered``/``undelivered``;
 - receipts applied twice: ids with more than one ``delivered``/``undelivered`` event;
@@ -93,10 +94,43 @@ async def _run(
             sent = await publisher.steady("soak", args.rate, args.minutes * 60)
         finally:
             await publisher.close()
+        # A worker behind the publishing rate is still working, not losing: wait until
+        # every message has a final state (or nothing moved for a while), then give
+        # late receipts their time.
+        settled = await _settle(db, sent, stall=120.0)
         await asyncio.sleep(args.quiet)
     finally:
         worker.stop()
-    return await _verdict(url, db, sent, read_stats(stats_file))
+    verdict = await _verdict(url, db, sent, read_stats(stats_file))
+    verdict["settled_after_s"] = settled
+    return verdict
+
+
+FINAL = ("sent", "delivered", "undelivered")
+
+
+async def _settle(db: Path, sent: int, stall: float) -> float | None:
+    """Seconds until all ``sent`` messages are final; None if progress stalled first."""
+    started = last_change = time.monotonic()
+    done = -1
+    while True:
+        count = await asyncio.to_thread(_final_count, db)
+        if count >= sent:
+            return round(time.monotonic() - started, 1)
+        if count != done:
+            done, last_change = count, time.monotonic()
+        elif time.monotonic() - last_change > stall:
+            return None
+        await asyncio.sleep(2.0)
+
+
+def _final_count(db: Path) -> int:
+    with sqlite3.connect(db, timeout=30) as conn:
+        marks = ",".join("?" * len(FINAL))
+        (count,) = conn.execute(
+            f"SELECT count(*) FROM messages WHERE state IN ({marks})", FINAL
+        ).fetchone()
+    return int(count)
 
 
 async def _keep_events(url: str) -> None:
@@ -127,8 +161,7 @@ async def _verdict(url: str, db: Path, sent: int, smsc: dict[str, Any]) -> dict[
             p for (p,) in conn.execute("SELECT provider FROM messages").fetchall()
         )
     ids = {f"soak-{seq}" for seq in range(sent)}
-    final = {"sent", "delivered", "undelivered"}
-    lost = sorted(i for i in ids if rows.get(i) not in final)
+    lost = sorted(i for i in ids if rows.get(i) not in FINAL)
     receipt_events = Counter(e["id"] for e in events if e["state"] in {"delivered", "undelivered"})
     twice = sorted(i for i, n in receipt_events.items() if n > 1)
     return {

@@ -8,6 +8,8 @@
     ├─ ProviderError(provider, code)
     │  ├─ TransientProviderError   next provider in the route, then a delayed retry
     │  │  ├─ RateLimited           same, and carries the provider's retry_after
+    │  │  ├─ BreakerOpen           not sent: the provider's circuit breaker for the
+    │  │  │                        country is open; next provider, then a delayed retry
     │  │  └─ OutcomeUnknown        the request left but no answer came (read timeout,
     │  │                           reset): the provider may have sent it. Retried like a
     │  │                           transient error only when that provider's
@@ -87,6 +89,17 @@ class RateLimited(TransientProviderError):
     ) -> None:
         super().__init__(provider, code, message)
         self.retry_after = retry_after
+
+
+class BreakerOpen(TransientProviderError):
+    """Not sent: the provider's breaker for this country is open (``smsrelay.health``).
+
+    Raised by no provider: the dispatcher records it when every provider left was
+    skipped, so that the message takes the delayed-retry path instead of failing.
+    """
+
+    def __init__(self, provider: str) -> None:
+        super().__init__(provider, "breaker-open", "circuit breaker open for this country")
 
 
 class PermanentProviderError(ProviderError):

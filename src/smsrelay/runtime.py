@@ -17,6 +17,12 @@ from smsrelay import telemetry
 from smsrelay.amqp import AmqpEvents, EventsConnection, Worker
 from smsrelay.dispatch import Dispatcher
 from smsrelay.economics.prices import PriceTable, StalePrices
+from smsrelay.health import HealthMonitor
+from smsrelay.health.receipt_feed import ReceiptFeed
+from smsrelay.health.view import MonitorView
+from smsrelay.limits.build import build_limit_gate
+from smsrelay.limits.gate import LimitGate
+from smsrelay.limits.metrics import LimitMetrics
 from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
 from smsrelay.models import StatusEvent
@@ -33,6 +39,7 @@ from smsrelay.routing.configured import configured_router
 from smsrelay.settings import Settings
 from smsrelay.store import SqlStore, upgrade
 from smsrelay.store.batch import BatchingStore
+from smsrelay.store.health import HealthReads
 from smsrelay.store.prices import PriceStore
 from smsrelay.store.receipts import ReceiptStore
 from smsrelay.store.resends import SqlResends
@@ -63,6 +70,12 @@ class Runtime:
     # Delivery health and limits as the planner reads them; None: neutral defaults.
     health: HealthView | None = None
     limits: LimitsView | None = None
+    # The worker's delivery windows and breakers (``health`` reads them), and what feeds
+    # them every process's receipts from the store; None outside a worker.
+    monitor: HealthMonitor | None = None
+    receipt_feed: ReceiptFeed | None = None
+    # Rate limits and spend caps around each attempt (also ``limits`` above).
+    limit_gate: LimitGate | None = None
 
     @classmethod
     async def build(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
@@ -87,6 +100,20 @@ class Runtime:
         self.prices = PriceTable(history)
         return self.prices
 
+    def start_limits(self) -> LimitGate:
+        """Rate limits and spend caps, shared through ``redis_url`` when set (once)."""
+        if self.limit_gate is None:
+            rates = {name: p.rate_limit for name, p in self.settings.provider_settings().items()}
+            self.limit_gate = build_limit_gate(
+                self.settings.redis_url,
+                rates,
+                self.settings.spend_caps,
+                self.settings.limits,
+                LimitMetrics(self.metrics.registry),
+            )
+            self.limits = self.limit_gate
+        return self.limit_gate
+
     def router(self) -> Router:
         """The planner over the configured routes, the loaded prices, health and limits."""
         return configured_router(self.settings, self.prices, self.health, self.limits)
@@ -95,6 +122,7 @@ class Runtime:
         """A dispatcher over this runtime's store and providers."""
         # The dispatcher's writes share transactions (group commit); see store/batch.py.
         self.hot_store = self.hot_store or BatchingStore(self.store)
+        gate = self.start_limits()
         return Dispatcher(
             store=self.hot_store,
             providers=self.providers,
@@ -104,10 +132,14 @@ class Runtime:
             metrics=self.metrics,
             digest_key=self.settings.request_digest_key(),
             geo=GeoRules(self.settings.geo),
+            health=self.monitor,
+            limits=gate if gate.active else None,
         )
 
     def resend_checker(self, events: EventSink) -> DeadlineChecker:
-        """Checks receipt deadlines over this runtime's store, providers and planner."""
+        """Checks receipt deadlines over this runtime's store, providers, planner, breakers
+        and limits (the dispatcher's own)."""
+        gate = self.start_limits()
         return DeadlineChecker(
             store=SqlResends(self.store),
             providers=self.providers,
@@ -116,7 +148,26 @@ class Runtime:
             max_resends=self.settings.resend.max_resends,
             metrics=ResendMetrics(self.metrics.registry),
             digest_key=self.settings.request_digest_key(),
+            health=self.monitor,
+            limits=gate if gate.active else None,
         )
+
+    async def start_health(self) -> HealthMonitor:
+        """This worker's ``HealthMonitor``: fed by its own sends (the dispatcher) and, read
+        from the store, by the receipts every process applies; the planner reads it."""
+        if self.monitor is None:
+            settings = self.settings.health
+            self.monitor = HealthMonitor(settings, registry=self.metrics.registry)
+            self.health = MonitorView(self.monitor)
+            self.receipt_feed = ReceiptFeed(
+                HealthReads(self.store),
+                self.monitor,
+                settings.receipt_poll_interval,
+                settings.receipt_deadline,
+            )
+            await self.receipt_feed.poll()  # the cursor: receipts from now on
+            self.receipt_feed.start()
+        return self.monitor
 
     async def start_providers(self) -> None:
         """Open providers' long-lived links (SMPP binds), with a path for their receipts."""
@@ -129,6 +180,7 @@ class Runtime:
         """Load prices and open the providers' links, then start consuming ``sms.send``
         and the OTP lane ``sms.otp``."""
         await self.load_prices()
+        await self.start_health()
         await self.start_providers()
         # Before the worker, which parks deadlines through it from its first send.
         self.resend_deadlines = ResendDeadlines(self.settings.amqp_url, self.resend_checker)
@@ -209,10 +261,14 @@ class Runtime:
             await self.resend_deadlines.stop(self.settings.grace_period)
         if self.queue_stats is not None:
             await self.queue_stats.close()
+        if self.receipt_feed is not None:
+            await self.receipt_feed.close()
         if self.ops is not None:
             await self.ops.close()
         for provider in self.providers.values():
             await provider.close()
+        if self.limit_gate is not None:
+            await self.limit_gate.close()
         if self.receipt_events is not None:
             await self.receipt_events.close()
         await (self.hot_store or self.store).close()

@@ -161,6 +161,7 @@ class Settings(BaseSettings):
     def request_digest_key(self) -> bytes | None:
         """``digest_key`` as the bytes ``SendRequest.digest`` takes."""
         return self.digest_key.get_secret_value().encode() if self.digest_key else None
+
     # The worker's /metrics, /healthz, /readyz; 0 = off (the API serves them on api_port).
     metrics_port: int = Field(default=0, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"

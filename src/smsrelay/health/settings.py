@@ -57,9 +57,15 @@ class BreakerSettings(BaseModel):
 
 
 class HealthSettings(BaseModel):
-    """``health``: ``window`` and ``breakers``."""
+    """``health``: ``window``, ``breakers`` and how a worker reads receipts from the store."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     window: WindowSettings = WindowSettings()
     breakers: BreakerSettings = BreakerSettings()
+    # Receipts are applied by the API and by other workers: every worker reads those
+    # applied since its last look from the store, this often (seconds).
+    receipt_poll_interval: float = Field(default=2.0, gt=0, le=300)
+    # A send still without a final receipt this many seconds later counts as not
+    # delivered, for providers that have sent receipts (null: never; see README).
+    receipt_deadline: float | None = Field(default=None, gt=0, le=7 * 86400)

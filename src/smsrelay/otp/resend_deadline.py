@@ -50,6 +50,8 @@ from smsrelay.errors import (
     TransientProviderError,
     UnconfirmedSend,
 )
+from smsrelay.health import SendOutcome, outcome_of
+from smsrelay.limits.gate import LimitGate
 from smsrelay.logging import get_logger
 from smsrelay.models import (
     AttemptOutcome,
@@ -143,6 +145,16 @@ class ResendStore(Protocol):
         """Drop published events from the outbox."""
 
 
+class SendHealth(Protocol):
+    """Breakers and delivery windows, as the dispatcher uses them (``HealthMonitor``)."""
+
+    def allow(self, provider: str, country: str) -> bool:
+        """May one send go to ``provider`` for ``country`` now (takes a half-open probe)?"""
+
+    def record_send(self, provider: str, country: str, outcome: SendOutcome) -> None:
+        """Count one attempt's outcome."""
+
+
 class ResendMetrics:
     """Resends by provider and outcome; deadline checks by result."""
 
@@ -182,7 +194,13 @@ class DeadlineChecker:
         max_resends: int,
         metrics: ResendMetrics,
         digest_key: bytes | None = None,
+        health: SendHealth | None = None,
+        limits: LimitGate | None = None,
     ) -> None:
+        # The dispatcher's breakers and limits (one of each per worker): a resend is a
+        # send like any other for them.
+        self.health = health
+        self.limits = limits
         self.store = store
         self.providers = providers
         self.router = router
@@ -237,6 +255,8 @@ class DeadlineChecker:
         for name in resend_order(plan.providers, job.record.provider):
             if job.request.is_expired():
                 return self._settled("expired")
+            if not await self._may_send(job.request, name, plan.candidate(name)):
+                continue
             job.number += 1
             key = await self._start(job, name, taken)
             if key is None:
@@ -252,6 +272,26 @@ class DeadlineChecker:
                 continue
             return await self._record(job, key, name, result, _bill(candidate, result))
         return self._settled("failed" if taken else "no-provider")
+
+    async def _may_send(self, request: SendRequest, name: str, candidate: Candidate | None) -> bool:
+        """The breaker, then the rate limit and spend caps, as for any send; never waits."""
+        if self.health is not None and not self.health.allow(name, request.country):
+            log.info("breaker_skipped", id=request.id, provider=name)
+            return False
+        if self.limits is None:
+            return True
+        refusal = await self.limits.admit(
+            name,
+            request.country,
+            sender=request.sender or self.providers[name].settings.sender,
+            otp=True,
+            cost=candidate.estimated_cost if candidate else None,
+            currency=candidate.currency if candidate else None,
+            wait=0.0,
+        )
+        if refusal is not None:
+            log.info("provider_skipped", id=request.id, provider=name, limit=refusal.kind)
+        return refusal is None
 
     async def _start(self, job: _Resend, name: str, taken: bool) -> int | None:
         if taken:
@@ -274,6 +314,7 @@ class DeadlineChecker:
         outcome: AttemptOutcome = "transient" if exc.retryable else "failed"
         if isinstance(exc, OutcomeUnknown):
             outcome = "unknown"
+        self._health(name, job.request.country, exc)
         self.metrics.resends.labels(name, outcome).inc()
         log.warning("resend_failed", id=job.request.id, provider=name, code=exc.code)
         error = EventError(code=f"{exc.provider}:{exc.code}", message=exc.message, retryable=False)
@@ -283,6 +324,14 @@ class DeadlineChecker:
         self, job: _Resend, key: int, name: str, result: SendResult, bill: AttemptBill | None
     ) -> Checked:
         state, waiting = await self.store.finish(job.request.id, key, name, result, bill)
+        self._health(name, job.request.country, None)
+        if self.limits is not None and bill is not None:
+            await self.limits.sent(
+                name,
+                job.request.country,
+                estimated=(bill.estimated_cost, bill.currency),
+                actual=(bill.actual_cost, bill.actual_currency),
+            )
         self.metrics.resends.labels(name, "sent").inc()
         log.info("message_resent", id=job.request.id, provider=name, resend=job.deadline.resend)
         if state is State.SENT:
@@ -292,6 +341,11 @@ class DeadlineChecker:
         if waiting:
             await self._apply_receipts(job.request.id, name, result.provider_message_id)
         return self._settled("resent", self._next(job))
+
+    def _health(self, name: str, country: str, exc: ProviderError | None) -> None:
+        outcome = outcome_of(exc) if self.health is not None else None
+        if self.health is not None and outcome is not None:
+            self.health.record_send(name, country, outcome)
 
     def _event(self, job: _Resend, name: str, result: SendResult) -> StatusEvent:
         return StatusEvent(

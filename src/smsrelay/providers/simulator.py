@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 import uuid
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -87,8 +88,14 @@ class SimulatorProvider(Provider):
 
     def _append(self, request: SendRequest, result: SendResult) -> None:
         # One short line per send, flushed at once so a SIGKILL loses no record of a send.
+        # "at": when it was taken (wall clock), so a test can measure a rate at the provider.
         line = json.dumps(
-            {"id": request.id, "provider": self.name, "pmid": result.provider_message_id}
+            {
+                "id": request.id,
+                "provider": self.name,
+                "pmid": result.provider_message_id,
+                "at": time.time(),
+            }
         )
         with self._record.open("a") as fh:  # type: ignore[union-attr]
             fh.write(line + "\n")
