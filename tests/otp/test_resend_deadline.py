@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from smsrelay import topology as t
+from smsrelay.health import SendOutcome
 from smsrelay.models import Receipt, ReceiptStatus, State
 from smsrelay.otp.resend_deadline import Deadline
 from smsrelay.runtime import Runtime
@@ -276,6 +277,26 @@ async def test_two_workers_and_copies_of_a_deadline_resend_once(amqp_url: str, p
     assert checked("resent") == 1
     assert len(b.b.received) == 1 and len(b.resent(message_id)) == 1
     assert record is not None and record.resends == 1
+
+
+async def test_resend_skips_a_provider_whose_breaker_is_open(
+    amqp_url: str, sqlite_url: str
+) -> None:
+    """Route a, b, c with b's breaker open: the resend after a goes to c, the next healthy one."""
+    message_id = new_id()
+    async with bench(amqp_url, sqlite_url) as b, TwilioFake() as c:
+        providers = {"a": _twilio(b.a), "b": _twilio(b.b), "c": _twilio(c)}
+        overrides = {"providers": providers, "routes": {"*": ["a", "b", "c"]}}
+        async with running_worker(amqp_url, sqlite_url, **overrides) as worker:
+            assert worker.monitor is not None
+            for _ in range(worker.settings.health.breakers.failures):
+                worker.monitor.record_send("b", "US", SendOutcome.TRANSIENT)
+            assert not worker.monitor.allow("b", "US")
+            await publish_raw(amqp_url, [otp(message_id, resend_after=1)], routing_key="sms.otp")
+            await eventually(lambda: b.resent(message_id))
+
+    assert [e["provider"] for e in b.resent(message_id)] == ["c"]
+    assert b.b.received == [] and len(c.received) == 1
 
 
 def _resend_queues_empty(amqp_url: str) -> bool:
