@@ -299,6 +299,25 @@ async def test_resend_skips_a_provider_whose_breaker_is_open(
     assert b.b.received == [] and len(c.received) == 1
 
 
+async def test_forged_deadline_with_another_text_is_not_resent(
+    amqp_url: str, sqlite_url: str
+) -> None:
+    """A deadline whose request is not the one its id was taken for sends nothing."""
+    message_id = new_id()
+    forged = json.dumps({"id": message_id, "to": TO, "body": "Call +1900…", "kind": "otp"})
+    async with bench(amqp_url, sqlite_url) as b, b.worker(digest_key="k" * 32) as worker:
+        await publish_raw(amqp_url, [otp(message_id, resend_after=600)], routing_key="sms.otp")
+        await sent_pmid(worker.store, message_id)
+        assert worker.resend_deadlines is not None
+        deadline = Deadline(forged.encode(), 1, time.time())
+        await worker.resend_deadlines.park(deadline, message_id)
+        await eventually(lambda: checks(worker, "taken") == 1)
+        record = await worker.store.get(message_id)
+
+    assert b.b.received == [] and len(b.a.received) == 1
+    assert record is not None and record.resends == 0
+
+
 def _resend_queues_empty(amqp_url: str) -> bool:
     queues = [t.resend_queue(tier) for tier in t.RESEND_TIERS] + [t.RESEND_CHECK_QUEUE]
     return all(queue_depth(amqp_url, q) == (0, 0) for q in queues)
