@@ -47,6 +47,11 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
         "[5, 30, 120, 600]",
     ),
     "retry.jitter": ("Random spread of each delay, as a fraction (0 to 0.5).", "0.2"),
+    "resend": ("Receipt-deadline resends of OTPs with `resend_after` (README).", ""),
+    "resend.max_resends": (
+        "Resends of one OTP at most, each through the route's next provider; 0: none.",
+        "1",
+    ),
     "providers": (
         "Provider name → its settings (below); `type` defaults to the name.",
         "{twilio: {account_sid: AC…, auth_token: …, sender: '+14155550100'}}",

@@ -47,6 +47,7 @@ from smsrelay.models import (
     salvage_id,
 )
 from smsrelay.otp.geo import GeoRules
+from smsrelay.otp.resend_deadline import resend_after
 from smsrelay.providers import Provider
 from smsrelay.routing import Candidate, Plan, Router
 from smsrelay.settings import RetrySettings
@@ -75,9 +76,14 @@ class SendHealth(Protocol):
 
 @dataclass(frozen=True)
 class Done:
-    """Ack: the outcome is recorded (sent, failed, expired or a duplicate)."""
+    """Ack: the outcome is recorded (sent, failed, expired or a duplicate).
+
+    ``resend_after``: a sent OTP to check for a delivered receipt after so many seconds
+    (the transport schedules the deadline before it acks; smsrelay.otp.resend_deadline).
+    """
 
     state: State | None
+    resend_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -227,7 +233,9 @@ class Dispatcher:
         if claim.conflict:
             return await self._conflict(request, bound)
         if not claim.new and not _resumable(claim, redelivered, retry_round):
-            return await self._duplicate(request.id, redelivered, bound)
+            return await self._duplicate(
+                request.id, redelivered, bound, resend_after(request, plan)
+            )
         if claim.open_attempt:
             await self.store.interrupt_open_attempts(request.id)
             self.metrics.possible_duplicates.inc()
@@ -518,7 +526,7 @@ class Dispatcher:
         if waiting and provider and pmid:
             # Receipts can arrive before the send is recorded; they wait for this moment.
             await apply_pending_receipts(self.store, self.events, job.request.id, provider, pmid)
-        return Done(state)
+        return Done(state, resend_after(job.request, job.plan) if state is State.SENT else None)
 
     async def _emit(
         self,
@@ -585,7 +593,9 @@ class Dispatcher:
         )
         return DeadLetter(reason)
 
-    async def _duplicate(self, message_id: str, redelivered: bool, bound: Any) -> Outcome:
+    async def _duplicate(
+        self, message_id: str, redelivered: bool, bound: Any, resend: int | None = None
+    ) -> Outcome:
         self.metrics.duplicates.inc()
         bound.info("duplicate_request", redelivered=redelivered)
         if not redelivered:
@@ -595,7 +605,10 @@ class Dispatcher:
             # We crashed or lost the broker between recording and acking: the event
             # may never have gone out, so publish it again (events are at-least-once).
             await self.events.publish(_event_from_record(record))
-        return Done(None)
+        # ... and its receipt deadline may never have been parked: park it (again; the
+        # deadline's check resends once however many there are).
+        sent = record is not None and record.state is State.SENT
+        return Done(None, resend if sent else None)
 
 
 def id_conflict_reason(message_id: str) -> str:

@@ -28,9 +28,12 @@ from smsrelay.metrics import Metrics
 from smsrelay.models import StatusEvent
 from smsrelay.ops_http import OpsServer
 from smsrelay.otp.geo import GeoRules
+from smsrelay.otp.resend_deadline import DeadlineChecker, ResendMetrics
 from smsrelay.providers import Provider
 from smsrelay.queue_stats import QueueStats, watched_queues
 from smsrelay.receipt_intake import StoreReceiptSink
+from smsrelay.receipts import EventSink
+from smsrelay.resend_amqp import ResendDeadlines
 from smsrelay.routing import HealthView, LimitsView, Router, route_coverage_warnings
 from smsrelay.routing.configured import configured_router
 from smsrelay.settings import Settings
@@ -39,6 +42,7 @@ from smsrelay.store.batch import BatchingStore
 from smsrelay.store.health import HealthReads
 from smsrelay.store.prices import PriceStore
 from smsrelay.store.receipts import ReceiptStore
+from smsrelay.store.resends import SqlResends
 from smsrelay.urls import mask_url
 from smsrelay.verify_amqp import VerifyServer
 
@@ -55,6 +59,7 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     worker: Worker | None = None
     verify_server: VerifyServer | None = None
+    resend_deadlines: ResendDeadlines | None = None
     hot_store: BatchingStore | None = None
     receipt_events: _LazyEvents | None = None
     queue_stats: QueueStats | None = None
@@ -131,6 +136,22 @@ class Runtime:
             limits=gate if gate.active else None,
         )
 
+    def resend_checker(self, events: EventSink) -> DeadlineChecker:
+        """Checks receipt deadlines over this runtime's store, providers, planner, breakers
+        and limits (the dispatcher's own)."""
+        gate = self.start_limits()
+        return DeadlineChecker(
+            store=SqlResends(self.store),
+            providers=self.providers,
+            router=self.router(),
+            events=events,
+            max_resends=self.settings.resend.max_resends,
+            metrics=ResendMetrics(self.metrics.registry),
+            digest_key=self.settings.request_digest_key(),
+            health=self.monitor,
+            limits=gate if gate.active else None,
+        )
+
     async def start_health(self) -> HealthMonitor:
         """This worker's ``HealthMonitor``: fed by its own sends (the dispatcher) and, read
         from the store, by the receipts every process applies; the planner reads it."""
@@ -161,12 +182,16 @@ class Runtime:
         await self.load_prices()
         await self.start_health()
         await self.start_providers()
+        # Before the worker, which parks deadlines through it from its first send.
+        self.resend_deadlines = ResendDeadlines(self.settings.amqp_url, self.resend_checker)
+        await self.resend_deadlines.start()
         self.worker = Worker(
             url=self.settings.amqp_url,
             prefetch=self.settings.prefetch,
             otp_prefetch=self.settings.otp_prefetch,
             retry=self.settings.retry,
             make_dispatcher=self.dispatcher,
+            deadlines=self.resend_deadlines,
         )
         await self.worker.start()
         self.verify_server = VerifyServer(self.settings.amqp_url, self.store, self.settings)
@@ -232,6 +257,8 @@ class Runtime:
             await self.verify_server.stop()
         if self.worker is not None:
             await self.worker.stop(self.settings.grace_period)
+        if self.resend_deadlines is not None:
+            await self.resend_deadlines.stop(self.settings.grace_period)
         if self.queue_stats is not None:
             await self.queue_stats.close()
         if self.receipt_feed is not None:

@@ -64,6 +64,15 @@ class RetrySettings(BaseModel):
         return self.round_up(delay / (1 + self.jitter) * (1 - 1e-9))
 
 
+class ResendSettings(BaseModel):
+    """Receipt-deadline resends of OTPs (``resend_after``; smsrelay.otp.resend_deadline)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Resends of one message at most, each through the route's next provider; 0: none.
+    max_resends: int = Field(default=1, ge=0, le=5)
+
+
 class ApiLimits(BaseModel):
     """What one HTTP client may cost the API: time to send a request, bytes held in memory."""
 
@@ -120,6 +129,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
     retry: RetrySettings = RetrySettings()
+    resend: ResendSettings = ResendSettings()
     providers: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(DEFAULT_PROVIDERS))
     # destination → ordered provider names: "+4420" (prefix), "GB" (country) or "*".
     # A route is a list of provider names (tried in order) or a RouteConfig mapping.
