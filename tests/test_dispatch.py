@@ -563,3 +563,27 @@ async def test_message_the_store_refuses_is_dead_lettered_at_once(
     assert event.error is not None
     assert (event.error.code, event.error.retryable) == ("store-rejected", False)
     assert [m for m, _, _ in await store.rejections()] == ["msg-1"]
+
+
+async def test_sent_otp_asks_for_its_receipt_deadline(store: SqlStore, sink: EventList) -> None:
+    """A sent OTP with resend_after comes back as Done(SENT, resend_after); other kinds do not."""
+    relay = dispatcher(store, sink, simulator("alpha"))
+
+    otp = await relay.handle(raw("otp-1", kind="otp", resend_after=30))
+    bulk = await relay.handle(raw("bulk-1"))
+
+    assert otp == Done(State.SENT, 30)
+    assert bulk == Done(State.SENT, None)
+
+
+async def test_redelivered_sent_otp_asks_for_its_deadline_again(
+    store: SqlStore, sink: EventList
+) -> None:
+    """A worker that died after recording the send and before parking the deadline: the
+    redelivery parks it (the check resends once however many deadlines there are)."""
+    relay = dispatcher(store, sink, simulator("alpha"))
+    body = raw("otp-1", kind="otp", resend_after=30)
+    await relay.handle(body)
+
+    assert await relay.handle(body, redelivered=True) == Done(None, 30)
+    assert await relay.handle(body) == Done(None, None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aio_pika
 import aiormq
@@ -27,7 +27,7 @@ from aio_pika.abc import (
 
 from smsrelay import brokers, telemetry
 from smsrelay import topology as t
-from smsrelay.dispatch import DeadLetter, Dispatcher, Outcome, Retry
+from smsrelay.dispatch import DeadLetter, Dispatcher, Done, Outcome, Retry
 from smsrelay.errors import ConfigError
 from smsrelay.logging import get_logger
 from smsrelay.models import StatusEvent
@@ -73,6 +73,13 @@ async def declare_retry_queues(
             )
             await queue.bind(exchange, routing_key=name)
     return exchange
+
+
+class DeadlineScheduler(Protocol):
+    """Where a sent OTP's receipt deadline goes (``smsrelay.resend_amqp``)."""
+
+    async def schedule(self, body: bytes, message_id: str | None, resend_after: float) -> None:
+        """Park the deadline (confirmed); raise if it could not be."""
 
 
 class AmqpEvents:
@@ -155,8 +162,10 @@ class Worker:
         retry: RetrySettings,
         make_dispatcher: Callable[[AmqpEvents], Dispatcher],
         otp_prefetch: int = 50,
+        deadlines: DeadlineScheduler | None = None,
     ) -> None:
         self.url = url
+        self.deadlines = deadlines
         self.prefetch = prefetch
         self.otp_prefetch = otp_prefetch
         self.retry = retry
@@ -291,6 +300,9 @@ class Worker:
                 t.otp_retry_queue(tier) if from_lane else t.retry_queue(tier),
                 mandatory=True,
             )
+        elif isinstance(outcome, Done) and outcome.resend_after and self.deadlines is not None:
+            # Before the ack: once the send is acked, its deadline is in the broker.
+            await self.deadlines.schedule(message.body, message.message_id, outcome.resend_after)
 
     async def stop(self, grace_period: float) -> None:
         """Stop taking work, let in-flight sends finish for ``grace_period``, then close."""

@@ -47,6 +47,11 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
         "[5, 30, 120, 600]",
     ),
     "retry.jitter": ("Random spread of each delay, as a fraction (0 to 0.5).", "0.2"),
+    "resend": ("Receipt-deadline resends of OTPs with `resend_after` (README).", ""),
+    "resend.max_resends": (
+        "Resends of one OTP at most, each through the route's next provider; 0: none.",
+        "1",
+    ),
     "providers": (
         "Provider name → its settings (below); `type` defaults to the name.",
         "{twilio: {account_sid: AC…, auth_token: …, sender: '+14155550100'}}",
@@ -157,18 +162,31 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "health.breakers.baseline_seconds": ("Seconds the baseline delivery rate averages.", "3600"),
     "health.breakers.delivery_cool_down": ("Seconds open after a delivery collapse.", "120"),
     "redis_url": (
-        NOT_YET + "Redis shared by every worker for rate limits and spend caps; none: in-process.",
+        "Redis shared by every worker for rate limits and spend caps; none: in-process. "
+        "While it is unreachable each worker uses a local share (`limits.expected_workers`).",
         "redis://127.0.0.1:6379/0",
     ),
-    "limits": (NOT_YET + "How rate limits wait, lease tokens and fall back.", ""),
+    "limits": ("How rate limits wait, lease tokens, keep a share for OTP and fall back.", ""),
     "limits.expected_workers": ("The share each worker takes while Redis is unreachable.", "2"),
     "limits.lease_seconds": ("How long leased tokens live in a worker (sets the batch).", "0.1"),
     "limits.max_wait": ("Seconds a send waits for a token before it moves on.", "1.0"),
     "limits.retry_seconds": ("How long the local fallback lasts before Redis is tried.", "5"),
     "limits.redis_timeout": ("Seconds before a Redis call counts as failed.", "0.5"),
     "limits.redis_prefix": ("Prefix of every Redis key written.", "smsrelay:"),
+    "limits.cap_sync_seconds": (
+        "How stale a worker's reading of the shared spend counters may be, and how often it "
+        "adds its spending to them; near a cap every send reads and writes Redis. "
+        "0: every send does.",
+        "0.2",
+    ),
+    "limits.otp_share": (
+        "The share of each provider's rate limit kept for OTP messages: other kinds send at "
+        "most (1 - share) of it, OTP may use all of it. 0: one bucket for every kind.",
+        "0.2",
+    ),
     "spend_caps": (
-        NOT_YET + "Spend caps per day and month, overall, per provider, per country.",
+        "Spend caps per day and month, overall, per provider, per country; a provider at "
+        "its cap is left out of the plan.",
         "",
     ),
     "spend_caps.currency": ("The currency of every cap (amounts are not converted).", "USD"),
@@ -222,8 +240,8 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
         "false",
     ),
     "provider.rate_limit": (
-        NOT_YET + "Sends per second to this provider, all workers together "
-        "(`per_second`, `burst`, `per_sender`).",
+        "Sends per second to this provider, all workers together "
+        "(`per_second`, `burst`, `per_sender`); see `limits`.",
         "{per_second: 100, burst: 100}",
     ),
     "provider.type": ("The provider type (one of the sections below).", "twilio"),

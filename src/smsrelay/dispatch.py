@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -32,11 +32,13 @@ from smsrelay.errors import (
     UnconfirmedSend,
 )
 from smsrelay.health import SendOutcome, outcome_of
+from smsrelay.limits.gate import LimitGate, Refusal
 from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
 from smsrelay.models import (
     AttemptOutcome,
     EventError,
+    Kind,
     SendRequest,
     SendResult,
     State,
@@ -45,6 +47,7 @@ from smsrelay.models import (
     salvage_id,
 )
 from smsrelay.otp.geo import GeoRules
+from smsrelay.otp.resend_deadline import resend_after
 from smsrelay.providers import Provider
 from smsrelay.routing import Candidate, Plan, Router
 from smsrelay.settings import RetrySettings
@@ -73,9 +76,14 @@ class SendHealth(Protocol):
 
 @dataclass(frozen=True)
 class Done:
-    """Ack: the outcome is recorded (sent, failed, expired or a duplicate)."""
+    """Ack: the outcome is recorded (sent, failed, expired or a duplicate).
+
+    ``resend_after``: a sent OTP to check for a delivered receipt after so many seconds
+    (the transport schedules the deadline before it acks; smsrelay.otp.resend_deadline).
+    """
 
     state: State | None
+    resend_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,9 @@ class _Round:
     plan: Plan | None = None
     # What the attempt under way sends and costs (recorded when it is closed).
     bill: AttemptBill | None = None
+    # Rate limits and spend caps: the provider admitted before the claim, and refusals.
+    admitted: str | None = None
+    refused: dict[str, Refusal] = field(default_factory=dict)
 
 
 class Dispatcher:
@@ -122,9 +133,12 @@ class Dispatcher:
         digest_key: bytes | None = None,
         geo: GeoRules | None = None,
         health: SendHealth | None = None,
+        limits: LimitGate | None = None,
     ) -> None:
         self.store = store
         self.health = health
+        # Rate limits and spend caps, asked before and told after each attempt.
+        self.limits = limits
         self.geo = geo if geo is not None and geo.active else None
         # Keys SendRequest.digest: the API must use the same (settings.digest_key).
         self.digest_key = digest_key
@@ -208,12 +222,20 @@ class Dispatcher:
         first = route[0] if route and not request.is_expired() and blocked is None else None
         # Asked once: a half-open breaker's probe slot is not taken twice.
         asked = (first, self._breaker_allows(first, request.country, bound)) if first else None
-        first = first if asked and asked[1] else None
+        refused = None
+        if asked is not None and not asked[1]:
+            first = None
+        elif first is not None:
+            refused = await self._admit(request, plan, first)
+            if refused is not None:
+                first = None  # the claim starts no attempt at a provider that cannot take it now
         claim = await self.store.claim(request, first, digest)
         if claim.conflict:
             return await self._conflict(request, bound)
         if not claim.new and not _resumable(claim, redelivered, retry_round):
-            return await self._duplicate(request.id, redelivered, bound)
+            return await self._duplicate(
+                request.id, redelivered, bound, resend_after(request, plan)
+            )
         if claim.open_attempt:
             await self.store.interrupt_open_attempts(request.id)
             self.metrics.possible_duplicates.inc()
@@ -221,6 +243,11 @@ class Dispatcher:
         job = _Round(
             request, claim, retry_round, claim.open_attempt or claim.possible_duplicate, bound, plan
         )
+        if route and blocked is None:
+            if refused is not None:
+                job.admitted, job.refused = None, {route[0]: refused}
+            elif asked is not None and asked[1]:
+                job.admitted, job.refused = route[0], {}
         if request.is_expired():
             return await self._finish(
                 job, State.EXPIRED, error=_expired_error(), closing_attempt=claim.first_attempt
@@ -256,6 +283,13 @@ class Dispatcher:
                     error=_expired_error(),
                     closing_attempt=started,
                 )
+            refusal = await self._refused(job, name)
+            if refusal is not None and refusal.kind == "rate" and not _moves_on(job.plan):
+                # on_rate_limit: wait. This provider, after a wait, or later: not another.
+                error = _limits_error({name: refusal}, retryable=True)
+                return await self._later(job, attempt, self.retry.tiers[0], error)
+            if refusal is not None:
+                continue
             attempt += 1
             try:
                 key, result = await self._attempt(job, name, attempt, started)
@@ -273,6 +307,13 @@ class Dispatcher:
                 self._flag_possible_duplicate(job, name)
                 last = exc
                 continue
+            except RateLimited as exc:
+                if self.limits is None or not self.limits.limited(name):
+                    last = exc
+                    continue
+                # Back-pressure, not a failure: every worker slows down, this one comes back.
+                pause = await self.limits.throttled(name, exc.retry_after)
+                return await self._later(job, attempt, pause, _error(exc))
             except ProviderError as exc:
                 last = exc
                 continue
@@ -282,6 +323,37 @@ class Dispatcher:
                 job, State.SENT, provider=name, attempt=attempt, result=result, closing_attempt=key
             )
         return await self._after_all_failed(job, attempt, last)
+
+    async def _admit(self, request: SendRequest, plan: Plan | None, name: str) -> Refusal | None:
+        """Ask the rate limit and spend caps whether ``name`` may send ``request`` now."""
+        if self.limits is None:
+            return None
+        candidate = plan.candidate(name) if plan is not None else None
+        nowait = _moves_on(plan)
+        refusal = await self.limits.admit(
+            name,
+            request.country,
+            sender=request.sender or self.providers[name].settings.sender,
+            otp=request.kind is Kind.OTP,
+            cost=candidate.estimated_cost if candidate else None,
+            currency=candidate.currency if candidate else None,
+            wait=0.0 if nowait else self.limits.max_wait,
+        )
+        if refusal is not None:
+            log.info("provider_skipped", id=request.id, provider=name, limit=refusal.kind)
+        return refusal
+
+    async def _refused(self, job: _Round, name: str) -> Refusal | None:
+        """Why the limits keep ``name`` from sending ``job`` now (asked once per round)."""
+        if self.limits is None or job.admitted == name:
+            job.admitted = None
+            return None
+        if name not in job.refused:
+            refusal = await self._admit(job.request, job.plan, name)
+            if refusal is None:
+                return None
+            job.refused[name] = refusal
+        return job.refused[name]
 
     async def _attempt(
         self, job: _Round, name: str, attempt: int, key: int | None
@@ -308,6 +380,14 @@ class Dispatcher:
         self.metrics.sends.labels(name, job.request.country, "sent").inc()
         job.bill = _bill(candidate, result)
         self._count_cost(name, job.request.country, job.bill)
+        if self.limits is not None and job.bill is not None:
+            bill = job.bill
+            await self.limits.sent(
+                name,
+                job.request.country,
+                estimated=(bill.estimated_cost, bill.currency),
+                actual=(bill.actual_cost, bill.actual_currency),
+            )
         return key, result
 
     def _count_cost(self, name: str, country: str, bill: AttemptBill | None) -> None:
@@ -350,11 +430,16 @@ class Dispatcher:
     async def _after_all_failed(
         self, job: _Round, attempt: int, last: ProviderError | None
     ) -> Outcome:
-        error = (
-            _error(last)
-            if last
-            else EventError(code="no-provider", message=_nothing_to_try(job.plan), retryable=False)
-        )
+        if last is None and any(r.kind == "rate" for r in job.refused.values()):
+            # Every provider that could take it is at its rate limit: later, not failed.
+            error = _limits_error(job.refused, retryable=True)
+            return await self._later(job, attempt, self.retry.tiers[0], error)
+        if last is None and job.refused:
+            error = _limits_error(job.refused, retryable=False)
+        elif last is None:
+            error = _no_provider(job.plan)
+        else:
+            error = _error(last)
         if last is None or not last.retryable:
             return await self._finish(job, State.FAILED, attempt=attempt, error=error)
         next_round = job.retry_round + 1
@@ -371,6 +456,23 @@ class Dispatcher:
             )
         self.metrics.retries.inc()
         job.log.info("retry_scheduled", delay=round(delay, 3), round=next_round)
+        await self._emit(job, State.ACCEPTED, attempt=attempt, error=error)
+        return Retry(delay=delay, attempt=next_round)
+
+    async def _later(self, job: _Round, attempt: int, delay: float, error: EventError) -> Outcome:
+        """Rate limits: send it again after ``delay`` (a retry tier), without using up a
+        retry round (after round 0 it comes back as round 1, as any first retry)."""
+        delay = self.retry.round_up(delay)
+        expires_at = job.request.expires_at
+        if expires_at and datetime.now(UTC) + timedelta(seconds=delay) >= expires_at:
+            return await self._finish(job, State.EXPIRED, attempt=attempt, error=error)
+        if job.possible_duplicate:
+            await self.store.finish_message(
+                job.request.id, State.ACCEPTED, error=error, possible_duplicate=True
+            )
+        # Round 1 at least: a copy of round 0 would be taken for a duplicate publish.
+        next_round = max(job.retry_round, 1)
+        job.log.info("rate_limited_later", delay=delay, round=next_round)
         await self._emit(job, State.ACCEPTED, attempt=attempt, error=error)
         return Retry(delay=delay, attempt=next_round)
 
@@ -424,7 +526,7 @@ class Dispatcher:
         if waiting and provider and pmid:
             # Receipts can arrive before the send is recorded; they wait for this moment.
             await apply_pending_receipts(self.store, self.events, job.request.id, provider, pmid)
-        return Done(state)
+        return Done(state, resend_after(job.request, job.plan) if state is State.SENT else None)
 
     async def _emit(
         self,
@@ -491,7 +593,9 @@ class Dispatcher:
         )
         return DeadLetter(reason)
 
-    async def _duplicate(self, message_id: str, redelivered: bool, bound: Any) -> Outcome:
+    async def _duplicate(
+        self, message_id: str, redelivered: bool, bound: Any, resend: int | None = None
+    ) -> Outcome:
         self.metrics.duplicates.inc()
         bound.info("duplicate_request", redelivered=redelivered)
         if not redelivered:
@@ -501,7 +605,10 @@ class Dispatcher:
             # We crashed or lost the broker between recording and acking: the event
             # may never have gone out, so publish it again (events are at-least-once).
             await self.events.publish(_event_from_record(record))
-        return Done(None)
+        # ... and its receipt deadline may never have been parked: park it (again; the
+        # deadline's check resends once however many there are).
+        sent = record is not None and record.state is State.SENT
+        return Done(None, resend if sent else None)
 
 
 def id_conflict_reason(message_id: str) -> str:
@@ -530,6 +637,29 @@ def _bill(candidate: Candidate | None, result: SendResult | None = None) -> Atte
         currency=candidate.currency,
         actual_cost=result.cost if result else None,
         actual_currency=result.currency if result else None,
+    )
+
+
+def _moves_on(plan: Plan | None) -> bool:
+    """Does the route pass over a provider at its rate limit (``on_rate_limit: next``)?"""
+    return plan is not None and plan.match.route.on_rate_limit == "next"
+
+
+def _no_provider(plan: Plan | None) -> EventError:
+    """No provider to try; ``spend-cap-reached`` when the caps left every one out."""
+    left_out = [c for c in plan.candidates if c.excluded is not None] if plan else []
+    capped = bool(left_out) and all(c.limits.cap_reached for c in left_out)
+    code = "spend-cap-reached" if capped else "no-provider"
+    return EventError(code=code, message=_nothing_to_try(plan), retryable=False)
+
+
+def _limits_error(refused: Mapping[str, Refusal], *, retryable: bool) -> EventError:
+    """Every provider left was refused by its rate limit or a spend cap."""
+    rate = any(r.kind == "rate" for r in refused.values())
+    code = "rate-limited" if rate else "spend-cap-reached"
+    detail = "; ".join(f"{name}: {r.detail}" for name, r in refused.items())
+    return EventError(
+        code=code, message=f"no provider can take it now ({detail})", retryable=retryable
     )
 
 

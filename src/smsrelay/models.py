@@ -30,6 +30,8 @@ from smsrelay.errors import InvalidRequest
 
 MAX_REQUEST_BYTES = 64 * 1024
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+# A receipt deadline longer than an hour is no help to someone waiting for a login code.
+MAX_RESEND_AFTER = 3600
 
 
 class State(StrEnum):
@@ -116,6 +118,21 @@ class SendRequest(BaseModel):
     tags: Annotated[dict[str, str], AfterValidator(_tags_limit)] = Field(default_factory=dict)
     # Absent: the provider's `encoding` setting decides (smsrelay.encoding.smart).
     encoding: BodyEncoding | None = None
+    # OTP only: seconds after the send without a delivered receipt before the same body
+    # goes once more through the route's next provider (smsrelay.otp.resend_deadline).
+    # Absent: the route's ``resend_after`` decides (none: never resent). Not in the digest.
+    resend_after: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=MAX_RESEND_AFTER,
+            description=(
+                'kind "otp" only: seconds after the send without a delivered receipt '
+                "before the same body goes once more through the route's next provider "
+                "(at most resend.max_resends times; the resend's event carries resend: n)"
+            ),
+        ),
+    ] = None
     # Filled in by validation from `to`/`region`: not part of the wire format.
     country: Annotated[str, Field(exclude=True)] = ""
 
@@ -125,6 +142,12 @@ class SendRequest(BaseModel):
         if isinstance(data, dict) and "country" in data:
             raise ValueError('unknown field "country"')
         return data
+
+    @model_validator(mode="after")
+    def _resend_for_otp(self) -> SendRequest:
+        if self.resend_after is not None and self.kind is not Kind.OTP:
+            raise ValueError('field "resend_after": only a kind "otp" message is resent')
+        return self
 
     @model_validator(mode="after")
     def _normalise_to(self) -> SendRequest:
@@ -300,6 +323,9 @@ class StatusEvent(BaseModel):
     tags: dict[str, str] = Field(default_factory=dict)
     at: datetime
     possible_duplicate: bool = False
+    # 0: the message's own send (and everything after it); n: the event of its n-th
+    # receipt-deadline resend (smsrelay.otp.resend_deadline).
+    resend: int = 0
 
     @property
     def routing_key(self) -> str:

@@ -20,14 +20,20 @@ from smsrelay.economics.prices import PriceTable, StalePrices
 from smsrelay.health import HealthMonitor
 from smsrelay.health.receipt_feed import ReceiptFeed
 from smsrelay.health.view import MonitorView
+from smsrelay.limits.build import build_limit_gate
+from smsrelay.limits.gate import LimitGate
+from smsrelay.limits.metrics import LimitMetrics
 from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
 from smsrelay.models import StatusEvent
 from smsrelay.ops_http import OpsServer
 from smsrelay.otp.geo import GeoRules
+from smsrelay.otp.resend_deadline import DeadlineChecker, ResendMetrics
 from smsrelay.providers import Provider
 from smsrelay.queue_stats import QueueStats, watched_queues
 from smsrelay.receipt_intake import StoreReceiptSink
+from smsrelay.receipts import EventSink
+from smsrelay.resend_amqp import ResendDeadlines
 from smsrelay.routing import HealthView, LimitsView, Router, route_coverage_warnings
 from smsrelay.routing.configured import configured_router
 from smsrelay.settings import Settings
@@ -36,6 +42,7 @@ from smsrelay.store.batch import BatchingStore
 from smsrelay.store.health import HealthReads
 from smsrelay.store.prices import PriceStore
 from smsrelay.store.receipts import ReceiptStore
+from smsrelay.store.resends import SqlResends
 from smsrelay.urls import mask_url
 from smsrelay.verify_amqp import VerifyServer
 
@@ -52,6 +59,7 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     worker: Worker | None = None
     verify_server: VerifyServer | None = None
+    resend_deadlines: ResendDeadlines | None = None
     hot_store: BatchingStore | None = None
     receipt_events: _LazyEvents | None = None
     queue_stats: QueueStats | None = None
@@ -66,6 +74,8 @@ class Runtime:
     # them every process's receipts from the store; None outside a worker.
     monitor: HealthMonitor | None = None
     receipt_feed: ReceiptFeed | None = None
+    # Rate limits and spend caps around each attempt (also ``limits`` above).
+    limit_gate: LimitGate | None = None
 
     @classmethod
     async def build(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
@@ -90,6 +100,20 @@ class Runtime:
         self.prices = PriceTable(history)
         return self.prices
 
+    def start_limits(self) -> LimitGate:
+        """Rate limits and spend caps, shared through ``redis_url`` when set (once)."""
+        if self.limit_gate is None:
+            rates = {name: p.rate_limit for name, p in self.settings.provider_settings().items()}
+            self.limit_gate = build_limit_gate(
+                self.settings.redis_url,
+                rates,
+                self.settings.spend_caps,
+                self.settings.limits,
+                LimitMetrics(self.metrics.registry),
+            )
+            self.limits = self.limit_gate
+        return self.limit_gate
+
     def router(self) -> Router:
         """The planner over the configured routes, the loaded prices, health and limits."""
         return configured_router(self.settings, self.prices, self.health, self.limits)
@@ -98,6 +122,7 @@ class Runtime:
         """A dispatcher over this runtime's store and providers."""
         # The dispatcher's writes share transactions (group commit); see store/batch.py.
         self.hot_store = self.hot_store or BatchingStore(self.store)
+        gate = self.start_limits()
         return Dispatcher(
             store=self.hot_store,
             providers=self.providers,
@@ -108,6 +133,23 @@ class Runtime:
             digest_key=self.settings.request_digest_key(),
             geo=GeoRules(self.settings.geo),
             health=self.monitor,
+            limits=gate if gate.active else None,
+        )
+
+    def resend_checker(self, events: EventSink) -> DeadlineChecker:
+        """Checks receipt deadlines over this runtime's store, providers, planner, breakers
+        and limits (the dispatcher's own)."""
+        gate = self.start_limits()
+        return DeadlineChecker(
+            store=SqlResends(self.store),
+            providers=self.providers,
+            router=self.router(),
+            events=events,
+            max_resends=self.settings.resend.max_resends,
+            metrics=ResendMetrics(self.metrics.registry),
+            digest_key=self.settings.request_digest_key(),
+            health=self.monitor,
+            limits=gate if gate.active else None,
         )
 
     async def start_health(self) -> HealthMonitor:
@@ -140,12 +182,16 @@ class Runtime:
         await self.load_prices()
         await self.start_health()
         await self.start_providers()
+        # Before the worker, which parks deadlines through it from its first send.
+        self.resend_deadlines = ResendDeadlines(self.settings.amqp_url, self.resend_checker)
+        await self.resend_deadlines.start()
         self.worker = Worker(
             url=self.settings.amqp_url,
             prefetch=self.settings.prefetch,
             otp_prefetch=self.settings.otp_prefetch,
             retry=self.settings.retry,
             make_dispatcher=self.dispatcher,
+            deadlines=self.resend_deadlines,
         )
         await self.worker.start()
         self.verify_server = VerifyServer(self.settings.amqp_url, self.store, self.settings)
@@ -211,6 +257,8 @@ class Runtime:
             await self.verify_server.stop()
         if self.worker is not None:
             await self.worker.stop(self.settings.grace_period)
+        if self.resend_deadlines is not None:
+            await self.resend_deadlines.stop(self.settings.grace_period)
         if self.queue_stats is not None:
             await self.queue_stats.close()
         if self.receipt_feed is not None:
@@ -219,6 +267,8 @@ class Runtime:
             await self.ops.close()
         for provider in self.providers.values():
             await provider.close()
+        if self.limit_gate is not None:
+            await self.limit_gate.close()
         if self.receipt_events is not None:
             await self.receipt_events.close()
         await (self.hot_store or self.store).close()

@@ -64,6 +64,15 @@ class RetrySettings(BaseModel):
         return self.round_up(delay / (1 + self.jitter) * (1 - 1e-9))
 
 
+class ResendSettings(BaseModel):
+    """Receipt-deadline resends of OTPs (``resend_after``; smsrelay.otp.resend_deadline)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Resends of one message at most, each through the route's next provider; 0: none.
+    max_resends: int = Field(default=1, ge=0, le=5)
+
+
 class ApiLimits(BaseModel):
     """What one HTTP client may cost the API: time to send a request, bytes held in memory."""
 
@@ -120,6 +129,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
     retry: RetrySettings = RetrySettings()
+    resend: ResendSettings = ResendSettings()
     providers: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(DEFAULT_PROVIDERS))
     # destination → ordered provider names: "+4420" (prefix), "GB" (country) or "*".
     # A route is a list of provider names (tried in order) or a RouteConfig mapping.
@@ -151,6 +161,7 @@ class Settings(BaseSettings):
     def request_digest_key(self) -> bytes | None:
         """``digest_key`` as the bytes ``SendRequest.digest`` takes."""
         return self.digest_key.get_secret_value().encode() if self.digest_key else None
+
     # The worker's /metrics, /healthz, /readyz; 0 = off (the API serves them on api_port).
     metrics_port: int = Field(default=0, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"

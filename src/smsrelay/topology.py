@@ -43,6 +43,20 @@ VERIFY_BINDING: Final[str] = "sms.verify.#"
 VERIFY_START_KEY: Final[str] = "sms.verify.start"
 VERIFY_CHECK_KEY: Final[str] = "sms.verify.check"
 FEEDBACK_KEY: Final[str] = "sms.verify.feedback"
+# Receipt deadlines of OTPs (smsrelay.otp.resend_deadline): a sent OTP with resend_after
+# parks a copy of its request in a delay tier of ``sms.resend`` (TTL queues named by
+# their delay, like the retry tiers) that dead-letters into ``sms.resend.check``, where
+# a worker looks in the store for a delivered receipt and resends if there is none.
+RESEND_EXCHANGE: Final[str] = "sms.resend"
+RESEND_QUEUE_PREFIX: Final[str] = "sms.resend."
+RESEND_CHECK_QUEUE: Final[str] = "sms.resend.check"
+RESEND_CHECK_KEY: Final[str] = "sms.resend.check"
+# Fixed tiers: a deadline waits in the longest tier not beyond it, then again for the
+# rest, so any resend_after (1 s to 1 h) is met within a second with four queues.
+RESEND_TIERS: Final[tuple[float, ...]] = (1.0, 5.0, 30.0, 300.0)
+# When the deadline falls (Unix time in milliseconds) and which resend it is for (1, 2…).
+RESEND_DUE_HEADER: Final[str] = "x-smsrelay-resend-due"
+RESEND_HEADER: Final[str] = "x-smsrelay-resend"
 REASON_HEADER: Final[str] = "x-smsrelay-reason"
 ATTEMPT_HEADER: Final[str] = "x-smsrelay-attempt"
 
@@ -123,3 +137,52 @@ def otp_retry_queue(delay: float) -> str:
     send a retried OTP back to the lane, not behind the bulk backlog.
     """
     return f"{OTP_RETRY_QUEUE_PREFIX}{round(delay * 1000)}{RETRY_QUEUE_SUFFIX}"
+
+
+def resend_queue(tier: float) -> str:
+    """The delay queue of a receipt-deadline tier: 5 s → ``sms.resend.5000ms``."""
+    return f"{RESEND_QUEUE_PREFIX}{round(tier * 1000)}{RETRY_QUEUE_SUFFIX}"
+
+
+def resend_tier(remaining: float) -> float:
+    """The tier a deadline ``remaining`` seconds away waits in next: the longest not beyond it.
+
+    Under the shortest tier, the shortest: a resend comes at most that late, never early.
+    """
+    return max((tier for tier in RESEND_TIERS if tier <= remaining), default=RESEND_TIERS[0])
+
+
+async def declare_resend_topology(channel: AbstractChannel) -> AbstractExchange:
+    """Exchange ``sms.resend``, its delay tiers and the queue ``sms.resend.check``.
+
+    The tiers are classic queues without a TTL of their own: each message carries its
+    tier's delay as its expiration, so every message of a queue waits as long and the
+    head always expires first. The check queue is a quorum queue with the dead-letter
+    path and delivery limit of the send queues.
+    """
+    exchange = await channel.declare_exchange(
+        RESEND_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+    )
+    for tier in RESEND_TIERS:
+        name = resend_queue(tier)
+        queue = await channel.declare_queue(
+            name,
+            durable=True,
+            arguments={
+                "x-dead-letter-exchange": RESEND_EXCHANGE,
+                "x-dead-letter-routing-key": RESEND_CHECK_KEY,
+            },
+        )
+        await queue.bind(exchange, routing_key=name)
+    await channel.declare_exchange(DLX, aio_pika.ExchangeType.FANOUT, durable=True)
+    check = await _declare_queue(
+        channel,
+        RESEND_CHECK_QUEUE,
+        {
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": DLX,
+            "x-delivery-limit": DELIVERY_LIMIT,
+        },
+    )
+    await check.bind(exchange, routing_key=RESEND_CHECK_KEY)
+    return exchange

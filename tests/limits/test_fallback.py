@@ -18,7 +18,10 @@ from smsrelay.limits.settings import LimitSettings, RateLimit, SpendCapSettings
 
 from .conftest import PrivateRedis
 
-SETTINGS = LimitSettings(expected_workers=2, retry_seconds=0.2, redis_timeout=0.5)
+# cap_sync_seconds=0: every call goes to Redis, so that an outage shows at once.
+SETTINGS = LimitSettings(
+    expected_workers=2, retry_seconds=0.2, redis_timeout=0.5, cap_sync_seconds=0
+)
 
 
 def fallbacks(registry: CollectorRegistry, limit: str) -> float:

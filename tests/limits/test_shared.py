@@ -6,14 +6,16 @@ import asyncio
 import json
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from smsrelay.limits.rates import RateRules
+from smsrelay.limits.redis_caps import RedisSpendCaps
 from smsrelay.limits.redis_rates import RedisRateLimiter
-from smsrelay.limits.settings import LimitSettings, RateLimit
+from smsrelay.limits.settings import LimitSettings, RateLimit, SpendCapSettings
 
 from .conftest import REDIS_URL
 
@@ -132,3 +134,31 @@ async def test_concurrent_senders_in_one_worker_share_each_leased_batch(redis_pr
         await lim.close()
     assert results.count(True) == 5000
     assert lim.leases <= 12, f"{lim.leases} Redis calls for 5000 tokens in batches of 500"
+
+
+async def test_synced_caps_skip_redis_far_from_the_cap_and_stop_exactly_at_it(
+    redis_prefix: str,
+) -> None:
+    """Far from a cap a worker reads and writes Redis about once per sync interval, not per
+    send; near it every send does, so the cap still stops exactly at its limit."""
+    settings = LimitSettings(redis_prefix=redis_prefix, cap_sync_seconds=0.2)
+    far = SpendCapSettings.model_validate({"providers": {"a": {"day": "1000"}}})
+    near = SpendCapSettings.model_validate({"providers": {"a": {"day": "0.60"}}})
+    amount = Decimal("0.001")
+    caps = RedisSpendCaps.from_url(REDIS_URL, far, settings)
+    try:
+        for _ in range(500):
+            assert (await caps.allows("a", "GB", amount)).allowed
+            await caps.spend("a", "GB", amount)
+        assert caps.calls <= 50, f"{caps.calls} Redis calls for 500 sends far from the cap"
+    finally:
+        await caps.close()
+    capped = RedisSpendCaps.from_url(REDIS_URL, near, settings)
+    sent = 0
+    try:
+        while (await capped.allows("a", "GB", amount)).allowed:
+            await capped.spend("a", "GB", amount)
+            sent += 1
+    finally:
+        await capped.close()
+    assert sent == 100, "0.50 spent before, 0.10 left"

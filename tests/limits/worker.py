@@ -38,7 +38,8 @@ async def rates(conf: dict[str, Any]) -> dict[str, Any]:
 
 
 async def caps(conf: dict[str, Any]) -> dict[str, Any]:
-    settings = LimitSettings(redis_prefix=conf["prefix"])
+    # Spending in a tight loop: the exact mode (a Redis read and write per send) is tested.
+    settings = LimitSettings(redis_prefix=conf["prefix"], cap_sync_seconds=conf.get("sync", 0))
     spend_caps = SpendCapSettings.model_validate(conf["caps"])
     limits = RedisSpendCaps.from_url(conf["url"], spend_caps, settings)
     amount = Decimal(conf["amount"])

@@ -294,6 +294,7 @@ class StalePrices:
         for provider, count in counts.items():
             self.gauge.labels(provider).set(count)
             if count:
-                self.log.warning("prices_stale", provider=provider, stale=count,
-                                 max_age_days=max_age.days)
+                self.log.warning(
+                    "prices_stale", provider=provider, stale=count, max_age_days=max_age.days
+                )
         return counts

@@ -61,6 +61,12 @@ class LimitSettings(BaseModel):
     redis_timeout: float = Field(default=0.5, gt=0, le=30)
     # Prefix of every Redis key smsrelay writes.
     redis_prefix: str = Field(default="smsrelay:", max_length=64)
+    # How old a worker's reading of the shared spend counters may be, and how often it
+    # adds its spending to them; 0: a Redis read and write for every message.
+    cap_sync_seconds: float = Field(default=0.2, ge=0, le=60)
+    # The share of each provider's rate limit kept for OTP messages: other kinds send at
+    # most (1 - otp_share) of the limit, OTP may use all of it.
+    otp_share: float = Field(default=0.2, ge=0, lt=1)
 
 
 class CapAmounts(BaseModel):

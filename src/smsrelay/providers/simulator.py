@@ -31,6 +31,7 @@ import hashlib
 import json
 import math
 import random
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -251,8 +252,14 @@ class SimulatorProvider(Provider):
 
     def _append(self, request: SendRequest, result: SendResult) -> None:
         # One short line per send, flushed at once so a SIGKILL loses no record of a send.
+        # "at": when it was taken (wall clock), so a test can measure a rate at the provider.
         line = json.dumps(
-            {"id": request.id, "provider": self.name, "pmid": result.provider_message_id}
+            {
+                "id": request.id,
+                "provider": self.name,
+                "pmid": result.provider_message_id,
+                "at": time.time(),
+            }
         )
         with self._record.open("a") as fh:  # type: ignore[union-attr]
             fh.write(line + "\n")

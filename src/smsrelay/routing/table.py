@@ -41,7 +41,9 @@ class RouteConfig(BaseModel):
     destination (``exclude``: not a candidate; ``last``: tried after the priced ones).
     ``weights``: the ``weighted`` split, provider → share (70/30); a provider without a
     weight is failover only. ``exploration``, ``prior_rate`` and ``prior_samples`` tune
-    ``cost_per_delivered`` (see ``smsrelay.routing.strategies``).
+    ``cost_per_delivered`` (see ``smsrelay.routing.strategies``). ``on_rate_limit``: a
+    provider at its rate limit is waited for (``wait``: at most ``limits.max_wait``, then
+    the message is sent later) or passed over for the next candidate at once (``next``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -53,6 +55,12 @@ class RouteConfig(BaseModel):
     exploration: float = Field(default=0.05, ge=0, le=0.5)
     prior_rate: float = Field(default=0.9, gt=0, le=1)
     prior_samples: int = Field(default=20, ge=0, le=100_000)
+    # OTP on this route: seconds after the send without a delivered receipt before the
+    # body goes once more through the next provider (a request's own resend_after wins).
+    resend_after: int | None = Field(default=None, ge=1, le=3600)
+    # A provider at its rate limit: wait up to limits.max_wait for a token, else send
+    # later ("wait"); or go on to the next candidate at once ("next").
+    on_rate_limit: Literal["wait", "next"] = "wait"
 
     @model_validator(mode="after")
     def _check(self) -> RouteConfig:

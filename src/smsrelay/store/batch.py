@@ -194,6 +194,7 @@ class BatchingStore:
 
     async def record_encoding(self, message_id: str, attempt_key: int, encoded: Encoded) -> None:
         await self.inner.record_encoding(message_id, attempt_key, encoded)
+
     async def match_receipts(
         self, message_id: str, provider: str, provider_message_id: str
     ) -> list[PendingEvent]:
@@ -435,9 +436,7 @@ async def _known_claims(
             ).where(messages.c.id.in_(ids))
         )
     )
-    conflicts = {
-        r.id for r in found if conflicting(r.request_digest, rows[r.id]["request_digest"])
-    }
+    conflicts = {r.id for r in found if conflicting(r.request_digest, rows[r.id]["request_digest"])}
     taken = await _take_unclaimed(
         conn, [rows[r.id] for r in found if not r.claimed and r.id not in conflicts]
     )

@@ -362,9 +362,10 @@ class SqlStore:
                     conflict=True,
                 )
             first = 1 if first_provider else 0
-            if not msg.claimed and (
-                await conn.execute(take_unclaimed([message_id], first, now))
-            ).first():
+            if (
+                not msg.claimed
+                and (await conn.execute(take_unclaimed([message_id], first, now))).first()
+            ):
                 key = await self._first_attempt(conn, message_id, first_provider, now)
                 return Claim(
                     new=True,

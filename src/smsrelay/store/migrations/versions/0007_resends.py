@@ -18,9 +18,7 @@ depends_on = None
 
 def upgrade() -> None:
     # A server default, so rows written before (and by the previous version) read as 0.
-    op.add_column(
-        "messages", sa.Column("resends", sa.Integer, nullable=False, server_default="0")
-    )
+    op.add_column("messages", sa.Column("resends", sa.Integer, nullable=False, server_default="0"))
 
 
 def downgrade() -> None:
