@@ -126,3 +126,10 @@ def test_lognormal_delays_have_the_configured_median_and_tail() -> None:
     assert draws[10_000] == pytest.approx(4, rel=0.05)
     assert draws[19_000] == pytest.approx(20, rel=0.08)
     assert delay.scaled(10) == ReceiptDelay(distribution="lognormal", median=0.4, p95=2)
+
+
+def test_market_keys_are_countries_or_a_star() -> None:
+    """A market keyed by anything but an ISO country code or * is refused at start."""
+    with pytest.raises(ValueError, match="market keys are countries"):
+        SimulatorSettings(market={"uk": {"price": "0.02"}})
+    assert SimulatorSettings(market={"*": {"price": "0.02"}, "GB": {}}).market["GB"].price is None

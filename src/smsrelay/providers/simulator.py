@@ -131,6 +131,13 @@ class SimulatorSettings(ProviderSettings):
     market: dict[str, Behaviour] = Field(default_factory=dict, max_length=300)
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
 
+    @model_validator(mode="after")
+    def _check_market(self) -> SimulatorSettings:
+        for key in self.market:
+            if key != "*" and not (len(key) == 2 and key.isascii() and key.isupper()):
+                raise ValueError(f"market keys are countries (GB) or *, not {key[:8]!r}")
+        return self
+
 
 class SimulatorProvider(Provider):
     """The ``simulator`` provider."""
