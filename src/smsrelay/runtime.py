@@ -202,10 +202,9 @@ class Runtime:
 
     def start_queue_stats(self) -> QueueStats:
         """Read the queues' depth and consumers from the broker every ``queue_poll_interval``."""
-        tiers = len(self.settings.retry.delays)
         self.queue_stats = QueueStats(
             self.settings.amqp_url,
-            watched_queues(tiers),
+            watched_queues(self.settings.retry.tiers),
             self.metrics,
             self.settings.queue_poll_interval,
         )
