@@ -125,6 +125,14 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
         "Seconds between a worker's reads of the receipts every process applied (the store).",
         "2",
     ),
+    "health.report_interval": (
+        "Seconds between a worker's recomputations of the delivery report's metrics.",
+        "60",
+    ),
+    "health.metrics_max_keys": (
+        "Provider x country keys with their own delivery series; the rest are `other`.",
+        "50",
+    ),
     "health.receipt_deadline": (
         "Seconds after which a send without a final receipt counts as not delivered, for "
         "providers that send receipts; null: never.",

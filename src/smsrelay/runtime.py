@@ -19,6 +19,7 @@ from smsrelay.dispatch import Dispatcher
 from smsrelay.economics.prices import PriceTable, StalePrices
 from smsrelay.health import HealthMonitor
 from smsrelay.health.receipt_feed import ReceiptFeed
+from smsrelay.health.report_metrics import DeliveryGauges, GaugeRefresher
 from smsrelay.health.view import MonitorView
 from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
@@ -66,6 +67,7 @@ class Runtime:
     # them every process's receipts from the store; None outside a worker.
     monitor: HealthMonitor | None = None
     receipt_feed: ReceiptFeed | None = None
+    report_gauges: GaugeRefresher | None = None
 
     @classmethod
     async def build(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
@@ -125,6 +127,11 @@ class Runtime:
             )
             await self.receipt_feed.poll()  # the cursor: receipts from now on
             self.receipt_feed.start()
+            gauges = DeliveryGauges(self.metrics.registry, settings.metrics_max_keys)
+            self.report_gauges = GaugeRefresher(
+                HealthReads(self.store), gauges, settings.report_interval
+            )
+            self.report_gauges.start()
         return self.monitor
 
     async def start_providers(self) -> None:
@@ -215,6 +222,8 @@ class Runtime:
             await self.queue_stats.close()
         if self.receipt_feed is not None:
             await self.receipt_feed.close()
+        if self.report_gauges is not None:
+            await self.report_gauges.close()
         if self.ops is not None:
             await self.ops.close()
         for provider in self.providers.values():

@@ -69,3 +69,7 @@ class HealthSettings(BaseModel):
     # A send still without a final receipt this many seconds later counts as not
     # delivered, for providers that have sent receipts (null: never; see README).
     receipt_deadline: float | None = Field(default=None, gt=0, le=7 * 86400)
+    # The delivery report's Prometheus series: recomputed from the store this often, for
+    # at most this many provider x country keys (the rest summed into "other").
+    report_interval: float = Field(default=60.0, gt=0, le=3600)
+    metrics_max_keys: int = Field(default=50, ge=1, le=1000)
