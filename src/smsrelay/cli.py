@@ -253,10 +253,15 @@ def topology_apply(config_path: Path | None = ConfigOption) -> None:
 async def _apply_topology(settings: Settings) -> None:
 
     from smsrelay.amqp import declare_retry_queues
-    from smsrelay.topology import declare_events_exchange, declare_send_topology
+    from smsrelay.topology import (
+        declare_alerts_exchange,
+        declare_events_exchange,
+        declare_send_topology,
+    )
 
     async with await brokers.connect(settings.amqp_url) as connection:
         channel = await connection.channel()
         await declare_send_topology(channel)
         await declare_retry_queues(channel, settings.retry.tiers)
         await declare_events_exchange(channel)
+        await declare_alerts_exchange(channel)

@@ -99,12 +99,15 @@ class ReceiptFeed:
         interval: float,
         deadline: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_polled: Callable[[], None] | None = None,
     ) -> None:
         self.source = source
         self.sink = sink
         self.interval = interval
         self.deadline = deadline
         self.clock = clock
+        # Called after each poll in the background (the alerts' check).
+        self.on_polled = on_polled
         self.cursor: int | None = None
         self._waiting: dict[int, float] = {}  # receipt key → when first seen unlinked
         self._answering: set[str] = set()  # providers whose final receipts were seen
@@ -188,5 +191,7 @@ class ReceiptFeed:
             else:
                 if fed:
                     log.debug("health_receipts_fed", count=fed)
+                if self.on_polled is not None:
+                    self.on_polled()
                 self.polls += 1
             await asyncio.sleep(self.interval)
