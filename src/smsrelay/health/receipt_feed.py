@@ -38,6 +38,8 @@ log = get_logger(__name__)
 
 # How long a receipt kept without its message is looked at again.
 WAITING_SECONDS = 600.0
+# Receipts waiting for their message, at most (the oldest are given up first).
+MAX_WAITING = 5000
 # Rows read per query; a poll reads pages until one is short.
 PAGE = 2000
 
@@ -157,6 +159,8 @@ class ReceiptFeed:
 
     def _feed(self, receipt: FinalReceipt) -> int:
         if receipt.country is None:
+            if receipt.key not in self._waiting and len(self._waiting) >= MAX_WAITING:
+                del self._waiting[next(iter(self._waiting))]
             self._waiting.setdefault(receipt.key, self.clock())
             return 0
         self._waiting.pop(receipt.key, None)
