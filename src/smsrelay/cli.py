@@ -1,4 +1,5 @@
-"""The ``smsrelay`` command: worker, api, send, status, resend, dlq, config, migrate, demo.
+"""The ``smsrelay`` command: worker, api, send, status, resend, dlq, config, migrate, demo,
+health.
 
 Each command reads settings once (``--config`` or ``SMSRELAY_CONFIG``, then
 ``SMSRELAY_*`` variables) and refuses to start on a configuration error, naming the key.
@@ -19,6 +20,7 @@ from smsrelay import brokers
 from smsrelay.cli_config import config_app
 from smsrelay.cli_dlq import dlq_app
 from smsrelay.cli_errors import require_existing_sqlite
+from smsrelay.cli_health import health_command
 from smsrelay.cli_prices import prices_app
 from smsrelay.cli_report import report_app
 from smsrelay.cli_route import route_app
@@ -35,6 +37,7 @@ app.add_typer(prices_app, name="prices")
 app.add_typer(config_app, name="config")
 app.add_typer(route_app, name="route")
 app.add_typer(report_app, name="report")
+app.command("health")(health_command)
 topology_app = typer.Typer(help="The broker's exchanges and queues.", no_args_is_help=True)
 app.add_typer(topology_app, name="topology")
 
@@ -251,6 +254,7 @@ async def _apply_topology(settings: Settings) -> None:
 
     from smsrelay.amqp import declare_retry_queues
     from smsrelay.topology import (
+        declare_alerts_exchange,
         declare_events_exchange,
         declare_resend_topology,
         declare_send_topology,
@@ -262,3 +266,4 @@ async def _apply_topology(settings: Settings) -> None:
         await declare_retry_queues(channel, settings.retry.tiers)
         await declare_resend_topology(channel)
         await declare_events_exchange(channel)
+        await declare_alerts_exchange(channel)

@@ -130,6 +130,31 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
         "Seconds between a worker's reads of the receipts every process applied (the store).",
         "2",
     ),
+    "health.alerts": (
+        "Alerts on `sms.alerts` (`sms.alert.<type>`), the metric and log line: thresholds.",
+        "",
+    ),
+    "health.alerts.publish": ("Publish to `sms.alerts` (the metric and log always).", "true"),
+    "health.alerts.window": ("Seconds of recent receipts compared with the baseline.", "300"),
+    "health.alerts.min_samples": ("Receipts the recent window needs before it can alert.", "20"),
+    "health.alerts.drop": (
+        "`delivery_drop` when the recent rate is this far below the key's baseline (relative).",
+        "0.3",
+    ),
+    "health.alerts.latency_rise": (
+        "`latency_rise` when the recent receipt p50 is this many times its baseline.",
+        "2.0",
+    ),
+    "health.alerts.min_latency": ("A `latency_rise` needs a p50 of at least these seconds.", "5"),
+    "health.alerts.cool_down": ("Seconds between alerts of one type, provider, country.", "900"),
+    "health.report_interval": (
+        "Seconds between a worker's recomputations of the delivery report's metrics.",
+        "60",
+    ),
+    "health.metrics_max_keys": (
+        "Provider x country keys with their own delivery series; the rest are `other`.",
+        "50",
+    ),
     "health.receipt_deadline": (
         "Seconds after which a send without a final receipt counts as not delivered, for "
         "providers that send receipts; null: never.",

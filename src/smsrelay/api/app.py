@@ -16,7 +16,16 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from smsrelay.api import errors, explain, health, messages, receipts, reports, verifications
+from smsrelay.api import (
+    delivery_health,
+    errors,
+    explain,
+    health,
+    messages,
+    receipts,
+    reports,
+    verifications,
+)
 from smsrelay.api.broker import Publisher
 from smsrelay.api.context import ApiContext, context_of
 from smsrelay.api.limits import BodyBudget, BodyLimits
@@ -73,7 +82,7 @@ def create_app(
 def bare_app() -> FastAPI:
     """The routes and their document, with nothing attached (enough for the OpenAPI file)."""
     app = FastAPI(title=TITLE, version=API_VERSION, description=DESCRIPTION, lifespan=_lifespan)
-    for module in (messages, verifications, receipts, health, explain, reports):
+    for module in (messages, verifications, receipts, health, delivery_health, explain, reports):
         app.include_router(module.router)
     errors.install(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
