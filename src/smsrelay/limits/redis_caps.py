@@ -90,6 +90,8 @@ class RedisSpendCaps:
         self._local: dict[str, tuple[int, int]] = {}
         self._synced_at = monotonic()
         self._reading = asyncio.Lock()
+        # (provider, country) -> (the UTC day, its caps, their keys).
+        self._known: dict[tuple[str, str], tuple[tuple[int, int, int], list[Cap], list[str]]] = {}
         # Round trips to Redis: a test compares them with the sends.
         self.calls = 0
 
@@ -112,10 +114,9 @@ class RedisSpendCaps:
 
     async def allows(self, provider: str, country: str, amount: Decimal) -> CapDecision:
         """See ``SpendCaps.allows``."""
-        caps = list(applicable(self.settings, provider, country, self._clock()))
+        caps, keys = self._applicable(provider, country)
         if not caps:
             return CapDecision(allowed=True)
-        keys = [self._key(cap) for cap in caps]
         if not self.degraded:
             try:
                 if not self._fresh(caps, keys):
@@ -129,11 +130,10 @@ class RedisSpendCaps:
 
     async def spend(self, provider: str, country: str, amount: Decimal) -> None:
         """See ``SpendCaps.spend``."""
-        caps = list(applicable(self.settings, provider, country, self._clock()))
+        caps, keys = self._applicable(provider, country)
         value = micros(amount)
         if not caps or value <= 0:
             return
-        keys = [self._key(cap) for cap in caps]
         for cap, key in zip(caps, keys, strict=True):
             self._local[key] = (self._local.get(key, (0, 0))[0] + value, _TTL[cap.period])
         if self.degraded:
@@ -157,6 +157,20 @@ class RedisSpendCaps:
                 )
         await self._client.aclose()
 
+    def _applicable(self, provider: str, country: str) -> tuple[list[Cap], list[str]]:
+        """The caps of a send and their keys, worked out once per day (the hot path)."""
+        now = self._clock().astimezone(UTC)
+        day = (now.year, now.month, now.day)
+        known = self._known.get((provider, country))
+        if known is not None and known[0] == day:
+            return known[1], known[2]
+        caps = list(applicable(self.settings, provider, country, now))
+        keys = [self._key(cap) for cap in caps]
+        if len(self._known) >= 10_000:  # countries come from requests: bound them
+            self._known.clear()
+        self._known[(provider, country)] = (day, caps, keys)
+        return caps, keys
+
     def _fresh(self, caps: list[Cap], keys: list[str]) -> bool:
         """May the counters as last read decide (not too old, no cap near)?"""
         sync = self.limits.cap_sync_seconds
@@ -176,10 +190,12 @@ class RedisSpendCaps:
         """
         reach = NEAR_INTERVALS * self.limits.cap_sync_seconds
         elapsed = max(self._monotonic() - self._synced_at, 0.001)
-        for cap, key, spent in zip(caps, keys, self._spent(keys), strict=True):
-            own = self._local.get(key, (0, 0))[0] / elapsed * self.limits.expected_workers
+        for cap, key in zip(caps, keys, strict=True):
+            local = self._local.get(key)
+            mine = local[0] if local is not None else 0
+            own = mine / elapsed * self.limits.expected_workers
             margin = max(cap.limit * NEAR_SHARE, max(self._rate.get(key, 0.0), own) * reach)
-            if cap.limit - spent <= margin:
+            if cap.limit - self._last_seen.get(key, 0) - mine <= margin:
                 return True
         return False
 
