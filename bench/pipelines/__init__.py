@@ -70,6 +70,17 @@ REGISTRY: dict[str, tuple[str, str, dict[str, object]]] = {
         "SmsrelayPipeline",
         {"db": "sqlite", "tracing": True},
     ),
+    # The same worker with a price table, without and with (non-binding) shared limits.
+    "smsrelay-sqlite-priced": (
+        "bench.pipelines.smsrelay_worker",
+        "SmsrelayPipeline",
+        {"db": "sqlite", "prices": True},
+    ),
+    "smsrelay-sqlite-limits": (
+        "bench.pipelines.smsrelay_worker",
+        "SmsrelayPipeline",
+        {"db": "sqlite", "limits": True},
+    ),
     "smsrelay-sqlite-x2": (
         "bench.pipelines.smsrelay_worker",
         "SmsrelayPipeline",

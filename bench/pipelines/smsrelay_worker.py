@@ -11,6 +11,13 @@ With ``tracing`` (``smsrelay-sqlite-traced``), the standard OpenTelemetry variab
 turn tracing on as a deployment would: every message sampled (``always_on``), spans
 batched to an OTLP/HTTP receiver on loopback (``bench/otlp_sink.py``, its own process,
 which counts and drops them).
+
+With ``limits`` (``smsrelay-sqlite-limits``), the shared limits are on as a deployment
+would run them, set high enough never to bind: ``redis_url`` at the machine's Redis (a
+key prefix per run), a Twilio ``rate_limit`` of 5,000/s (leased in batches of 400 for
+the 4,000/s left to non-OTP kinds) and a 1,000,000 USD day cap on Twilio. Its twin
+``smsrelay-sqlite-priced`` has the same price table without limits: the two differ by
+the limits only (``python -m bench.limits_cost`` runs both and compares).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import redis
 import yaml
 
 from bench.fake_provider import ACCOUNT_SID, AUTH_TOKEN, SENDER
@@ -30,6 +38,10 @@ from bench.pipelines import PYTHON, Context, Pipeline, env
 from bench.procs import Proc
 
 PG_DSN = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
+
+
+REDIS_URL = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")
+PRICES = {"providers": {"twilio": {"currency": "USD", "destinations": {"US": "0.0079"}}}}
 
 
 def config(ctx: Context, prefetch: int) -> dict[str, Any]:
@@ -59,12 +71,22 @@ class SmsrelayPipeline(Pipeline):
     wire = "smsrelay"
 
     def __init__(
-        self, name: str, db: str, processes: int = 1, tracing: bool = False, **_options: Any
+        self,
+        name: str,
+        db: str,
+        processes: int = 1,
+        tracing: bool = False,
+        prices: bool = False,
+        limits: bool = False,
+        **_options: Any,
     ) -> None:
         self.name = name
         self.db = db
         self.processes = processes
         self.tracing = tracing
+        self.prices = prices or limits
+        self.limits = limits
+        self.redis_prefix = f"bench-{uuid.uuid4().hex[:8]}:"
         self.database_url = ""
         self._pg_name: str | None = None
         self._sink: Proc | None = None
@@ -84,7 +106,7 @@ class SmsrelayPipeline(Pipeline):
 
     def _environment(self, ctx: Context, prefetch: int) -> dict[str, str]:
         path = ctx.workdir / f"{self.name}-p{prefetch}.yaml"
-        path.write_text(yaml.safe_dump(config(ctx, prefetch)))
+        path.write_text(yaml.safe_dump(self._config(ctx, prefetch)))
         tracing = (
             {
                 "OTEL_TRACES_EXPORTER": "otlp",
@@ -102,6 +124,17 @@ class SmsrelayPipeline(Pipeline):
             SMSRELAY_DATABASE_URL=self.database_url,
             **tracing,
         )
+
+    def _config(self, ctx: Context, prefetch: int) -> dict[str, Any]:
+        conf = config(ctx, prefetch)
+        if self.prices:
+            conf["prices"] = PRICES
+        if self.limits:
+            conf["providers"]["twilio"]["rate_limit"] = {"per_second": 5000, "burst": 5000}
+            conf["redis_url"] = REDIS_URL
+            conf["limits"] = {"redis_prefix": self.redis_prefix}
+            conf["spend_caps"] = {"currency": "USD", "providers": {"twilio": {"day": 1_000_000}}}
+        return conf
 
     def _start_sink(self, ctx: Context) -> None:
         self._sink = Proc(
@@ -130,6 +163,8 @@ class SmsrelayPipeline(Pipeline):
         return procs
 
     async def teardown(self) -> None:
+        if self.limits:
+            await asyncio.to_thread(_forget_keys, self.redis_prefix)
         if self._sink is not None:
             await asyncio.to_thread(self._sink.stop)
             self._sink = None
@@ -142,7 +177,23 @@ class SmsrelayPipeline(Pipeline):
     def describe(self) -> str:
         workers = f"{self.processes} worker processes" if self.processes > 1 else "1 worker"
         traced = ", traced (always_on, OTLP/HTTP)" if self.tracing else ""
-        return f"smsrelay worker, {self.db} store, events on, logs at info, {workers}{traced}"
+        priced = ", priced" if self.prices else ""
+        limited = ", Redis rate limit 5,000/s and day cap (not binding)" if self.limits else ""
+        return (
+            f"smsrelay worker, {self.db} store, events on, logs at info, {workers}"
+            f"{traced}{priced}{limited}"
+        )
+
+
+def _forget_keys(prefix: str) -> None:
+    """Delete the run's keys from the shared Redis."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 def _remove_sqlite(url: str) -> None:
