@@ -17,6 +17,7 @@ from smsrelay import telemetry
 from smsrelay.amqp import AmqpEvents, EventsConnection, Worker
 from smsrelay.dispatch import Dispatcher
 from smsrelay.economics.prices import PriceTable, StalePrices
+from smsrelay.guard import Guard, build_guard
 from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
 from smsrelay.models import StatusEvent
@@ -58,6 +59,10 @@ class Runtime:
     # Delivery health and limits as the planner reads them; None: neutral defaults.
     health: HealthView | None = None
     limits: LimitsView | None = None
+    # The pumping guard (None: guard.mode off); built once, shared by the dispatchers
+    # and the AMQP verification server (whose approvals are its conversions).
+    guard: Guard | None = None
+    _guard_built: bool = False
 
     @classmethod
     async def build(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
@@ -99,7 +104,16 @@ class Runtime:
             metrics=self.metrics,
             digest_key=self.settings.request_digest_key(),
             geo=GeoRules(self.settings.geo),
+            guard=self.pumping_guard(),
         )
+
+    def pumping_guard(self) -> Guard | None:
+        """The guard of ``guard.mode``, built at the first call."""
+        if not self._guard_built:
+            s = self.settings
+            self.guard = build_guard(s.guard, s.redis_url, s.limits, self.metrics.registry)
+            self._guard_built = True
+        return self.guard
 
     async def start_providers(self) -> None:
         """Open providers' long-lived links (SMPP binds), with a path for their receipts."""
@@ -121,7 +135,9 @@ class Runtime:
             make_dispatcher=self.dispatcher,
         )
         await self.worker.start()
-        self.verify_server = VerifyServer(self.settings.amqp_url, self.store, self.settings)
+        self.verify_server = VerifyServer(
+            self.settings.amqp_url, self.store, self.settings, guard=self.pumping_guard()
+        )
         await self.verify_server.start()
         for warning in route_coverage_warnings(self.settings.routes):
             log.warning("route_coverage", problem=warning)
@@ -190,6 +206,8 @@ class Runtime:
             await self.ops.close()
         for provider in self.providers.values():
             await provider.close()
+        if self.guard is not None:
+            await self.guard.close()
         if self.receipt_events is not None:
             await self.receipt_events.close()
         await (self.hot_store or self.store).close()

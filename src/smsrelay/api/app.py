@@ -16,11 +16,21 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from smsrelay.api import errors, explain, health, messages, receipts, reports, verifications
+from smsrelay.api import (
+    errors,
+    explain,
+    guard,
+    health,
+    messages,
+    receipts,
+    reports,
+    verifications,
+)
 from smsrelay.api.broker import Publisher
 from smsrelay.api.context import ApiContext, context_of
 from smsrelay.api.limits import BodyBudget, BodyLimits
 from smsrelay.api.schemas import send_request_schema
+from smsrelay.guard import Guard
 from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
 from smsrelay.models import MAX_REQUEST_BYTES
@@ -47,6 +57,7 @@ def create_app(
     providers: Mapping[str, Provider],
     metrics: Metrics,
     send_consumers: Callable[[], int | None] | None = None,
+    pumping_guard: Guard | None = None,
 ) -> FastAPI:
     """The HTTP API over running pieces (see ``smsrelay.api.server`` for the process)."""
     app = bare_app()
@@ -59,6 +70,7 @@ def create_app(
         providers=providers,
         metrics=metrics,
         send_consumers=send_consumers,
+        guard=pumping_guard,
     )
     limits = settings.api_limits
     app.add_middleware(
@@ -73,7 +85,7 @@ def create_app(
 def bare_app() -> FastAPI:
     """The routes and their document, with nothing attached (enough for the OpenAPI file)."""
     app = FastAPI(title=TITLE, version=API_VERSION, description=DESCRIPTION, lifespan=_lifespan)
-    for module in (messages, verifications, receipts, health, explain, reports):
+    for module in (messages, verifications, receipts, health, explain, reports, guard):
         app.include_router(module.router)
     errors.install(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
