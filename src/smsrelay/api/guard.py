@@ -35,11 +35,12 @@ class GuardBlocks(BaseModel):
 @router.get("/v1/guard/blocks", response_model=GuardBlocks, responses=documented(401, 503))
 async def guard_blocks(ctx: ApiContext = Depends(get_context)) -> Any:
     """The blocked prefixes (shared through Redis: the API needs ``redis_url``)."""
-    mode = ctx.settings.guard.mode
     if ctx.guard is None:
+        mode = ctx.settings.guard.mode
         if mode == "off":
             return GuardBlocks(mode=mode, blocks=[])
         return error_response(503, "the guard's blocks are shared through Redis: set redis_url")
+    mode = ctx.guard.settings.mode
     blocks = [
         GuardBlock(
             prefix=b.prefix,
