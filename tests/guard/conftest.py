@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from smsrelay.guard import Guard, GuardSettings, LocalGuardState
+from smsrelay.guard import Guard, GuardMetrics, GuardSettings, LocalGuardState
 from smsrelay.guard.redis_state import RedisGuardState
 from smsrelay.limits.settings import LimitSettings
-from tests.limits.conftest import REDIS_URL, redis_prefix, shared_redis
+from tests.limits.conftest import REDIS_URL, private_redis, redis_prefix, shared_redis
 
-__all__ = ["REDIS_URL", "Clock", "local_guard", "redis_guard", "redis_prefix", "shared_redis"]
+__all__ = [
+    "REDIS_URL",
+    "Clock",
+    "local_guard",
+    "private_redis",
+    "redis_guard",
+    "redis_prefix",
+    "shared_redis",
+]
 
 START = 1_800_000_000.0
 
@@ -36,8 +44,10 @@ def local_guard(clock: Clock, **data: Any) -> Guard:
     return Guard(s, LocalGuardState(s), clock=clock)
 
 
-def redis_guard(clock: Clock, prefix: str, **data: Any) -> Guard:
-    """A guard over the shared Redis, its keys under ``prefix``."""
+def redis_guard(clock: Clock, prefix: str, url: str = REDIS_URL, **data: Any) -> Guard:
+    """A guard over the shared Redis (or ``url``), its keys under ``prefix``."""
     s = settings(**data)
-    state = RedisGuardState.from_url(REDIS_URL, s, LimitSettings(redis_prefix=prefix))
-    return Guard(s, state, clock=clock)
+    metrics = GuardMetrics()
+    limits = LimitSettings(redis_prefix=prefix)
+    state = RedisGuardState.from_url(url, s, limits, on_fallback=metrics.fallbacks.inc)
+    return Guard(s, state, metrics, clock=clock)

@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 import time
+from typing import Any
 
 from tests.guard.conftest import REDIS_URL, Clock, redis_guard
 
@@ -101,5 +102,19 @@ async def test_conversions_are_credited_once_and_only_for_screened_messages(
         assert await guard.converted("c-1")
         assert not await guard.converted("c-1")
         assert not await guard.converted("never-screened")
+    finally:
+        await guard.close()
+
+
+async def test_redis_outage_falls_back_to_the_worker_s_own_counts(private_redis: Any) -> None:
+    """With Redis stopped the guard still refuses the sixth OTP to a number (in-process
+    counts) and counts the fallback."""
+    guard = redis_guard(Clock(), "outage:", url=private_redis.url)
+    try:
+        assert (await guard.screen("before", NUMBER, "GB", 0)).verdict is None
+        private_redis.stop()
+        rules = [await guard.screen(f"o-{n}", NUMBER, "GB", 0) for n in range(6)]
+        assert [bool(d.verdict) for d in rules] == [False] * 5 + [True]
+        assert guard.metrics.fallbacks._value.get() >= 1
     finally:
         await guard.close()

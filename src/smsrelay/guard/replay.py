@@ -58,10 +58,11 @@ class PumpedPrefix:
 
 
 DEFAULT_PUMPED = (
-    PumpedPrefix("+37178", "LV", Decimal("0.38"), burst=60, pause=90.0),
-    PumpedPrefix("+22462", "GN", Decimal("0.52"), burst=25, pause=200.0),
-    PumpedPrefix("+25261", "SO", Decimal("0.61"), burst=120, pause=300.0),
-    PumpedPrefix("+88216", "XS", Decimal("1.10"), burst=1, pause=45.0),
+    PumpedPrefix("+3712940", "LV", Decimal("0.38"), burst=60, pause=90.0),
+    PumpedPrefix("+22462200", "GN", Decimal("0.52"), burst=25, pause=200.0),
+    PumpedPrefix("+25261550", "SO", Decimal("0.61"), burst=120, pause=300.0),
+    # A satellite range (+882 16): no country of its own.
+    PumpedPrefix("+8821620", "XS", Decimal("1.10"), burst=1, pause=45.0),
 )
 
 

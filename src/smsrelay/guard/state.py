@@ -275,3 +275,15 @@ class LocalGuardState:
         self._numbers = {
             k: v for k, v in self._numbers.items() if max(v.sends, default=-1) >= oldest
         }
+        # A prefix (or country) quiet for a window, with no baseline left to speak of and
+        # no block, is forgotten as Redis would expire its key.
+        quiet = self._bucket(now) - self._span(self.settings.window) + 1
+        for series in (self._prefixes, self._countries):
+            for key in [k for k, v in series.items() if _forgettable(v, quiet, now)]:
+                if self._block_of(key, now) is None:
+                    del series[key]
+
+
+def _forgettable(series: _Series, oldest: int, now: float) -> bool:
+    recent = max(series.sends, default=-1) >= oldest
+    return not recent and (series.baseline or 0.0) < 0.5 and series.clear_after <= now
