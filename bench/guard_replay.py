@@ -2,7 +2,7 @@
 
     python -m bench.guard_replay                       # 6 simulated hours, Redis at 127.0.0.1
     python -m bench.guard_replay --hours 2 --local     # in-process state, no Redis
-    python -m bench.guard_replay --out bench/results/guard-replay.md
+    python -m bench.guard_replay --out docs/guard-replay.md
 
 Legitimate OTPs (many prefixes in 12 countries, 85 % used within minutes, reported as
 feedback) run alone for the first hours so baselines form, then four premium-rate

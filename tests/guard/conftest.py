@@ -44,10 +44,12 @@ def local_guard(clock: Clock, **data: Any) -> Guard:
     return Guard(s, LocalGuardState(s), clock=clock)
 
 
-def redis_guard(clock: Clock, prefix: str, url: str = REDIS_URL, **data: Any) -> Guard:
+def redis_guard(
+    clock: Clock, prefix: str, url: str = REDIS_URL, redis_timeout: float = 0.5, **data: Any
+) -> Guard:
     """A guard over the shared Redis (or ``url``), its keys under ``prefix``."""
     s = settings(**data)
     metrics = GuardMetrics()
-    limits = LimitSettings(redis_prefix=prefix)
+    limits = LimitSettings(redis_prefix=prefix, redis_timeout=redis_timeout)
     state = RedisGuardState.from_url(url, s, limits, on_fallback=metrics.fallbacks.inc)
     return Guard(s, state, metrics, clock=clock)
