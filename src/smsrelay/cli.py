@@ -20,6 +20,7 @@ from smsrelay import brokers
 from smsrelay.cli_config import config_app
 from smsrelay.cli_dlq import dlq_app
 from smsrelay.cli_errors import require_existing_sqlite
+from smsrelay.cli_guard import guard_app
 from smsrelay.cli_health import health_command
 from smsrelay.cli_prices import prices_app
 from smsrelay.cli_report import report_app
@@ -34,6 +35,7 @@ from smsrelay.store import MessageRecord
 app = typer.Typer(help="smsrelay: an SMS gateway behind RabbitMQ.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(prices_app, name="prices")
+app.add_typer(guard_app, name="guard")
 app.add_typer(config_app, name="config")
 app.add_typer(route_app, name="route")
 app.add_typer(report_app, name="report")

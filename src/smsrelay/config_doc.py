@@ -187,8 +187,9 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "health.breakers.baseline_seconds": ("Seconds the baseline delivery rate averages.", "3600"),
     "health.breakers.delivery_cool_down": ("Seconds open after a delivery collapse.", "120"),
     "redis_url": (
-        "Redis shared by every worker for rate limits and spend caps; none: in-process. "
-        "While it is unreachable each worker uses a local share (`limits.expected_workers`).",
+        "Redis shared by every worker for rate limits, spend caps and the pumping guard; "
+        "none: in-process. While it is unreachable each worker uses a local share "
+        "(`limits.expected_workers`) and the guard counts in-process.",
         "redis://127.0.0.1:6379/0",
     ),
     "limits": ("How rate limits wait, lease tokens, keep a share for OTP and fall back.", ""),
@@ -253,6 +254,73 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "geo.otp": ("Countries for `kind: otp` messages, on top of `geo.all`.", ""),
     "geo.otp.allow": ("A non-empty list permits OTPs only to these.", "[US, GB, DE]"),
     "geo.otp.deny": ("Countries OTPs are never sent to (code `geo-otp-deny`).", "[XK]"),
+    "guard": (
+        "Pumping protection for `kind: otp` messages (velocity, budget, conversion blocks).",
+        "",
+    ),
+    "guard.mode": (
+        "`off`; `monitor`: decide and record, send anyway; `enforce`: a refused OTP ends "
+        "`rejected` with code `guard-<rule>` and is never sent.",
+        "monitor",
+    ),
+    "guard.prefix_digits": (
+        "A number's prefix is its E.164 form without this many last digits.",
+        "4",
+    ),
+    "guard.window": ("Seconds of the prefix and country windows and the conversion rule.", "3600"),
+    "guard.bucket": ("Seconds per counter bucket: windows slide by whole buckets.", "60"),
+    "guard.baseline_windows": ("Past windows a prefix's or country's baseline averages.", "24"),
+    "guard.number": ("OTPs to one number (`guard-velocity-number`).", "{limit: 5, window: 600}"),
+    "guard.number.limit": ("OTPs to one number per `window` at most; null: no limit.", "5"),
+    "guard.number.window": ("Seconds of the per-number window.", "600"),
+    "guard.prefix": (
+        "OTPs and cost per prefix per `guard.window` (`guard-velocity-prefix`, "
+        "`guard-budget-prefix`).",
+        "",
+    ),
+    "guard.prefix.floor": (
+        "The per-prefix limit is max(floor, factor x baseline); null: no velocity limit.",
+        "50",
+    ),
+    "guard.prefix.factor": ("How far above its baseline a prefix may go.", "3.0"),
+    "guard.prefix.exempt_conversion": (
+        "A prefix whose judged conversion is at least this passes its velocity limit "
+        "(a surge that converts is people logging in); null: never.",
+        "0.5",
+    ),
+    "guard.prefix.budget": (
+        "Estimated cost (parts x price of the first planned provider) per prefix per "
+        "window at most; null: none.",
+        "20.00",
+    ),
+    "guard.prefix.currency": (
+        "The budget's currency; prices in another one are not counted.",
+        "EUR",
+    ),
+    "guard.country": ("OTPs per country per `guard.window` (`guard-velocity-country`).", ""),
+    "guard.country.floor": (
+        "The per-country limit is max(floor, factor x baseline); null (default): none.",
+        "5000",
+    ),
+    "guard.country.factor": ("How far above its baseline a country may go.", "5.0"),
+    "guard.conversion": (
+        "Block a prefix whose volume rises while its conversion falls (`guard-conversion`).",
+        "",
+    ),
+    "guard.conversion.enabled": ("Whether the conversion rule runs.", "true"),
+    "guard.conversion.min_judged": (
+        "OTPs older than `grace` (since the last block) needed to judge a prefix.",
+        "20",
+    ),
+    "guard.conversion.grace": ("Seconds an OTP has to be used before it is judged.", "60"),
+    "guard.conversion.min_conversion": ("A judged conversion below this blocks.", "0.2"),
+    "guard.conversion.rise": (
+        "...while the window's volume is at least this x the prefix's baseline.",
+        "2.0",
+    ),
+    "guard.conversion.cooldown": ("Seconds of the first block; doubled on each repeat.", "900"),
+    "guard.conversion.max_cooldown": ("The longest block, in seconds.", "43200"),
+    "guard.conversion.memory": ("Seconds a block is remembered as a repeat.", "604800"),
     # Keys every provider takes (ProviderSettings).
     "provider.encoding": (
         "`smart`: fold look-alike characters (curly quotes, dashes…) to GSM-7 for this "

@@ -17,6 +17,7 @@ from smsrelay import telemetry
 from smsrelay.amqp import AmqpAlerts, AmqpEvents, EventsConnection, Worker
 from smsrelay.dispatch import Dispatcher
 from smsrelay.economics.prices import PriceTable, StalePrices
+from smsrelay.guard import Guard, build_guard
 from smsrelay.health import HealthMonitor
 from smsrelay.health.alert_watch import AlertWatch
 from smsrelay.health.alerts import AlertQueue
@@ -85,6 +86,10 @@ class Runtime:
     # fire through (spend caps), and what watches health for them.
     alerts: AlertQueue | None = None
     alert_watch: AlertWatch | None = None
+    # The pumping guard (None: guard.mode off); built once, shared by the dispatchers
+    # and the AMQP verification server (whose approvals are its conversions).
+    guard: Guard | None = None
+    _guard_built: bool = False
 
     @classmethod
     async def build(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
@@ -143,6 +148,7 @@ class Runtime:
             geo=GeoRules(self.settings.geo),
             health=self.monitor,
             limits=gate if gate.active else None,
+            guard=self.pumping_guard(),
         )
 
     def resend_checker(self, events: EventSink) -> DeadlineChecker:
@@ -203,6 +209,14 @@ class Runtime:
         # The country's route (or "*"): where an alert says the traffic can go.
         return RouteTable(self.settings.routes).match("", country).route.providers
 
+    def pumping_guard(self) -> Guard | None:
+        """The guard of ``guard.mode``, built at the first call."""
+        if not self._guard_built:
+            s = self.settings
+            self.guard = build_guard(s.guard, s.redis_url, s.limits, self.metrics.registry)
+            self._guard_built = True
+        return self.guard
+
     async def start_providers(self) -> None:
         """Open providers' long-lived links (SMPP binds), with a path for their receipts."""
         self.receipt_events = self.receipt_events or _LazyEvents(self.settings.amqp_url)
@@ -228,7 +242,9 @@ class Runtime:
             deadlines=self.resend_deadlines,
         )
         await self.worker.start()
-        self.verify_server = VerifyServer(self.settings.amqp_url, self.store, self.settings)
+        self.verify_server = VerifyServer(
+            self.settings.amqp_url, self.store, self.settings, guard=self.pumping_guard()
+        )
         await self.verify_server.start()
         for warning in route_coverage_warnings(self.settings.routes):
             log.warning("route_coverage", problem=warning)
@@ -306,6 +322,8 @@ class Runtime:
             await provider.close()
         if self.limit_gate is not None:
             await self.limit_gate.close()
+        if self.guard is not None:
+            await self.guard.close()
         if self.receipt_events is not None:
             await self.receipt_events.close()
         await (self.hot_store or self.store).close()

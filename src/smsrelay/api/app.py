@@ -20,6 +20,7 @@ from smsrelay.api import (
     delivery_health,
     errors,
     explain,
+    guard,
     health,
     messages,
     receipts,
@@ -30,6 +31,7 @@ from smsrelay.api.broker import Publisher
 from smsrelay.api.context import ApiContext, context_of
 from smsrelay.api.limits import BodyBudget, BodyLimits
 from smsrelay.api.schemas import send_request_schema
+from smsrelay.guard import Guard
 from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
 from smsrelay.models import MAX_REQUEST_BYTES
@@ -56,6 +58,7 @@ def create_app(
     providers: Mapping[str, Provider],
     metrics: Metrics,
     send_consumers: Callable[[], int | None] | None = None,
+    pumping_guard: Guard | None = None,
 ) -> FastAPI:
     """The HTTP API over running pieces (see ``smsrelay.api.server`` for the process)."""
     app = bare_app()
@@ -68,6 +71,7 @@ def create_app(
         providers=providers,
         metrics=metrics,
         send_consumers=send_consumers,
+        guard=pumping_guard,
     )
     limits = settings.api_limits
     app.add_middleware(
@@ -82,7 +86,9 @@ def create_app(
 def bare_app() -> FastAPI:
     """The routes and their document, with nothing attached (enough for the OpenAPI file)."""
     app = FastAPI(title=TITLE, version=API_VERSION, description=DESCRIPTION, lifespan=_lifespan)
-    for module in (messages, verifications, receipts, health, delivery_health, explain, reports):
+    for module in (
+        messages, verifications, receipts, health, delivery_health, explain, reports, guard
+    ):
         app.include_router(module.router)
     errors.install(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 
 from smsrelay.api.broker import Publisher
 from smsrelay.api.refusals import RefusalSampler
+from smsrelay.guard import Guard
 from smsrelay.metrics import Metrics
 from smsrelay.providers import Provider
 from smsrelay.settings import Settings
@@ -29,6 +30,8 @@ class ApiContext:
     refusals: RefusalSampler = field(default_factory=RefusalSampler)
     # Consumers of sms.send as the broker last said (None: unknown); None: not checked.
     send_consumers: Callable[[], int | None] | None = None
+    # The pumping guard, for conversions and its blocks (None: off, or no shared state).
+    guard: Guard | None = None
 
 
 def context_of(app: FastAPI) -> ApiContext:
