@@ -22,7 +22,6 @@ from smsrelay.providers import REGISTRY, ProviderSettings, provider_class
 from smsrelay.settings import Settings
 
 # Health, limits and caps are built but the worker does not use them yet (README).
-NOT_YET = "(Not yet used by the worker: see the README's status note.) "
 
 # key → (what it means, an example value as YAML would show it)
 DESCRIPTIONS: dict[str, tuple[str, str]] = {
