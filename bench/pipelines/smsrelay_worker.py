@@ -8,9 +8,11 @@ generated YAML file (``SMSRELAY_CONFIG``) plus ``SMSRELAY_*`` variables for the 
 and the database, as a deployment would pass secrets.
 
 With ``tracing`` (``smsrelay-sqlite-traced``), the standard OpenTelemetry variables
-turn tracing on as a deployment would: every message sampled (``always_on``), spans
-batched to an OTLP/HTTP receiver on loopback (``bench/otlp_sink.py``, its own process,
-which counts and drops them).
+turn tracing on as a deployment would: every message sampled (``always_on``), or with
+``ratio`` (``-traced-10pct``, ``-traced-1pct``) that share of the traces
+(``parentbased_traceidratio``; the bench's messages carry no trace context, so the
+worker decides); spans batched to an OTLP/HTTP receiver on loopback
+(``bench/otlp_sink.py``, its own process, which counts and drops them).
 """
 
 from __future__ import annotations
@@ -59,12 +61,19 @@ class SmsrelayPipeline(Pipeline):
     wire = "smsrelay"
 
     def __init__(
-        self, name: str, db: str, processes: int = 1, tracing: bool = False, **_options: Any
+        self,
+        name: str,
+        db: str,
+        processes: int = 1,
+        tracing: bool = False,
+        ratio: float | None = None,
+        **_options: Any,
     ) -> None:
         self.name = name
         self.db = db
         self.processes = processes
         self.tracing = tracing
+        self.ratio = ratio
         self.database_url = ""
         self._pg_name: str | None = None
         self._sink: Proc | None = None
@@ -90,8 +99,8 @@ class SmsrelayPipeline(Pipeline):
                 "OTEL_TRACES_EXPORTER": "otlp",
                 "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
                 "OTEL_EXPORTER_OTLP_ENDPOINT": self._sink_url,
-                "OTEL_TRACES_SAMPLER": "always_on",
                 "OTEL_SERVICE_NAME": "smsrelay-bench",
+                **self._sampler(),
             }
             if self.tracing
             else {}
@@ -102,6 +111,14 @@ class SmsrelayPipeline(Pipeline):
             SMSRELAY_DATABASE_URL=self.database_url,
             **tracing,
         )
+
+    def _sampler(self) -> dict[str, str]:
+        if self.ratio is None:
+            return {"OTEL_TRACES_SAMPLER": "always_on"}
+        return {
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": str(self.ratio),
+        }
 
     def _start_sink(self, ctx: Context) -> None:
         self._sink = Proc(
@@ -141,7 +158,8 @@ class SmsrelayPipeline(Pipeline):
 
     def describe(self) -> str:
         workers = f"{self.processes} worker processes" if self.processes > 1 else "1 worker"
-        traced = ", traced (always_on, OTLP/HTTP)" if self.tracing else ""
+        sampled = "always_on" if self.ratio is None else f"{self.ratio:.0%} of traces"
+        traced = f", traced ({sampled}, OTLP/HTTP)" if self.tracing else ""
         return f"smsrelay worker, {self.db} store, events on, logs at info, {workers}{traced}"
 
 
