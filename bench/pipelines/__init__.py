@@ -81,6 +81,17 @@ REGISTRY: dict[str, tuple[str, str, dict[str, object]]] = {
         "SmsrelayPipeline",
         {"db": "sqlite", "limits": True},
     ),
+    # Tracing on as recommended for production: a share of the traces sampled.
+    "smsrelay-sqlite-traced-10pct": (
+        "bench.pipelines.smsrelay_worker",
+        "SmsrelayPipeline",
+        {"db": "sqlite", "tracing": True, "ratio": 0.1},
+    ),
+    "smsrelay-sqlite-traced-1pct": (
+        "bench.pipelines.smsrelay_worker",
+        "SmsrelayPipeline",
+        {"db": "sqlite", "tracing": True, "ratio": 0.01},
+    ),
     "smsrelay-sqlite-x2": (
         "bench.pipelines.smsrelay_worker",
         "SmsrelayPipeline",

@@ -8,9 +8,11 @@ generated YAML file (``SMSRELAY_CONFIG``) plus ``SMSRELAY_*`` variables for the 
 and the database, as a deployment would pass secrets.
 
 With ``tracing`` (``smsrelay-sqlite-traced``), the standard OpenTelemetry variables
-turn tracing on as a deployment would: every message sampled (``always_on``), spans
-batched to an OTLP/HTTP receiver on loopback (``bench/otlp_sink.py``, its own process,
-which counts and drops them).
+turn tracing on as a deployment would: every message sampled (``always_on``), or with
+``ratio`` (``-traced-10pct``, ``-traced-1pct``) that share of the traces
+(``parentbased_traceidratio``; the bench's messages carry no trace context, so the
+worker decides); spans batched to an OTLP/HTTP receiver on loopback
+(``bench/otlp_sink.py``, its own process, which counts and drops them).
 
 With ``limits`` (``smsrelay-sqlite-limits``), the shared limits are on as a deployment
 would run them, set high enough never to bind: ``redis_url`` at the machine's Redis (a
@@ -78,6 +80,7 @@ class SmsrelayPipeline(Pipeline):
         tracing: bool = False,
         prices: bool = False,
         limits: bool = False,
+        ratio: float | None = None,
         **_options: Any,
     ) -> None:
         self.name = name
@@ -87,6 +90,7 @@ class SmsrelayPipeline(Pipeline):
         self.prices = prices or limits
         self.limits = limits
         self.redis_prefix = f"bench-{uuid.uuid4().hex[:8]}:"
+        self.ratio = ratio
         self.database_url = ""
         self._pg_name: str | None = None
         self._sink: Proc | None = None
@@ -112,8 +116,8 @@ class SmsrelayPipeline(Pipeline):
                 "OTEL_TRACES_EXPORTER": "otlp",
                 "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
                 "OTEL_EXPORTER_OTLP_ENDPOINT": self._sink_url,
-                "OTEL_TRACES_SAMPLER": "always_on",
                 "OTEL_SERVICE_NAME": "smsrelay-bench",
+                **self._sampler(),
             }
             if self.tracing
             else {}
@@ -135,6 +139,14 @@ class SmsrelayPipeline(Pipeline):
             conf["limits"] = {"redis_prefix": self.redis_prefix}
             conf["spend_caps"] = {"currency": "USD", "providers": {"twilio": {"day": 1_000_000}}}
         return conf
+
+    def _sampler(self) -> dict[str, str]:
+        if self.ratio is None:
+            return {"OTEL_TRACES_SAMPLER": "always_on"}
+        return {
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": str(self.ratio),
+        }
 
     def _start_sink(self, ctx: Context) -> None:
         self._sink = Proc(
@@ -176,7 +188,8 @@ class SmsrelayPipeline(Pipeline):
 
     def describe(self) -> str:
         workers = f"{self.processes} worker processes" if self.processes > 1 else "1 worker"
-        traced = ", traced (always_on, OTLP/HTTP)" if self.tracing else ""
+        sampled = "always_on" if self.ratio is None else f"{self.ratio:.0%} of traces"
+        traced = f", traced ({sampled}, OTLP/HTTP)" if self.tracing else ""
         priced = ", priced" if self.prices else ""
         limited = ", Redis rate limit 5,000/s and day cap (not binding)" if self.limits else ""
         return (

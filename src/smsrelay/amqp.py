@@ -25,7 +25,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from smsrelay import brokers, telemetry
+from smsrelay import brokers, publish_time, telemetry
 from smsrelay import topology as t
 from smsrelay.dispatch import DeadLetter, Dispatcher, Done, Outcome, Retry
 from smsrelay.errors import ConfigError
@@ -283,21 +283,24 @@ class Worker:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         # Each delivery runs as its own task so that `prefetch` sends are in flight at once.
-        self._spawn(self._bulk(message))
+        # Its publish time is read now: without one, the wait counts from its arrival.
+        self._spawn(self._bulk(message, _published_at(message)))
 
     async def _on_otp(self, message: AbstractIncomingMessage) -> None:
-        self._spawn(self._otp(message))
+        self._spawn(self._otp(message, _published_at(message)))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _bulk(self, message: AbstractIncomingMessage) -> None:
+    async def _bulk(self, message: AbstractIncomingMessage, published_at: float) -> None:
+        publish_time.delivering(published_at)
         await self._gate.bulk()
         await self._traced(message)
 
-    async def _otp(self, message: AbstractIncomingMessage) -> None:
+    async def _otp(self, message: AbstractIncomingMessage, published_at: float) -> None:
+        publish_time.delivering(published_at)
         async with self._gate.otp():
             await self._traced(message)
 
@@ -396,7 +399,14 @@ def _copy(
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=message.message_id,
         expiration=expiration,
+        # The producer's publish time (the timestamp_in_ms header is among `headers`):
+        # a retried request's wait to its provider request includes its retry delays.
+        timestamp=message.timestamp,
     )
+
+
+def _published_at(message: AbstractIncomingMessage) -> float:
+    return publish_time.published_at(message.headers, message.timestamp)
 
 
 def _is_otp_lane(message: AbstractIncomingMessage) -> bool:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from smsrelay import telemetry
+from smsrelay import publish_time, telemetry
 from smsrelay.errors import (
     BreakerOpen,
     InvalidRequest,
@@ -371,6 +371,8 @@ class Dispatcher:
         job.bill = _bill(candidate)
         if key is None:
             key = await self.store.start_attempt(job.request.id, attempt, name)
+        if (waited := publish_time.waited()) is not None:
+            self.metrics.publish_to_request.labels(name, job.request.country).observe(waited)
         started = time.perf_counter()
         try:
             result = await provider.send(candidate.request if candidate else job.request)
@@ -533,7 +535,9 @@ class Dispatcher:
         await self._emit(job, state, provider=provider, attempt=attempt, result=result, error=error)
         if waiting and provider and pmid:
             # Receipts can arrive before the send is recorded; they wait for this moment.
-            await apply_pending_receipts(self.store, self.events, job.request.id, provider, pmid)
+            await apply_pending_receipts(
+                self.store, self.events, job.request.id, provider, pmid, self.metrics
+            )
         return Done(state, resend_after(job.request, job.plan) if state is State.SENT else None)
 
     async def _emit(

@@ -220,7 +220,8 @@ class Runtime:
     async def start_providers(self) -> None:
         """Open providers' long-lived links (SMPP binds), with a path for their receipts."""
         self.receipt_events = self.receipt_events or _LazyEvents(self.settings.amqp_url)
-        sink = StoreReceiptSink(ReceiptStore(self.store), self.receipt_events, self.metrics)
+        receipts = ReceiptStore(self.store, metrics=self.metrics)
+        sink = StoreReceiptSink(receipts, self.receipt_events, self.metrics)
         for provider in self.providers.values():
             await provider.start(sink)
 

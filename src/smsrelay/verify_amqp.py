@@ -26,7 +26,7 @@ from aio_pika.abc import (
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from smsrelay import brokers
+from smsrelay import brokers, publish_time
 from smsrelay import topology as t
 from smsrelay.errors import InvalidRequest
 from smsrelay.guard import Guard
@@ -121,13 +121,16 @@ class VerifyServer:
         if known is Acceptance.KNOWN:
             return
         assert self._exchange is not None
+        headers, timestamp = publish_time.stamp()
         try:
             await self._exchange.publish(
                 aio_pika.Message(
                     message.to_wire(),
+                    headers=headers,
                     content_type="application/json",
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                     message_id=message.id,
+                    timestamp=timestamp,
                 ),
                 routing_key=t.OTP_ROUTING_KEY,
                 mandatory=True,

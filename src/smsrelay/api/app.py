@@ -66,7 +66,7 @@ def create_app(
     app.state.smsrelay = ApiContext(
         settings=settings,
         store=store,
-        receipts=ReceiptStore(store, replay_window=window),
+        receipts=ReceiptStore(store, replay_window=window, metrics=metrics),
         publisher=publisher,
         providers=providers,
         metrics=metrics,
