@@ -27,6 +27,7 @@ from smsrelay.models import MAX_REQUEST_BYTES
 from smsrelay.providers import Provider
 from smsrelay.settings import Settings
 from smsrelay.store import SqlStore
+from smsrelay.store.receipt_batch import ReceiptBatcher
 from smsrelay.store.receipts import ReceiptStore
 
 log = get_logger(__name__)
@@ -51,13 +52,15 @@ def create_app(
     """The HTTP API over running pieces (see ``smsrelay.api.server`` for the process)."""
     app = bare_app()
     window = timedelta(days=settings.retention_days)
+    receipt_store = ReceiptStore(store, replay_window=window)
     app.state.smsrelay = ApiContext(
         settings=settings,
         store=store,
-        receipts=ReceiptStore(store, replay_window=window),
+        receipts=receipt_store,
         publisher=publisher,
         providers=providers,
         metrics=metrics,
+        batcher=ReceiptBatcher(receipt_store),
         send_consumers=send_consumers,
     )
     limits = settings.api_limits
@@ -122,6 +125,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in tasks:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=10)
+        with contextlib.suppress(Exception):  # the store may be down: the drain resends
+            await ctx.batcher.close()
         await ctx.publisher.close()
 
 

@@ -13,6 +13,7 @@ from smsrelay.metrics import Metrics
 from smsrelay.providers import Provider
 from smsrelay.settings import Settings
 from smsrelay.store import SqlStore
+from smsrelay.store.receipt_batch import ReceiptBatcher
 from smsrelay.store.receipts import ReceiptStore
 
 
@@ -26,6 +27,8 @@ class ApiContext:
     publisher: Publisher
     providers: Mapping[str, Provider]
     metrics: Metrics
+    # Verified webhooks are committed in groups (store/receipt_batch.py).
+    batcher: ReceiptBatcher
     refusals: RefusalSampler = field(default_factory=RefusalSampler)
     # Consumers of sms.send as the broker last said (None: unknown); None: not checked.
     send_consumers: Callable[[], int | None] | None = None

@@ -112,7 +112,7 @@ async def _take(provider: str, request: Request, ctx: ApiContext) -> Response:
 async def _receive(ctx: ApiContext, adapter: Provider, webhook: Webhook, now: datetime) -> Response:
     try:
         batch, digest = verified(adapter, webhook, now)
-        accepted = await ctx.receipts.accept(adapter.name, digest, batch, now)
+        accepted = await ctx.batcher.accept(adapter.name, digest, batch, now)
     except ReceiptError as exc:
         return await _refuse(ctx, adapter.name, exc, now)
     await publish_pending(ctx, accepted.events)
@@ -179,10 +179,8 @@ async def publish_pending(ctx: ApiContext, pending: Sequence[PendingEvent]) -> N
             done.append(item.key)
     except BrokerUnavailable as exc:
         log.warning("events_deferred", waiting=len(pending) - len(done), error=str(exc))
-    try:
-        await ctx.receipts.published(done)
-    except Exception as exc:  # published, still listed: the drain publishes them again
-        log.warning("outbox_not_cleared", published=len(done), error=type(exc).__name__)
+    # Cleared by the batcher's next flush; a crash before it: the drain sends them again.
+    ctx.batcher.published(done)
 
 
 async def drain_outbox(ctx: ApiContext, older_than: datetime | None = None) -> int:

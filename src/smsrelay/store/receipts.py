@@ -391,21 +391,30 @@ async def _settle(
 ) -> PendingEvent | None:
     """Apply the rules' decision to the message; its event, written to the outbox."""
     history = await _history(conn, message.id)
+    decided = decide(message, provider, now, history)
+    if decided is None:
+        return None
+    values, event = decided
+    await conn.execute(update(messages).where(messages.c.id == message.id).values(**values))
+    result = await conn.execute(insert(event_outbox).values(outbox_row(event, now)))
+    return PendingEvent(int(result.inserted_primary_key[0]), event)  # type: ignore[index]
+
+
+def decide(
+    message: Row[Any], provider: str, now: datetime, history: Sequence[ReceiptRecord]
+) -> tuple[dict[str, Any], StatusEvent] | None:
+    """The rules' decision for a message and its history: the message's new values and event."""
     state = next_state(State(message.state), history)
     if state is None:
         return None
     status = resolve(history)
     error = receipt_error(provider, history, status) if status else None
-    await conn.execute(
-        update(messages)
-        .where(messages.c.id == message.id)
-        .values(
-            state=state.value,
-            updated_at=now,
-            error_code=error.code if error else None,
-            error_message=error.message if error else None,
-        )
-    )
+    values = {
+        "state": state.value,
+        "updated_at": now,
+        "error_code": error.code if error else None,
+        "error_message": error.message if error else None,
+    }
     parts = max((r.parts for r in history if r.parts), default=None)
     event = StatusEvent(
         id=message.id,
@@ -419,10 +428,12 @@ async def _settle(
         at=now,
         possible_duplicate=bool(message.possible_duplicate),
     )
-    result = await conn.execute(
-        insert(event_outbox).values(event=event.model_dump_json(), created_at=now)
-    )
-    return PendingEvent(int(result.inserted_primary_key[0]), event)  # type: ignore[index]
+    return values, event
+
+
+def outbox_row(event: StatusEvent, now: datetime) -> dict[str, Any]:
+    """The outbox row of a committed event."""
+    return {"event": event.model_dump_json(), "created_at": now}
 
 
 def _row(
