@@ -53,16 +53,18 @@ def create_app(
     app = bare_app()
     window = timedelta(days=settings.retention_days)
     receipt_store = ReceiptStore(store, replay_window=window)
-    app.state.smsrelay = ApiContext(
+    ctx = ApiContext(
         settings=settings,
         store=store,
         receipts=receipt_store,
         publisher=publisher,
         providers=providers,
         metrics=metrics,
-        batcher=ReceiptBatcher(receipt_store),
+        batcher=ReceiptBatcher(receipt_store, publisher.publish_event),
         send_consumers=send_consumers,
     )
+    app.state.smsrelay = ctx
+    app.add_middleware(receipts.ReceiptsFastPath, context=ctx)
     limits = settings.api_limits
     app.add_middleware(
         BodyLimits,

@@ -40,6 +40,9 @@ def context_of(app: FastAPI) -> ApiContext:
     return ctx
 
 
-def get_context(request: Request) -> ApiContext:
-    """FastAPI dependency: the context of the app serving ``request``."""
+async def get_context(request: Request) -> ApiContext:
+    """FastAPI dependency: the context of the app serving ``request``.
+
+    ``async``: FastAPI runs a plain ``def`` dependency in a thread, a hop per request.
+    """
     return context_of(request.app)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smsrelay.errors import ReplayedReceipt, StoreRejected
 from smsrelay.logging import get_logger
-from smsrelay.models import Receipt
+from smsrelay.models import Receipt, StatusEvent
 from smsrelay.receipts import identity
 from smsrelay.store.base import PendingEvent
 from smsrelay.store.receipts import Accepted, ReceiptStore, _record, _row, decide, outbox_row
@@ -66,11 +66,23 @@ class Incoming:
     )
 
 
-class ReceiptBatcher:
-    """Queues verified webhooks and published events; one task commits them in batches."""
+EventPublish = Callable[[StatusEvent], Awaitable[None]]
 
-    def __init__(self, store: ReceiptStore) -> None:
+
+class ReceiptBatcher:
+    """Queues verified webhooks and published events; one task commits them in batches.
+
+    With ``publish``, the events a flush committed are published right after it, in
+    the order decided, and cleared from the outbox by the next flush; the webhooks'
+    answers do not wait for the broker's confirms (the outbox holds the events until
+    then: a failure or a crash leaves them to the drain, at least once).
+    """
+
+    def __init__(self, store: ReceiptStore, publish: EventPublish | None = None) -> None:
         self.store = store
+        self.publish = publish
+        self._sending: set[asyncio.Task[None]] = set()
+        self._flushing = False
         self._queue: list[Incoming] = []
         self._published: list[int] = []
         self._wake = asyncio.Event()
@@ -94,18 +106,24 @@ class ReceiptBatcher:
             self._published.extend(keys)
             self._kick()
 
+    def idle(self) -> bool:
+        """Nothing queued, committing, publishing or left to clear from the outbox."""
+        return not (self._queue or self._published or self._sending or self._flushing)
+
     def _kick(self) -> None:
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
 
     async def close(self) -> None:
-        """Flush what is queued, then stop the flusher."""
+        """Flush what is queued, publish what is committed, then stop the flusher."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        while self._queue or self._published:
+        while self._queue or self._published or self._sending:
+            if self._sending:
+                await asyncio.gather(*self._sending, return_exceptions=True)
             await self._flush()
 
     async def _run(self) -> None:
@@ -118,6 +136,7 @@ class ReceiptBatcher:
     async def _flush(self) -> None:
         items, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
         keys, self._published = self._published, []
+        self._flushing = True
         try:
             results = await self._commit(items, keys)
         except Exception as exc:  # the store is down: every waiting request hears it
@@ -126,8 +145,16 @@ class ReceiptBatcher:
                 if not item.done.done():
                     item.done.set_exception(exc)
             return
+        finally:
+            self._flushing = False
         self.flushes += 1
         self.webhooks += len(items)
+        if self.publish is not None:
+            events = [p for r in results if isinstance(r, Accepted) for p in r.events]
+            if events:
+                task = asyncio.create_task(self._send(events))
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
         for item, result in zip(items, results, strict=True):
             if item.done.done():
                 continue
@@ -135,6 +162,18 @@ class ReceiptBatcher:
                 item.done.set_exception(result)
             else:
                 item.done.set_result(result)
+
+    async def _send(self, pending: list[PendingEvent]) -> None:
+        """Publish committed events (their frames leave in this order), then clear them."""
+        assert self.publish is not None
+        outcomes = await asyncio.gather(
+            *(self.publish(p.event) for p in pending), return_exceptions=True
+        )
+        done = [p.key for p, outcome in zip(pending, outcomes, strict=True) if outcome is None]
+        if len(done) < len(pending):
+            error = next(o for o in outcomes if o is not None)
+            log.warning("events_deferred", waiting=len(pending) - len(done), error=str(error))
+        self.published(done)
 
     async def _commit(
         self, items: list[Incoming], keys: list[int]
