@@ -59,11 +59,21 @@ class SmsrelayPipeline(Pipeline):
     wire = "smsrelay"
 
     def __init__(
-        self, name: str, db: str, processes: int = 1, tracing: bool = False, **_options: Any
+        self,
+        name: str,
+        db: str,
+        processes: int = 1,
+        tracing: bool = False,
+        supervised: int = 1,
+        seed_receipts: int = 0,
+        **_options: Any,
     ) -> None:
         self.name = name
         self.db = db
         self.processes = processes
+        # >1: one `smsrelay worker --processes N` (a supervisor and N children).
+        self.supervised = supervised
+        self.seed_receipts = seed_receipts
         self.tracing = tracing
         self.database_url = ""
         self._pg_name: str | None = None
@@ -81,6 +91,10 @@ class SmsrelayPipeline(Pipeline):
             await _admin(f'CREATE DATABASE "{self._pg_name}"')
             self.database_url = f"postgresql+asyncpg://{_strip(PG_DSN)}/{self._pg_name}"
         await asyncio.to_thread(self._migrate, ctx)
+        if self.seed_receipts and self._pg_name is not None:
+            from bench.receipts import seed
+
+            await seed(f"{PG_DSN}/{self._pg_name}", self.seed_receipts)
 
     def _environment(self, ctx: Context, prefetch: int) -> dict[str, str]:
         path = ctx.workdir / f"{self.name}-p{prefetch}.yaml"
@@ -121,12 +135,12 @@ class SmsrelayPipeline(Pipeline):
 
     def start(self, ctx: Context, prefetch: int, tag: str) -> list[Proc]:
         environment = self._environment(ctx, prefetch)
+        argv = [PYTHON, "-m", "smsrelay", "worker", "--processes", str(self.supervised)]
         procs = [
-            Proc([PYTHON, "-m", "smsrelay", "worker"], ctx.workdir / f"{tag}-{i}.log", environment)
-            for i in range(self.processes)
+            Proc(argv, ctx.workdir / f"{tag}-{i}.log", environment) for i in range(self.processes)
         ]
         for proc in procs:
-            proc.wait_for("worker_started")
+            proc.wait_for("worker_started", count=self.supervised)
         return procs
 
     async def teardown(self) -> None:
@@ -141,6 +155,11 @@ class SmsrelayPipeline(Pipeline):
 
     def describe(self) -> str:
         workers = f"{self.processes} worker processes" if self.processes > 1 else "1 worker"
+        if self.supervised > 1:
+            n = self.supervised
+            workers = f"`worker --processes {n}` (a supervisor, {n} workers)"
+        if self.seed_receipts:
+            workers += f", {self.seed_receipts:,} messages and receipts already stored"
         traced = ", traced (always_on, OTLP/HTTP)" if self.tracing else ""
         return f"smsrelay worker, {self.db} store, events on, logs at info, {workers}{traced}"
 
