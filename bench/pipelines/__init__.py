@@ -102,6 +102,23 @@ REGISTRY: dict[str, tuple[str, str, dict[str, object]]] = {
         "SmsrelayPipeline",
         {"db": "postgresql", "processes": 2},
     ),
+    # `smsrelay worker --processes 2`: one supervisor, two worker processes.
+    "smsrelay-sqlite-p2": (
+        "bench.pipelines.smsrelay_worker",
+        "SmsrelayPipeline",
+        {"db": "sqlite", "supervised": 2},
+    ),
+    "smsrelay-pg-p2": (
+        "bench.pipelines.smsrelay_worker",
+        "SmsrelayPipeline",
+        {"db": "postgresql", "supervised": 2},
+    ),
+    # PostgreSQL holding 1,000,000 sent messages and as many receipts before the run.
+    "smsrelay-pg-1m": (
+        "bench.pipelines.smsrelay_worker",
+        "SmsrelayPipeline",
+        {"db": "postgresql", "seed_receipts": 1_000_000},
+    ),
     "celery-prefork": ("bench.pipelines.celery_peer", "CeleryPipeline", {"pool": "prefork"}),
     "celery-threads": ("bench.pipelines.celery_peer", "CeleryPipeline", {"pool": "threads"}),
     "celery-gevent": ("bench.pipelines.celery_peer", "CeleryPipeline", {"pool": "gevent"}),

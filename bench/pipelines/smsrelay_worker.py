@@ -81,11 +81,16 @@ class SmsrelayPipeline(Pipeline):
         prices: bool = False,
         limits: bool = False,
         ratio: float | None = None,
+        supervised: int = 1,
+        seed_receipts: int = 0,
         **_options: Any,
     ) -> None:
         self.name = name
         self.db = db
         self.processes = processes
+        # >1: one `smsrelay worker --processes N` (a supervisor and N children).
+        self.supervised = supervised
+        self.seed_receipts = seed_receipts
         self.tracing = tracing
         self.prices = prices or limits
         self.limits = limits
@@ -107,6 +112,10 @@ class SmsrelayPipeline(Pipeline):
             await _admin(f'CREATE DATABASE "{self._pg_name}"')
             self.database_url = f"postgresql+asyncpg://{_strip(PG_DSN)}/{self._pg_name}"
         await asyncio.to_thread(self._migrate, ctx)
+        if self.seed_receipts and self._pg_name is not None:
+            from bench.receipts import seed
+
+            await seed(f"{PG_DSN}/{self._pg_name}", self.seed_receipts)
 
     def _environment(self, ctx: Context, prefetch: int) -> dict[str, str]:
         path = ctx.workdir / f"{self.name}-p{prefetch}.yaml"
@@ -166,12 +175,12 @@ class SmsrelayPipeline(Pipeline):
 
     def start(self, ctx: Context, prefetch: int, tag: str) -> list[Proc]:
         environment = self._environment(ctx, prefetch)
+        argv = [PYTHON, "-m", "smsrelay", "worker", "--processes", str(self.supervised)]
         procs = [
-            Proc([PYTHON, "-m", "smsrelay", "worker"], ctx.workdir / f"{tag}-{i}.log", environment)
-            for i in range(self.processes)
+            Proc(argv, ctx.workdir / f"{tag}-{i}.log", environment) for i in range(self.processes)
         ]
         for proc in procs:
-            proc.wait_for("worker_started")
+            proc.wait_for("worker_started", count=self.supervised)
         return procs
 
     async def teardown(self) -> None:
@@ -188,6 +197,11 @@ class SmsrelayPipeline(Pipeline):
 
     def describe(self) -> str:
         workers = f"{self.processes} worker processes" if self.processes > 1 else "1 worker"
+        if self.supervised > 1:
+            n = self.supervised
+            workers = f"`worker --processes {n}` (a supervisor, {n} workers)"
+        if self.seed_receipts:
+            workers += f", {self.seed_receipts:,} messages and receipts already stored"
         sampled = "always_on" if self.ratio is None else f"{self.ratio:.0%} of traces"
         traced = f", traced ({sampled}, OTLP/HTTP)" if self.tracing else ""
         priced = ", priced" if self.prices else ""

@@ -60,12 +60,28 @@ def _main(
 
 
 @app.command()
-def worker(config_path: Path | None = ConfigOption) -> None:
+def worker(
+    config_path: Path | None = ConfigOption,
+    processes: int = typer.Option(
+        1,
+        "--processes",
+        "-p",
+        min=1,
+        max=256,
+        help="Worker processes under one supervisor (one per core); metrics on metrics_port+i.",
+    ),
+) -> None:
     """Consume sms.send and deliver through the configured providers until SIGTERM."""
     from smsrelay.runtime import run_worker
+    from smsrelay.supervisor import run_supervisor
 
     settings = load_settings(config_path)
-    run(run_worker(settings), settings)
+    if processes == 1:
+        run(run_worker(settings), settings)
+        return
+    code = run(run_supervisor(settings, processes, config_path), settings)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

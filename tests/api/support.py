@@ -24,6 +24,7 @@ from smsrelay.providers.twilio import twilio_signature
 from smsrelay.settings import Settings
 from smsrelay.store import SqlStore
 from smsrelay.store.receipts import ReceiptStore
+from tests.conftest import eventually
 
 API_KEY = "test-api-key-7c1d"
 PUBLIC_URL = "https://sms.example.com"
@@ -142,7 +143,18 @@ async def running_api(
     app = create_app(settings, store, publisher, built, metrics, pumping_guard=pumping_guard)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        batcher = app.state.smsrelay.batcher
+
+        async def settled(_: httpx.Response) -> None:
+            # Receipts' events are published after the answer (store/receipt_batch.py):
+            # the tests read the publisher once they have gone out, as before.
+            await eventually(batcher.idle)
+
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://testserver",
+            event_hooks={"response": [settled]},
+        ) as client:
             yield Api(client, app, store, app.state.smsrelay.receipts, publisher, metrics, built)
 
 

@@ -38,6 +38,7 @@ from smsrelay.models import MAX_REQUEST_BYTES
 from smsrelay.providers import Provider
 from smsrelay.settings import Settings
 from smsrelay.store import SqlStore
+from smsrelay.store.receipt_batch import ReceiptBatcher
 from smsrelay.store.receipts import ReceiptStore
 
 log = get_logger(__name__)
@@ -63,16 +64,20 @@ def create_app(
     """The HTTP API over running pieces (see ``smsrelay.api.server`` for the process)."""
     app = bare_app()
     window = timedelta(days=settings.retention_days)
-    app.state.smsrelay = ApiContext(
+    receipt_store = ReceiptStore(store, replay_window=window, metrics=metrics)
+    ctx = ApiContext(
         settings=settings,
         store=store,
-        receipts=ReceiptStore(store, replay_window=window, metrics=metrics),
+        receipts=receipt_store,
         publisher=publisher,
         providers=providers,
         metrics=metrics,
+        batcher=ReceiptBatcher(receipt_store, publisher.publish_event),
         send_consumers=send_consumers,
         guard=pumping_guard,
     )
+    app.state.smsrelay = ctx
+    app.add_middleware(receipts.ReceiptsFastPath, context=ctx)
     limits = settings.api_limits
     app.add_middleware(
         BodyLimits,
@@ -87,7 +92,14 @@ def bare_app() -> FastAPI:
     """The routes and their document, with nothing attached (enough for the OpenAPI file)."""
     app = FastAPI(title=TITLE, version=API_VERSION, description=DESCRIPTION, lifespan=_lifespan)
     for module in (
-        messages, verifications, receipts, health, delivery_health, explain, reports, guard
+        messages,
+        verifications,
+        receipts,
+        health,
+        delivery_health,
+        explain,
+        reports,
+        guard,
     ):
         app.include_router(module.router)
     errors.install(app)
@@ -137,6 +149,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in tasks:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=10)
+        with contextlib.suppress(Exception):  # the store may be down: the drain resends
+            await ctx.batcher.close()
         await ctx.publisher.close()
 
 

@@ -128,10 +128,11 @@ class ReceiptStore:
                 event = await _settle(conn, message, provider, now)
                 if event is not None:
                     events.append(event)
-        self._observe(events)
+        self.observe(events)
         return Accepted(kept, events)
 
-    def _observe(self, committed: Sequence[PendingEvent]) -> None:
+    def observe(self, committed: Sequence[PendingEvent]) -> None:
+        """Count committed settlings in ``smsrelay_send_to_receipt_seconds`` (with metrics)."""
         if self.metrics is not None:
             observe_delays(self.metrics, committed)
 
@@ -186,7 +187,7 @@ class ReceiptStore:
                 return []
             await _link(conn, message_id, provider, {provider_message_id})
             event = await _settle(conn, message, provider, now or datetime.now(UTC))
-        self._observe([event] if event else [])
+        self.observe([event] if event else [])
         return [event] if event else []
 
     @asynccontextmanager
@@ -410,21 +411,31 @@ async def _settle(
 ) -> PendingEvent | None:
     """Apply the rules' decision to the message; its event, written to the outbox."""
     history = await _history(conn, message.id)
+    decided = decide(message, provider, now, history)
+    if decided is None:
+        return None
+    values, event = decided
+    await conn.execute(update(messages).where(messages.c.id == message.id).values(**values))
+    result = await conn.execute(insert(event_outbox).values(outbox_row(event, now)))
+    delay = await _delay(conn, message, provider, history)
+    return PendingEvent(int(result.inserted_primary_key[0]), event, delay)  # type: ignore[index]
+
+
+def decide(
+    message: Row[Any], provider: str, now: datetime, history: Sequence[ReceiptRecord]
+) -> tuple[dict[str, Any], StatusEvent] | None:
+    """The rules' decision for a message and its history: the message's new values and event."""
     state = next_state(State(message.state), history)
     if state is None:
         return None
     status = resolve(history)
     error = receipt_error(provider, history, status) if status else None
-    await conn.execute(
-        update(messages)
-        .where(messages.c.id == message.id)
-        .values(
-            state=state.value,
-            updated_at=now,
-            error_code=error.code if error else None,
-            error_message=error.message if error else None,
-        )
-    )
+    values = {
+        "state": state.value,
+        "updated_at": now,
+        "error_code": error.code if error else None,
+        "error_message": error.message if error else None,
+    }
     parts = max((r.parts for r in history if r.parts), default=None)
     event = StatusEvent(
         id=message.id,
@@ -438,11 +449,12 @@ async def _settle(
         at=now,
         possible_duplicate=bool(message.possible_duplicate),
     )
-    result = await conn.execute(
-        insert(event_outbox).values(event=event.model_dump_json(), created_at=now)
-    )
-    delay = await _delay(conn, message, provider, history)
-    return PendingEvent(int(result.inserted_primary_key[0]), event, delay)  # type: ignore[index]
+    return values, event
+
+
+def outbox_row(event: StatusEvent, now: datetime) -> dict[str, Any]:
+    """The outbox row of a committed event."""
+    return {"event": event.model_dump_json(), "created_at": now}
 
 
 async def _delay(
@@ -460,7 +472,13 @@ async def _delay(
         .order_by(attempts.c.number.desc())
         .limit(1)
     )
-    sent = sent_at.scalar()
+    return receipt_delay(message, provider, sent_at.scalar(), history)
+
+
+def receipt_delay(
+    message: Row[Any], provider: str, sent: datetime | None, history: Sequence[ReceiptRecord]
+) -> ReceiptDelay | None:
+    """The send → receipt delay of a settled message, from its sent time and its history."""
     reports = [r.received_at for r in history if r.status is not ReceiptStatus.PENDING]
     if sent is None or not reports:
         return None
