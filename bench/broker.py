@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
@@ -62,7 +63,14 @@ Wire = tuple[bytes, dict[str, Any]]  # body and AMQP properties (aio-pika and pa
 def smsrelay_message(phase: str, seq: int, now_ns: int) -> Wire:
     """A v1 request, as ``smsrelay.client`` publishes it."""
     body = {"id": f"{phase}-{seq}", "to": recipient(seq), "body": bench_body(phase, seq, now_ns)}
-    properties = {"content_type": "application/json", "delivery_mode": 2, "message_id": body["id"]}
+    properties = {
+        "content_type": "application/json",
+        "delivery_mode": 2,
+        "message_id": body["id"],
+        # The publish time, as the client sets it (smsrelay.publish_time.stamp).
+        "headers": {"timestamp_in_ms": now_ns // 1_000_000},
+        "timestamp": datetime.fromtimestamp(now_ns / 1e9, UTC),
+    }
     return json.dumps(body).encode(), properties
 
 

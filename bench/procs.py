@@ -32,12 +32,12 @@ class Proc:
     def pid(self) -> int:
         return self.popen.pid
 
-    def wait_for(self, text: str, seconds: float = 60.0) -> None:
-        """Block until the log holds ``text``; raise with the log's tail if it never does."""
+    def wait_for(self, text: str, seconds: float = 60.0, count: int = 1) -> None:
+        """Block until the log holds ``text`` ``count`` times; raise with the log's tail if not."""
         deadline = time.monotonic() + seconds
         while True:
             content = self.log.read_text(errors="replace")
-            if text in content:
+            if content.count(text) >= count:
                 return
             if self.popen.poll() is not None or time.monotonic() > deadline:
                 state = f"exited {self.popen.returncode}" if self.popen.poll() is not None else ""

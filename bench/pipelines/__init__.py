@@ -70,6 +70,28 @@ REGISTRY: dict[str, tuple[str, str, dict[str, object]]] = {
         "SmsrelayPipeline",
         {"db": "sqlite", "tracing": True},
     ),
+    # The same worker with a price table, without and with (non-binding) shared limits.
+    "smsrelay-sqlite-priced": (
+        "bench.pipelines.smsrelay_worker",
+        "SmsrelayPipeline",
+        {"db": "sqlite", "prices": True},
+    ),
+    "smsrelay-sqlite-limits": (
+        "bench.pipelines.smsrelay_worker",
+        "SmsrelayPipeline",
+        {"db": "sqlite", "limits": True},
+    ),
+    # Tracing on as recommended for production: a share of the traces sampled.
+    "smsrelay-sqlite-traced-10pct": (
+        "bench.pipelines.smsrelay_worker",
+        "SmsrelayPipeline",
+        {"db": "sqlite", "tracing": True, "ratio": 0.1},
+    ),
+    "smsrelay-sqlite-traced-1pct": (
+        "bench.pipelines.smsrelay_worker",
+        "SmsrelayPipeline",
+        {"db": "sqlite", "tracing": True, "ratio": 0.01},
+    ),
     "smsrelay-sqlite-x2": (
         "bench.pipelines.smsrelay_worker",
         "SmsrelayPipeline",
@@ -79,6 +101,23 @@ REGISTRY: dict[str, tuple[str, str, dict[str, object]]] = {
         "bench.pipelines.smsrelay_worker",
         "SmsrelayPipeline",
         {"db": "postgresql", "processes": 2},
+    ),
+    # `smsrelay worker --processes 2`: one supervisor, two worker processes.
+    "smsrelay-sqlite-p2": (
+        "bench.pipelines.smsrelay_worker",
+        "SmsrelayPipeline",
+        {"db": "sqlite", "supervised": 2},
+    ),
+    "smsrelay-pg-p2": (
+        "bench.pipelines.smsrelay_worker",
+        "SmsrelayPipeline",
+        {"db": "postgresql", "supervised": 2},
+    ),
+    # PostgreSQL holding 1,000,000 sent messages and as many receipts before the run.
+    "smsrelay-pg-1m": (
+        "bench.pipelines.smsrelay_worker",
+        "SmsrelayPipeline",
+        {"db": "postgresql", "seed_receipts": 1_000_000},
     ),
     "celery-prefork": ("bench.pipelines.celery_peer", "CeleryPipeline", {"pool": "prefork"}),
     "celery-threads": ("bench.pipelines.celery_peer", "CeleryPipeline", {"pool": "threads"}),

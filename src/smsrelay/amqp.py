@@ -25,14 +25,18 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from smsrelay import brokers, telemetry
+from smsrelay import brokers, publish_time, telemetry
 from smsrelay import topology as t
 from smsrelay.dispatch import DeadLetter, Dispatcher, Done, Outcome, Retry
 from smsrelay.errors import ConfigError
 from smsrelay.logging import get_logger
 from smsrelay.models import StatusEvent
 from smsrelay.otp.lane import LaneGate
-from smsrelay.topology import declare_events_exchange, declare_send_topology
+from smsrelay.topology import (
+    declare_alerts_exchange,
+    declare_events_exchange,
+    declare_send_topology,
+)
 
 if TYPE_CHECKING:
     from smsrelay.settings import RetrySettings
@@ -147,6 +151,54 @@ class EventsConnection:
             self._connection = None
 
 
+class AmqpAlerts:
+    """Publishes alerts to ``sms.alerts`` with confirms, on a connection opened at the first.
+
+    A worker that never alerts never opens it. The body and key come from
+    ``smsrelay.health.alerts``; this is only the transport.
+    """
+
+    def __init__(self, url: str, deadline: float = 10.0) -> None:
+        self.url = url
+        self.deadline = deadline
+        self._connection: AbstractRobustConnection | None = None
+        self._publisher: brokers.ConfirmedPublisher | None = None
+        self._opening = asyncio.Lock()
+
+    async def send(self, routing_key: str, body: bytes, message_id: str) -> None:
+        """Publish one alert (persistent JSON); raises when the broker cannot take it."""
+        publisher = await self._open()
+        message = aio_pika.Message(
+            body,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message_id,
+        )
+        # Not mandatory: an alert nobody subscribed to is dropped by the broker.
+        await publisher.publish(message, routing_key, mandatory=False)
+
+    async def _open(self) -> brokers.ConfirmedPublisher:
+        async with self._opening:
+            if self._publisher is None:
+                self._connection = await brokers.connect(self.url)
+                self._publisher = brokers.ConfirmedPublisher(
+                    self._connection,
+                    t.ALERTS_EXCHANGE,
+                    deadline=self.deadline,
+                    prepare=declare_alerts_exchange,
+                )
+                await self._publisher.open()
+            return self._publisher
+
+    async def close(self) -> None:
+        """Close the connection, if one was opened."""
+        self._publisher = None
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+            self._connection = None
+
+
 class Worker:
     """Consumes ``sms.send`` and the OTP lane ``sms.otp``; runs each delivery to an outcome.
 
@@ -194,6 +246,7 @@ class Worker:
             raise
         await self._declare_retry_queues()
         await declare_events_exchange(channel)
+        await declare_alerts_exchange(channel)
         # Publishing goes on channels of its own: after a nack the publisher replaces its
         # channel, which must never be the one holding our unacked deliveries.
         self._dlx = brokers.ConfirmedPublisher(self.connection, t.DLX)
@@ -230,21 +283,24 @@ class Worker:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         # Each delivery runs as its own task so that `prefetch` sends are in flight at once.
-        self._spawn(self._bulk(message))
+        # Its publish time is read now: without one, the wait counts from its arrival.
+        self._spawn(self._bulk(message, _published_at(message)))
 
     async def _on_otp(self, message: AbstractIncomingMessage) -> None:
-        self._spawn(self._otp(message))
+        self._spawn(self._otp(message, _published_at(message)))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _bulk(self, message: AbstractIncomingMessage) -> None:
+    async def _bulk(self, message: AbstractIncomingMessage, published_at: float) -> None:
+        publish_time.delivering(published_at)
         await self._gate.bulk()
         await self._traced(message)
 
-    async def _otp(self, message: AbstractIncomingMessage) -> None:
+    async def _otp(self, message: AbstractIncomingMessage, published_at: float) -> None:
+        publish_time.delivering(published_at)
         async with self._gate.otp():
             await self._traced(message)
 
@@ -343,7 +399,14 @@ def _copy(
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=message.message_id,
         expiration=expiration,
+        # The producer's publish time (the timestamp_in_ms header is among `headers`):
+        # a retried request's wait to its provider request includes its retry delays.
+        timestamp=message.timestamp,
     )
+
+
+def _published_at(message: AbstractIncomingMessage) -> float:
+    return publish_time.published_at(message.headers, message.timestamp)
 
 
 def _is_otp_lane(message: AbstractIncomingMessage) -> bool:

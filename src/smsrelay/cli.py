@@ -1,4 +1,5 @@
-"""The ``smsrelay`` command: worker, api, send, status, resend, dlq, config, migrate, demo.
+"""The ``smsrelay`` command: worker, api, send, status, resend, dlq, config, migrate, demo,
+health.
 
 Each command reads settings once (``--config`` or ``SMSRELAY_CONFIG``, then
 ``SMSRELAY_*`` variables) and refuses to start on a configuration error, naming the key.
@@ -19,6 +20,8 @@ from smsrelay import brokers
 from smsrelay.cli_config import config_app
 from smsrelay.cli_dlq import dlq_app
 from smsrelay.cli_errors import require_existing_sqlite
+from smsrelay.cli_guard import guard_app
+from smsrelay.cli_health import health_command
 from smsrelay.cli_prices import prices_app
 from smsrelay.cli_report import report_app
 from smsrelay.cli_route import route_app
@@ -33,9 +36,11 @@ from smsrelay.store import MessageRecord
 app = typer.Typer(help="smsrelay: an SMS gateway behind RabbitMQ.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(prices_app, name="prices")
+app.add_typer(guard_app, name="guard")
 app.add_typer(config_app, name="config")
 app.add_typer(route_app, name="route")
 app.add_typer(report_app, name="report")
+app.command("health")(health_command)
 topology_app = typer.Typer(help="The broker's exchanges and queues.", no_args_is_help=True)
 app.add_typer(topology_app, name="topology")
 app.command()(simulate)
@@ -57,12 +62,28 @@ def _main(
 
 
 @app.command()
-def worker(config_path: Path | None = ConfigOption) -> None:
+def worker(
+    config_path: Path | None = ConfigOption,
+    processes: int = typer.Option(
+        1,
+        "--processes",
+        "-p",
+        min=1,
+        max=256,
+        help="Worker processes under one supervisor (one per core); metrics on metrics_port+i.",
+    ),
+) -> None:
     """Consume sms.send and deliver through the configured providers until SIGTERM."""
     from smsrelay.runtime import run_worker
+    from smsrelay.supervisor import run_supervisor
 
     settings = load_settings(config_path)
-    run(run_worker(settings), settings)
+    if processes == 1:
+        run(run_worker(settings), settings)
+        return
+    code = run(run_supervisor(settings, processes, config_path), settings)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -253,6 +274,7 @@ async def _apply_topology(settings: Settings) -> None:
 
     from smsrelay.amqp import declare_retry_queues
     from smsrelay.topology import (
+        declare_alerts_exchange,
         declare_events_exchange,
         declare_resend_topology,
         declare_send_topology,
@@ -264,3 +286,4 @@ async def _apply_topology(settings: Settings) -> None:
         await declare_retry_queues(channel, settings.retry.tiers)
         await declare_resend_topology(channel)
         await declare_events_exchange(channel)
+        await declare_alerts_exchange(channel)

@@ -21,7 +21,7 @@ from typing import Any, Self
 import aio_pika
 from aio_pika.abc import AbstractRobustConnection
 
-from smsrelay import brokers, telemetry
+from smsrelay import brokers, publish_time, telemetry
 from smsrelay import topology as t
 from smsrelay.errors import InvalidRequest
 from smsrelay.models import SendRequest, validate_request
@@ -87,14 +87,16 @@ class AsyncClient:
         if self._publisher is None:
             await self.connect()
         assert self._publisher is not None
-        headers: dict[str, Any] = {}
+        # The publish time, for the worker's publish-to-request histogram.
+        headers, timestamp = publish_time.stamp()
         with telemetry.publishing(message_id, t.EXCHANGE, routing_key, headers) as span:
             message = aio_pika.Message(
                 body,
-                headers=headers or None,
+                headers=headers,
                 content_type="application/json",
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 message_id=message_id,
+                timestamp=timestamp,
             )
             if span.is_recording():
                 span.set_attribute("messaging.message.body.size", len(body))

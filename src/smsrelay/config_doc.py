@@ -22,7 +22,6 @@ from smsrelay.providers import REGISTRY, ProviderSettings, provider_class
 from smsrelay.settings import Settings
 
 # Health, limits and caps are built but the worker does not use them yet (README).
-NOT_YET = "(Not yet used by the worker: see the README's status note.) "
 
 # key → (what it means, an example value as YAML would show it)
 DESCRIPTIONS: dict[str, tuple[str, str]] = {
@@ -130,6 +129,31 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
         "Seconds between a worker's reads of the receipts every process applied (the store).",
         "2",
     ),
+    "health.alerts": (
+        "Alerts on `sms.alerts` (`sms.alert.<type>`), the metric and log line: thresholds.",
+        "",
+    ),
+    "health.alerts.publish": ("Publish to `sms.alerts` (the metric and log always).", "true"),
+    "health.alerts.window": ("Seconds of recent receipts compared with the baseline.", "300"),
+    "health.alerts.min_samples": ("Receipts the recent window needs before it can alert.", "20"),
+    "health.alerts.drop": (
+        "`delivery_drop` when the recent rate is this far below the key's baseline (relative).",
+        "0.3",
+    ),
+    "health.alerts.latency_rise": (
+        "`latency_rise` when the recent receipt p50 is this many times its baseline.",
+        "2.0",
+    ),
+    "health.alerts.min_latency": ("A `latency_rise` needs a p50 of at least these seconds.", "5"),
+    "health.alerts.cool_down": ("Seconds between alerts of one type, provider, country.", "900"),
+    "health.report_interval": (
+        "Seconds between a worker's recomputations of the delivery report's metrics.",
+        "60",
+    ),
+    "health.metrics_max_keys": (
+        "Provider x country keys with their own delivery series; the rest are `other`.",
+        "50",
+    ),
     "health.receipt_deadline": (
         "Seconds after which a send without a final receipt counts as not delivered, for "
         "providers that send receipts; null: never.",
@@ -162,8 +186,9 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "health.breakers.baseline_seconds": ("Seconds the baseline delivery rate averages.", "3600"),
     "health.breakers.delivery_cool_down": ("Seconds open after a delivery collapse.", "120"),
     "redis_url": (
-        "Redis shared by every worker for rate limits and spend caps; none: in-process. "
-        "While it is unreachable each worker uses a local share (`limits.expected_workers`).",
+        "Redis shared by every worker for rate limits, spend caps and the pumping guard; "
+        "none: in-process. While it is unreachable each worker uses a local share "
+        "(`limits.expected_workers`) and the guard counts in-process.",
         "redis://127.0.0.1:6379/0",
     ),
     "limits": ("How rate limits wait, lease tokens, keep a share for OTP and fall back.", ""),
@@ -228,6 +253,73 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "geo.otp": ("Countries for `kind: otp` messages, on top of `geo.all`.", ""),
     "geo.otp.allow": ("A non-empty list permits OTPs only to these.", "[US, GB, DE]"),
     "geo.otp.deny": ("Countries OTPs are never sent to (code `geo-otp-deny`).", "[XK]"),
+    "guard": (
+        "Pumping protection for `kind: otp` messages (velocity, budget, conversion blocks).",
+        "",
+    ),
+    "guard.mode": (
+        "`off`; `monitor`: decide and record, send anyway; `enforce`: a refused OTP ends "
+        "`rejected` with code `guard-<rule>` and is never sent.",
+        "monitor",
+    ),
+    "guard.prefix_digits": (
+        "A number's prefix is its E.164 form without this many last digits.",
+        "4",
+    ),
+    "guard.window": ("Seconds of the prefix and country windows and the conversion rule.", "3600"),
+    "guard.bucket": ("Seconds per counter bucket: windows slide by whole buckets.", "60"),
+    "guard.baseline_windows": ("Past windows a prefix's or country's baseline averages.", "24"),
+    "guard.number": ("OTPs to one number (`guard-velocity-number`).", "{limit: 5, window: 600}"),
+    "guard.number.limit": ("OTPs to one number per `window` at most; null: no limit.", "5"),
+    "guard.number.window": ("Seconds of the per-number window.", "600"),
+    "guard.prefix": (
+        "OTPs and cost per prefix per `guard.window` (`guard-velocity-prefix`, "
+        "`guard-budget-prefix`).",
+        "",
+    ),
+    "guard.prefix.floor": (
+        "The per-prefix limit is max(floor, factor x baseline); null: no velocity limit.",
+        "50",
+    ),
+    "guard.prefix.factor": ("How far above its baseline a prefix may go.", "3.0"),
+    "guard.prefix.exempt_conversion": (
+        "A prefix whose judged conversion is at least this passes its velocity limit "
+        "(a surge that converts is people logging in); null: never.",
+        "0.5",
+    ),
+    "guard.prefix.budget": (
+        "Estimated cost (parts x price of the first planned provider) per prefix per "
+        "window at most; null: none.",
+        "20.00",
+    ),
+    "guard.prefix.currency": (
+        "The budget's currency; prices in another one are not counted.",
+        "EUR",
+    ),
+    "guard.country": ("OTPs per country per `guard.window` (`guard-velocity-country`).", ""),
+    "guard.country.floor": (
+        "The per-country limit is max(floor, factor x baseline); null (default): none.",
+        "5000",
+    ),
+    "guard.country.factor": ("How far above its baseline a country may go.", "5.0"),
+    "guard.conversion": (
+        "Block a prefix whose volume rises while its conversion falls (`guard-conversion`).",
+        "",
+    ),
+    "guard.conversion.enabled": ("Whether the conversion rule runs.", "true"),
+    "guard.conversion.min_judged": (
+        "OTPs older than `grace` (since the last block) needed to judge a prefix.",
+        "20",
+    ),
+    "guard.conversion.grace": ("Seconds an OTP has to be used before it is judged.", "60"),
+    "guard.conversion.min_conversion": ("A judged conversion below this blocks.", "0.2"),
+    "guard.conversion.rise": (
+        "...while the window's volume is at least this x the prefix's baseline.",
+        "2.0",
+    ),
+    "guard.conversion.cooldown": ("Seconds of the first block; doubled on each repeat.", "900"),
+    "guard.conversion.max_cooldown": ("The longest block, in seconds.", "43200"),
+    "guard.conversion.memory": ("Seconds a block is remembered as a repeat.", "604800"),
     # Keys every provider takes (ProviderSettings).
     "provider.encoding": (
         "`smart`: fold look-alike characters (curly quotes, dashes…) to GSM-7 for this "

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from smsrelay import telemetry
+from smsrelay import publish_time, telemetry
 from smsrelay.errors import (
     BreakerOpen,
     InvalidRequest,
@@ -31,6 +31,7 @@ from smsrelay.errors import (
     TransientProviderError,
     UnconfirmedSend,
 )
+from smsrelay.guard import Guard
 from smsrelay.health import SendOutcome, outcome_of
 from smsrelay.limits.gate import LimitGate, Refusal
 from smsrelay.logging import get_logger
@@ -134,12 +135,14 @@ class Dispatcher:
         geo: GeoRules | None = None,
         health: SendHealth | None = None,
         limits: LimitGate | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.store = store
         self.health = health
         # Rate limits and spend caps, asked before and told after each attempt.
         self.limits = limits
         self.geo = geo if geo is not None and geo.active else None
+        self.guard = guard
         # Keys SendRequest.digest: the API must use the same (settings.digest_key).
         self.digest_key = digest_key
         self.providers = providers
@@ -218,6 +221,11 @@ class Dispatcher:
         route = plan.providers
         telemetry.note({"smsrelay.route": route, "smsrelay.country": request.country})
         blocked = self.geo.refusal(request) if self.geo is not None else None
+        if blocked is None and self.guard is not None and retry_round == 0 and not redelivered:
+            # Screened once per message (its first delivery); the guard counts it by id.
+            tried = plan.tried[0] if plan.tried else None
+            cost = (tried.estimated_cost, tried.currency) if tried else (None, None)
+            blocked = await self.guard.refusal(request, *cost)
         # A new message's first attempt is recorded with its claim: one commit fewer.
         first = route[0] if route and not request.is_expired() and blocked is None else None
         # Asked once: a half-open breaker's probe slot is not taken twice.
@@ -254,7 +262,7 @@ class Dispatcher:
             )
         if blocked is not None:
             # A policy refusal, not a bad request: recorded and acked, never sent.
-            bound.info("geo_blocked", rule=blocked.code)
+            bound.info("policy_refused", rule=blocked.code)
             return await self._finish(job, State.REJECTED, error=blocked)
         return await self._send(job, route, asked)
 
@@ -363,6 +371,8 @@ class Dispatcher:
         job.bill = _bill(candidate)
         if key is None:
             key = await self.store.start_attempt(job.request.id, attempt, name)
+        if (waited := publish_time.waited()) is not None:
+            self.metrics.publish_to_request.labels(name, job.request.country).observe(waited)
         started = time.perf_counter()
         try:
             result = await provider.send(candidate.request if candidate else job.request)
@@ -525,7 +535,9 @@ class Dispatcher:
         await self._emit(job, state, provider=provider, attempt=attempt, result=result, error=error)
         if waiting and provider and pmid:
             # Receipts can arrive before the send is recorded; they wait for this moment.
-            await apply_pending_receipts(self.store, self.events, job.request.id, provider, pmid)
+            await apply_pending_receipts(
+                self.store, self.events, job.request.id, provider, pmid, self.metrics
+            )
         return Done(state, resend_after(job.request, job.plan) if state is State.SENT else None)
 
     async def _emit(

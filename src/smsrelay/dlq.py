@@ -16,7 +16,7 @@ from typing import Any, Literal
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from smsrelay import brokers
+from smsrelay import brokers, publish_time
 from smsrelay import topology as t
 from smsrelay.errors import InvalidRequest
 from smsrelay.models import parse_request, salvage_id
@@ -115,13 +115,15 @@ async def _carry_out(
 ) -> None:
     if action == "replay":
         headers = {k: v for k, v in message.headers.items() if not k.startswith("x-")}
+        stamped, timestamp = publish_time.stamp()  # a replay is a new publish
         await publisher.publish(
             aio_pika.Message(
                 message.body,
-                headers=headers,
+                headers={**headers, **stamped},
                 content_type=message.content_type or "application/json",
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 message_id=message.message_id,
+                timestamp=timestamp,
             ),
             t.SEND_ROUTING_KEY,
         )

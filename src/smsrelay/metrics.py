@@ -30,6 +30,7 @@ class Metrics:
             registry=self.registry,
             buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10),
         )
+        self._latencies()
         self.messages = Counter(
             "smsrelay_messages", "Messages by final state", ["state"], registry=self.registry
         )
@@ -85,6 +86,26 @@ class Metrics:
             registry=self.registry,
         )
         self._operations()
+
+    def _latencies(self) -> None:
+        # Per provider x country, as the send counters: configured provider names times
+        # ISO regions (phonenumbers' ~250, "ZZ" for none) bound the label set, so no cap.
+        self.publish_to_request = Histogram(
+            "smsrelay_publish_to_request_seconds",
+            "Time from a request's publish to each provider request made for it "
+            "(retry delays and failed-over providers included)",
+            ["provider", "country"],
+            registry=self.registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+        )
+        self.send_to_receipt = Histogram(
+            "smsrelay_send_to_receipt_seconds",
+            "Time from a provider taking a send to the delivery receipt that settled "
+            "the message (delivered, undelivered or failed)",
+            ["provider", "country"],
+            registry=self.registry,
+            buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400),
+        )
 
     def _operations(self) -> None:
         # What an operator watches besides sends: the queues, the process, the build.

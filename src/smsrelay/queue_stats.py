@@ -23,10 +23,13 @@ from smsrelay.metrics import Metrics
 log = get_logger(__name__)
 
 
-def watched_queues(retry_tiers: int) -> list[str]:
-    """``sms.send``, ``sms.dead`` and every retry queue."""
-    retries = [f"{t.RETRY_QUEUE_PREFIX}{tier}" for tier in range(1, retry_tiers + 1)]
-    return [t.SEND_QUEUE, t.DEAD_QUEUE, *retries]
+def watched_queues(retry_tiers: list[float]) -> list[str]:
+    """The work queues (``sms.send``, the OTP lane, ``sms.verify``), ``sms.dead``, the retry
+    queue of every delay tier (bulk and OTP) and the resend deadline queues."""
+    retries = [t.retry_queue(d) for d in retry_tiers] + [t.otp_retry_queue(d) for d in retry_tiers]
+    resends = [t.resend_queue(d) for d in t.RESEND_TIERS] + [t.RESEND_CHECK_QUEUE]
+    work = [t.SEND_QUEUE, t.OTP_QUEUE, t.VERIFY_QUEUE]
+    return [*work, t.DEAD_QUEUE, *retries, *resends]
 
 
 class QueueStats:

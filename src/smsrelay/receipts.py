@@ -29,7 +29,7 @@ drain at start-up), so no crash between the two loses it.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -38,7 +38,8 @@ from smsrelay.logging import get_logger
 from smsrelay.models import EventError, Receipt, ReceiptStatus, State, StatusEvent
 
 if TYPE_CHECKING:
-    from smsrelay.store.base import Store
+    from smsrelay.metrics import Metrics
+    from smsrelay.store.base import PendingEvent, Store
 
 log = get_logger(__name__)
 
@@ -146,8 +147,21 @@ class EventSink(Protocol):
         """Publish one event; raise if it could not be published."""
 
 
+def observe_delays(metrics: Metrics, committed: Iterable[PendingEvent]) -> None:
+    """Count how long after their sends receipts settled messages (committed changes only)."""
+    for item in committed:
+        if item.delay is not None:
+            delay = item.delay
+            metrics.send_to_receipt.labels(delay.provider, delay.country).observe(delay.seconds)
+
+
 async def apply_pending_receipts(
-    store: Store, events: EventSink, message_id: str, provider: str, provider_message_id: str
+    store: Store,
+    events: EventSink,
+    message_id: str,
+    provider: str,
+    provider_message_id: str,
+    metrics: Metrics | None = None,
 ) -> None:
     """For the worker, once a send is recorded: apply receipts that overtook it, publish.
 
@@ -158,6 +172,8 @@ async def apply_pending_receipts(
     """
     try:
         pending = await store.match_receipts(message_id, provider, provider_message_id)
+        if metrics is not None:
+            observe_delays(metrics, pending)
         for item in pending:
             await events.publish(item.event)
         if pending:

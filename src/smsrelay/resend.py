@@ -15,7 +15,7 @@ from datetime import timedelta
 
 import aio_pika
 
-from smsrelay import brokers
+from smsrelay import brokers, publish_time
 from smsrelay import topology as t
 from smsrelay.models import SendRequest, State
 from smsrelay.store import SqlStore
@@ -73,10 +73,12 @@ async def _why_not(store: SqlStore, message_id: str) -> str | None:
 
 
 def _message(request: SendRequest) -> aio_pika.Message:
+    headers, timestamp = publish_time.stamp()  # a resend is a new publish
     return aio_pika.Message(
         request.to_wire(),
-        headers={t.ATTEMPT_HEADER: 1},
+        headers={**headers, t.ATTEMPT_HEADER: 1},
         content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=request.id,
+        timestamp=timestamp,
     )

@@ -14,11 +14,15 @@ from importlib.metadata import version
 
 from smsrelay import providers as registry
 from smsrelay import telemetry
-from smsrelay.amqp import AmqpEvents, EventsConnection, Worker
+from smsrelay.amqp import AmqpAlerts, AmqpEvents, EventsConnection, Worker
 from smsrelay.dispatch import Dispatcher
 from smsrelay.economics.prices import PriceTable, StalePrices
+from smsrelay.guard import Guard, build_guard
 from smsrelay.health import HealthMonitor
+from smsrelay.health.alert_watch import AlertWatch
+from smsrelay.health.alerts import AlertQueue
 from smsrelay.health.receipt_feed import ReceiptFeed
+from smsrelay.health.report_metrics import DeliveryGauges, GaugeRefresher
 from smsrelay.health.view import MonitorView
 from smsrelay.limits.build import build_limit_gate
 from smsrelay.limits.gate import LimitGate
@@ -36,6 +40,7 @@ from smsrelay.receipts import EventSink
 from smsrelay.resend_amqp import ResendDeadlines
 from smsrelay.routing import HealthView, LimitsView, Router, route_coverage_warnings
 from smsrelay.routing.configured import configured_router
+from smsrelay.routing.table import RouteTable
 from smsrelay.settings import Settings
 from smsrelay.store import SqlStore, upgrade
 from smsrelay.store.batch import BatchingStore
@@ -76,6 +81,15 @@ class Runtime:
     receipt_feed: ReceiptFeed | None = None
     # Rate limits and spend caps around each attempt (also ``limits`` above).
     limit_gate: LimitGate | None = None
+    report_gauges: GaugeRefresher | None = None
+    # Where alerts go (sms.alerts, a metric, a log line): an AlertSink other code may
+    # fire through (spend caps), and what watches health for them.
+    alerts: AlertQueue | None = None
+    alert_watch: AlertWatch | None = None
+    # The pumping guard (None: guard.mode off); built once, shared by the dispatchers
+    # and the AMQP verification server (whose approvals are its conversions).
+    guard: Guard | None = None
+    _guard_built: bool = False
 
     @classmethod
     async def build(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
@@ -134,6 +148,7 @@ class Runtime:
             geo=GeoRules(self.settings.geo),
             health=self.monitor,
             limits=gate if gate.active else None,
+            guard=self.pumping_guard(),
         )
 
     def resend_checker(self, events: EventSink) -> DeadlineChecker:
@@ -159,20 +174,54 @@ class Runtime:
             settings = self.settings.health
             self.monitor = HealthMonitor(settings, registry=self.metrics.registry)
             self.health = MonitorView(self.monitor)
+            self.alert_watch = AlertWatch(
+                self.monitor, self.start_alerts(), settings.alerts, self._route_providers
+            )
             self.receipt_feed = ReceiptFeed(
                 HealthReads(self.store),
                 self.monitor,
                 settings.receipt_poll_interval,
                 settings.receipt_deadline,
+                on_polled=self.alert_watch.check,
             )
             await self.receipt_feed.poll()  # the cursor: receipts from now on
             self.receipt_feed.start()
+            gauges = DeliveryGauges(self.metrics.registry, settings.metrics_max_keys)
+            self.report_gauges = GaugeRefresher(
+                HealthReads(self.store), gauges, settings.report_interval
+            )
+            self.report_gauges.start()
         return self.monitor
+
+    def start_alerts(self) -> AlertQueue:
+        """This process's ``AlertSink``: de-duplicated, logged, counted, published to
+        ``sms.alerts`` (unless ``health.alerts.publish`` is off)."""
+        if self.alerts is None:
+            settings = self.settings.health.alerts
+            transport = AmqpAlerts(self.settings.amqp_url) if settings.publish else None
+            self.alerts = AlertQueue(
+                transport, cool_down=settings.cool_down, registry=self.metrics.registry
+            )
+            self.alerts.start()
+        return self.alerts
+
+    def _route_providers(self, provider: str, country: str) -> list[str]:
+        # The country's route (or "*"): where an alert says the traffic can go.
+        return RouteTable(self.settings.routes).match("", country).route.providers
+
+    def pumping_guard(self) -> Guard | None:
+        """The guard of ``guard.mode``, built at the first call."""
+        if not self._guard_built:
+            s = self.settings
+            self.guard = build_guard(s.guard, s.redis_url, s.limits, self.metrics.registry)
+            self._guard_built = True
+        return self.guard
 
     async def start_providers(self) -> None:
         """Open providers' long-lived links (SMPP binds), with a path for their receipts."""
         self.receipt_events = self.receipt_events or _LazyEvents(self.settings.amqp_url)
-        sink = StoreReceiptSink(ReceiptStore(self.store), self.receipt_events, self.metrics)
+        receipts = ReceiptStore(self.store, metrics=self.metrics)
+        sink = StoreReceiptSink(receipts, self.receipt_events, self.metrics)
         for provider in self.providers.values():
             await provider.start(sink)
 
@@ -194,7 +243,9 @@ class Runtime:
             deadlines=self.resend_deadlines,
         )
         await self.worker.start()
-        self.verify_server = VerifyServer(self.settings.amqp_url, self.store, self.settings)
+        self.verify_server = VerifyServer(
+            self.settings.amqp_url, self.store, self.settings, guard=self.pumping_guard()
+        )
         await self.verify_server.start()
         for warning in route_coverage_warnings(self.settings.routes):
             log.warning("route_coverage", problem=warning)
@@ -202,10 +253,9 @@ class Runtime:
 
     def start_queue_stats(self) -> QueueStats:
         """Read the queues' depth and consumers from the broker every ``queue_poll_interval``."""
-        tiers = len(self.settings.retry.delays)
         self.queue_stats = QueueStats(
             self.settings.amqp_url,
-            watched_queues(tiers),
+            watched_queues(self.settings.retry.tiers),
             self.metrics,
             self.settings.queue_poll_interval,
         )
@@ -263,12 +313,18 @@ class Runtime:
             await self.queue_stats.close()
         if self.receipt_feed is not None:
             await self.receipt_feed.close()
+        if self.report_gauges is not None:
+            await self.report_gauges.close()
+        if self.alerts is not None:
+            await self.alerts.close()
         if self.ops is not None:
             await self.ops.close()
         for provider in self.providers.values():
             await provider.close()
         if self.limit_gate is not None:
             await self.limit_gate.close()
+        if self.guard is not None:
+            await self.guard.close()
         if self.receipt_events is not None:
             await self.receipt_events.close()
         await (self.hot_store or self.store).close()

@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from smsrelay.brokers import BrokerUrls
 from smsrelay.economics.prices import PriceSettings
 from smsrelay.errors import ConfigError
+from smsrelay.guard.settings import GuardSettings
 from smsrelay.health.settings import HealthSettings
 from smsrelay.limits.settings import LimitSettings, SpendCapSettings
 from smsrelay.otp.geo import GeoSettings
@@ -152,6 +153,8 @@ class Settings(BaseSettings):
     verification: VerificationSettings = VerificationSettings()
     # Destination countries permitted, for every message and for OTPs (smsrelay.otp.geo).
     geo: GeoSettings = GeoSettings()
+    # Pumping protection for OTPs: velocity, budget, conversion blocks (smsrelay.guard).
+    guard: GuardSettings = GuardSettings()
 
     def verification_key(self) -> bytes | None:
         """The key of verification codes' hashes: ``verification.key``, else ``digest_key``."""

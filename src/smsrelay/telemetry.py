@@ -23,10 +23,12 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 from urllib.parse import urlsplit
 
+from opentelemetry import context as context_api
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import INVALID_SPAN, Link, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from smsrelay.errors import ConfigError
 
@@ -96,6 +98,9 @@ def setup(default_service_name: str) -> bool:
     for exporter in _exporters(os.environ):
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
+    # The SDK's tracer itself, not the API's proxy to it: ~10 µs a message less.
+    global tracer
+    tracer = provider.get_tracer("smsrelay")
     return True
 
 
@@ -163,17 +168,27 @@ def inject(headers: MutableMapping[str, Any]) -> None:
 
 
 def traceparent() -> str | None:
-    """The current span's W3C traceparent, to be stored; None when not tracing."""
-    if not enabled() or not trace.get_current_span().get_span_context().is_valid:
+    """The current span's W3C traceparent, to be stored; None unless it is sampled.
+
+    Written directly (not through the configured propagators, which need not be W3C):
+    ``link_to`` reads it back. An unsampled span is exported nowhere: nothing to link to.
+    """
+    if not enabled():
         return None
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return carrier.get(TRACEPARENT)
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid or not context.trace_flags.sampled:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags & 0xFF:02x}"
+
+
+_W3C = TraceContextTextMapPropagator()
 
 
 def link_to(stored: str | None, **attributes: str) -> Link | None:
     """A link to the span whose ``traceparent`` was stored; None when there is none."""
-    span = trace.get_current_span(extract({TRACEPARENT: stored} if stored else None))
+    if not stored:
+        return None
+    span = trace.get_current_span(_W3C.extract({TRACEPARENT: stored}, getter=_getter))
     context = span.get_span_context()
     return Link(context, attributes) if context.is_valid else None
 
@@ -212,9 +227,7 @@ def span(
     if not enabled():
         yield INVALID_SPAN
         return
-    if context is None and _sampled_out(parent := trace.get_current_span()):
-        # Its parent was not sampled, so with the usual parent-based samplers this
-        # span would not be either: skip making one (a sampled-out message's cost).
+    if context is None and (parent := _under_sampled_out()) is not None:
         yield parent
         return
     with tracer.start_as_current_span(
@@ -236,6 +249,23 @@ def span(
 def _sampled_out(current: Span) -> bool:
     context = current.get_span_context()
     return context.is_valid and not context.trace_flags.sampled
+
+
+def _under_sampled_out() -> Span | None:
+    """The current span if it was not sampled: with the usual parent-based samplers its
+    children would not be either, so none is made (a sampled-out message's cost)."""
+    current = trace.get_current_span()
+    return current if _sampled_out(current) else None
+
+
+@contextmanager
+def _within(context: Context) -> Iterator[Span]:
+    """``context`` made current for the block, without a span of our own."""
+    token = context_api.attach(context)
+    try:
+        yield trace.get_current_span(context)
+    finally:
+        context_api.detach(token)
 
 
 def publishing(
@@ -273,17 +303,22 @@ def consuming(
     headers: Mapping[str, Any] | None,
     retry_round: int,
 ) -> AbstractContextManager[Span]:
-    """A CONSUMER span around processing one delivery, child of the publisher's context."""
+    """A CONSUMER span around processing one delivery, child of the publisher's context.
+
+    A delivery whose publisher did not sample its trace gets no span (as a parent-based
+    sampler decides): its context is only made current, so that a retry or a dead
+    letter carries it on.
+    """
     if not enabled():
         return nullcontext(INVALID_SPAN)
+    context = extract(headers)
+    if _sampled_out(trace.get_current_span(context)):
+        return _within(context)
     attributes = messaging_attributes("process", message_id, routing_key, exchange)
     if retry_round:
         attributes["smsrelay.retry_round"] = retry_round
     return span(
-        f"process {exchange}",
-        kind=SpanKind.CONSUMER,
-        attributes=attributes,
-        context=extract(headers),
+        f"process {exchange}", kind=SpanKind.CONSUMER, attributes=attributes, context=context
     )
 
 
@@ -308,6 +343,8 @@ def calling(provider: str, method: str, url: str) -> AbstractContextManager[Span
     """A CLIENT span for one provider call (HTTP semantic conventions)."""
     if not enabled():
         return nullcontext(INVALID_SPAN)
+    if (parent := _under_sampled_out()) is not None:
+        return nullcontext(parent)  # and the URL is not even parsed
     return span(method, kind=SpanKind.CLIENT, attributes=_http_client(provider, method, url))
 
 

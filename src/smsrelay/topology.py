@@ -24,6 +24,9 @@ DLX: Final[str] = "sms.dlx"
 DEAD_QUEUE: Final[str] = "sms.dead"
 EVENTS_EXCHANGE: Final[str] = "sms.events"
 EVENT_KEY_PREFIX: Final[str] = "sms.status."
+# Delivery health alerts (smsrelay.health.alerts): routing key sms.alert.<type>.
+ALERTS_EXCHANGE: Final[str] = "sms.alerts"
+ALERT_KEY_PREFIX: Final[str] = "sms.alert."
 RETRY_EXCHANGE: Final[str] = "sms.retry"
 RETRY_QUEUE_PREFIX: Final[str] = "sms.retry."
 RETRY_QUEUE_SUFFIX: Final[str] = "ms"
@@ -118,6 +121,13 @@ async def declare_events_exchange(channel: AbstractChannel) -> AbstractExchange:
     """The topic exchange ``sms.events``."""
     return await channel.declare_exchange(
         EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+
+
+async def declare_alerts_exchange(channel: AbstractChannel) -> AbstractExchange:
+    """The topic exchange ``sms.alerts`` (routing keys ``sms.alert.<type>``)."""
+    return await channel.declare_exchange(
+        ALERTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
     )
 
 

@@ -26,9 +26,10 @@ from aio_pika.abc import (
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from smsrelay import brokers
+from smsrelay import brokers, publish_time
 from smsrelay import topology as t
 from smsrelay.errors import InvalidRequest
+from smsrelay.guard import Guard
 from smsrelay.logging import get_logger
 from smsrelay.models import ID_PATTERN, SendRequest, decode_json
 from smsrelay.otp.service import (
@@ -69,7 +70,9 @@ class FeedbackRequest(BaseModel):
 class VerifyServer:
     """Consumes ``sms.verify`` on its own connection and answers through the service."""
 
-    def __init__(self, url: str, store: SqlStore, settings: Settings) -> None:
+    def __init__(
+        self, url: str, store: SqlStore, settings: Settings, guard: Guard | None = None
+    ) -> None:
         self.url = url
         self.store = store
         self.settings = settings
@@ -78,7 +81,12 @@ class VerifyServer:
         self._exchange: AbstractExchange | None = None
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
-        self.service = VerificationService(VerificationStore(store), settings, self._send)
+        self.service = VerificationService(
+            VerificationStore(store),
+            settings,
+            self._send,
+            converted=guard.converted if guard is not None else None,
+        )
 
     async def start(self) -> None:
         """Connect, declare, consume."""
@@ -113,13 +121,16 @@ class VerifyServer:
         if known is Acceptance.KNOWN:
             return
         assert self._exchange is not None
+        headers, timestamp = publish_time.stamp()
         try:
             await self._exchange.publish(
                 aio_pika.Message(
                     message.to_wire(),
+                    headers=headers,
                     content_type="application/json",
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                     message_id=message.id,
+                    timestamp=timestamp,
                 ),
                 routing_key=t.OTP_ROUTING_KEY,
                 mandatory=True,

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from smsrelay.api import BrokerUnavailable, create_app
 from smsrelay.api.broker import Publisher
 from smsrelay.errors import BadSignature
+from smsrelay.guard import Guard
 from smsrelay.metrics import Metrics
 from smsrelay.models import Receipt, SendRequest, SendResult, StatusEvent
 from smsrelay.providers import Provider, ProviderSettings, Webhook
@@ -23,6 +24,7 @@ from smsrelay.providers.twilio import twilio_signature
 from smsrelay.settings import Settings
 from smsrelay.store import SqlStore
 from smsrelay.store.receipts import ReceiptStore
+from tests.conftest import eventually
 
 API_KEY = "test-api-key-7c1d"
 PUBLIC_URL = "https://sms.example.com"
@@ -128,6 +130,7 @@ async def running_api(
     publisher: Publisher,
     providers: dict[str, Provider] | None = None,
     metrics: Metrics | None = None,
+    pumping_guard: Guard | None = None,
 ) -> AsyncIterator[Api]:
     """The app with its lifespan entered and an HTTP client on it (in process)."""
     from smsrelay import providers as registry
@@ -137,10 +140,21 @@ async def running_api(
     }
     built.setdefault("parts", PartsProvider("parts", PartsSettings()))
     metrics = metrics or Metrics()
-    app = create_app(settings, store, publisher, built, metrics)
+    app = create_app(settings, store, publisher, built, metrics, pumping_guard=pumping_guard)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        batcher = app.state.smsrelay.batcher
+
+        async def settled(_: httpx.Response) -> None:
+            # Receipts' events are published after the answer (store/receipt_batch.py):
+            # the tests read the publisher once they have gone out, as before.
+            await eventually(batcher.idle)
+
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://testserver",
+            event_hooks={"response": [settled]},
+        ) as client:
             yield Api(client, app, store, app.state.smsrelay.receipts, publisher, metrics, built)
 
 

@@ -26,8 +26,11 @@ class WorkerProcess:
         latency_ms: float = 100,
         settings: dict[str, Any] | None = None,
         name: str = "worker",
+        args: tuple[str, ...] = (),
     ) -> None:
         self.tmp = tmp
+        # Extra arguments of ``smsrelay worker`` (e.g. ``--processes 2``).
+        self.args = args
         self.name = name
         self.record = tmp / "sent.jsonl"
         self.config = tmp / f"{name}.yaml"
@@ -57,21 +60,24 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
 
-    def start(self) -> None:
-        """Start a worker (logs go to worker-<n>.log)."""
+    def start(self, ready: int = 1) -> None:
+        """Start a worker (logs go to worker-<n>.log); wait for ``ready`` workers to start."""
         self.runs += 1
         # The child writes through its own copy of the descriptor; ours closes at once.
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "smsrelay", "worker"], env=self.env, stdout=log, stderr=log
+                [sys.executable, "-m", "smsrelay", "worker", *self.args],
+                env=self.env,
+                stdout=log,
+                stderr=log,
             )
-        self.wait_for_log("worker_started")
+        self.wait_for_log("worker_started", count=ready)
 
-    def wait_for_log(self, text: str, seconds: float = 30) -> None:
-        """Block until the current worker's log holds ``text``."""
+    def wait_for_log(self, text: str, seconds: float = 30, count: int = 1) -> None:
+        """Block until the current worker's log holds ``text`` (``count`` times)."""
         path = self.log_path
         deadline = time.monotonic() + seconds
-        while text not in path.read_text():
+        while path.read_text().count(text) < count:
             assert self.proc is not None and self.proc.poll() is None, path.read_text()[-3000:]
             assert time.monotonic() < deadline, f"{text!r} not logged: {path.read_text()[-3000:]}"
             time.sleep(0.05)

@@ -59,10 +59,26 @@ def test_worker_serves_metrics_health_and_readiness(
         )
         # The delivery is still being recorded and acked when the send is counted.
         wait_until(lambda: metric(scraped(), "smsrelay_in_flight_sends") == 0, worker)
+        # Every queue a message can wait in, by the names the topology gives them now;
+        # the first poll of them all may still be under way.
+        queues = (
+            "sms.send",
+            "sms.otp",
+            "sms.dead",
+            "sms.retry.1000ms",
+            "sms.retry.otp.5000ms",
+            "sms.resend.5000ms",
+            "sms.resend.check",
+        )
+        wait_until(
+            lambda: all(
+                metric(scraped(), "smsrelay_queue_messages", queue=q) is not None for q in queues
+            ),
+            worker,
+            what="every queue polled",
+        )
         text = scraped()
     assert metric(text, "smsrelay_queue_consumers", queue="sms.send") == 1
-    for queue in ("sms.send", "sms.dead", "sms.retry.1", "sms.retry.2"):
-        assert metric(text, "smsrelay_queue_messages", queue=queue) is not None, queue
     assert metric(text, "smsrelay_worker_consuming") == 1
     assert "smsrelay_build_info{version=" in text
     assert "smsrelay_send_latency_seconds_bucket" in text

@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -22,12 +23,16 @@ from typing import Any
 import pytest
 import yaml
 
+from smsrelay.providers.twilio import twilio_signature
+from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN
 from tests.ops.support import Process, free_port, get, running, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "smsrelay.json"
 TRANSIENT, REJECTED = "+14155550142", "+14155550199"
+# Routed to the loopback Twilio, whose receipt the API settles.
+VIA_TWILIO = "+442079460958"
 
 pytestmark = pytest.mark.skipif(
     shutil.which("prometheus") is None or shutil.which("promtool") is None,
@@ -89,7 +94,7 @@ def selectors(expr: str) -> set[str]:
 
 def exercise(api: str, tmp_path: Path) -> None:
     """Traffic that gives every series data: sent, failed over, failed, a refused receipt."""
-    for n, to in enumerate(["+14155550123", TRANSIENT, REJECTED]):
+    for n, to in enumerate(["+14155550123", TRANSIENT, REJECTED, VIA_TWILIO]):
         body = json.dumps({"id": f"prom-{n}", "to": to, "body": "hi"}).encode()
         request = urllib.request.Request(
             f"{api}/v1/messages",
@@ -106,7 +111,34 @@ def exercise(api: str, tmp_path: Path) -> None:
         assert exc.code == 401  # unsigned: refused, and counted as such
 
 
-def config_file(tmp_path: Path, amqp_url: str, sqlite_url: str) -> dict[str, str]:
+def provider_message_id(api: str, message_id: str) -> str | None:
+    """The provider message id of a sent message (None until it is sent)."""
+    request = urllib.request.Request(
+        f"{api}/v1/messages/{message_id}", headers={"X-Api-Key": "k-1"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        found: str | None = json.loads(answer.read()).get("provider_message_id")
+        return found
+
+
+def deliver(api: str, sid: str) -> None:
+    """The loopback Twilio's signed "delivered" callback for ``sid``: the API settles it."""
+    url = f"{api}/v1/receipts/tw"
+    params = {"MessageSid": sid, "MessageStatus": "delivered", "AccountSid": ACCOUNT_SID}
+    signature = twilio_signature(AUTH_TOKEN.encode(), url, sorted(params.items()))
+    request = urllib.request.Request(
+        url,
+        data=urllib.parse.urlencode(params).encode(),
+        method="POST",
+        headers={"X-Twilio-Signature": signature},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 204
+
+
+def config_file(
+    tmp_path: Path, amqp_url: str, sqlite_url: str, twilio_url: str, api: str
+) -> dict[str, str]:
     """A worker and API configuration with failover, a rejecting number and a receipt provider."""
     path = tmp_path / "smsrelay.yaml"
     path.write_text(
@@ -121,13 +153,15 @@ def config_file(tmp_path: Path, amqp_url: str, sqlite_url: str) -> dict[str, str
                     "backup": {"type": "simulator"},
                     "tw": {
                         "type": "twilio",
-                        "account_sid": "AC" + "0" * 32,
-                        "auth_token": "t",
+                        "base_url": twilio_url,
+                        "account_sid": ACCOUNT_SID,
+                        "auth_token": AUTH_TOKEN,
                         "sender": "+14155550100",
                     },
                 },
-                "routes": {"*": ["primary", "backup"]},
+                "routes": {"GB": ["tw"], "*": ["primary", "backup"]},
                 "api_keys": ["k-1"],
+                "public_url": api,
                 "queue_poll_interval": 0.5,
             }
         )
@@ -176,12 +210,21 @@ def test_every_dashboard_query_and_alert_has_data_from_a_real_worker_and_api(
     amqp_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:
     """Prometheus scraping a real worker and API evaluates every dashboard query, recording and alert without error and with data."""
-    env = config_file(tmp_path, amqp_url, sqlite_url)
     worker_port, api_port = free_port(), free_port()
+    api = f"http://127.0.0.1:{api_port}"
+    twilio = Process(
+        ["-m", "tests.fakes.twilio"],
+        {"PYTHONPATH": str(ROOT)},
+        tmp_path / "twilio.log",
+        program=[sys.executable],
+    )
+    stack = contextlib.ExitStack()
+    stack.callback(twilio.stop)
+    wait_until(lambda: "listening on" in twilio.log.read_text(), twilio, what="fake Twilio")
+    twilio_url = twilio.log.read_text().split("listening on ", 1)[1].split()[0]
+    env = config_file(tmp_path, amqp_url, sqlite_url, twilio_url, api)
     worker_env = {**env, "SMSRELAY_METRICS_PORT": str(worker_port)}
     api_env = {**env, "SMSRELAY_API_PORT": str(api_port)}
-    api = f"http://127.0.0.1:{api_port}"
-    stack = contextlib.ExitStack()
     with stack, running(["worker"], worker_env, tmp_path / "worker.log") as worker:
         # One process migrates the fresh database first: two at once would race.
         wait_until(lambda: "worker_started" in worker.log.read_text(), worker)
@@ -190,10 +233,16 @@ def test_every_dashboard_query_and_alert_has_data_from_a_real_worker_and_api(
         exercise(api, tmp_path)
         # prom-2 ends failed: by then every kind of send has happened.
         wait_until(lambda: "message_failed" in worker.log.read_text(), worker)
+        wait_until(lambda: provider_message_id(api, "prom-3") is not None, worker, what="sent")
+        sid = provider_message_id(api, "prom-3")
+        assert sid is not None
+        deliver(api, sid)
         prometheus, base = start_prometheus(
             tmp_path, {"smsrelay-worker": worker_port, "smsrelay-api": api_port}
         )
         try:
+            # Until it is ready, Prometheus answers 503 in plain text.
+            wait_until(lambda: get(f"{base}/-/ready")[0] == 200, prometheus, what="ready")
             expressions = {**recordings(), **{q: q for q in dashboard_queries()}}
 
             def all_have_data() -> bool:

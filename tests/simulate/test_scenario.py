@@ -188,3 +188,12 @@ def test_files_that_are_not_scenarios_are_refused(tmp_path: Path) -> None:
         load_scenario(bad)
     bad.write_text(yaml.safe_dump(minimal()))
     assert load_scenario(bad).name == "t"
+
+
+def test_alert_durations_are_scaled_too() -> None:
+    """Alerts' window and cool-down are seconds like the rest of health."""
+    data = minimal()
+    data["time_scale"] = 10
+    health = parse_scenario(data).health_settings()
+    assert (health.alerts.window, health.alerts.cool_down) == (30, 90)
+    assert health.alerts.min_samples == 20

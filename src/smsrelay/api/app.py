@@ -16,17 +16,29 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from smsrelay.api import errors, explain, health, messages, receipts, reports, verifications
+from smsrelay.api import (
+    delivery_health,
+    errors,
+    explain,
+    guard,
+    health,
+    messages,
+    receipts,
+    reports,
+    verifications,
+)
 from smsrelay.api.broker import Publisher
 from smsrelay.api.context import ApiContext, context_of
 from smsrelay.api.limits import BodyBudget, BodyLimits
 from smsrelay.api.schemas import send_request_schema
+from smsrelay.guard import Guard
 from smsrelay.logging import get_logger
 from smsrelay.metrics import Metrics
 from smsrelay.models import MAX_REQUEST_BYTES
 from smsrelay.providers import Provider
 from smsrelay.settings import Settings
 from smsrelay.store import SqlStore
+from smsrelay.store.receipt_batch import ReceiptBatcher
 from smsrelay.store.receipts import ReceiptStore
 
 log = get_logger(__name__)
@@ -47,19 +59,25 @@ def create_app(
     providers: Mapping[str, Provider],
     metrics: Metrics,
     send_consumers: Callable[[], int | None] | None = None,
+    pumping_guard: Guard | None = None,
 ) -> FastAPI:
     """The HTTP API over running pieces (see ``smsrelay.api.server`` for the process)."""
     app = bare_app()
     window = timedelta(days=settings.retention_days)
-    app.state.smsrelay = ApiContext(
+    receipt_store = ReceiptStore(store, replay_window=window, metrics=metrics)
+    ctx = ApiContext(
         settings=settings,
         store=store,
-        receipts=ReceiptStore(store, replay_window=window),
+        receipts=receipt_store,
         publisher=publisher,
         providers=providers,
         metrics=metrics,
+        batcher=ReceiptBatcher(receipt_store, publisher.publish_event),
         send_consumers=send_consumers,
+        guard=pumping_guard,
     )
+    app.state.smsrelay = ctx
+    app.add_middleware(receipts.ReceiptsFastPath, context=ctx)
     limits = settings.api_limits
     app.add_middleware(
         BodyLimits,
@@ -73,7 +91,16 @@ def create_app(
 def bare_app() -> FastAPI:
     """The routes and their document, with nothing attached (enough for the OpenAPI file)."""
     app = FastAPI(title=TITLE, version=API_VERSION, description=DESCRIPTION, lifespan=_lifespan)
-    for module in (messages, verifications, receipts, health, explain, reports):
+    for module in (
+        messages,
+        verifications,
+        receipts,
+        health,
+        delivery_health,
+        explain,
+        reports,
+        guard,
+    ):
         app.include_router(module.router)
     errors.install(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -122,6 +149,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in tasks:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=10)
+        with contextlib.suppress(Exception):  # the store may be down: the drain resends
+            await ctx.batcher.close()
         await ctx.publisher.close()
 
 

@@ -9,10 +9,12 @@ from fastapi import FastAPI, Request
 
 from smsrelay.api.broker import Publisher
 from smsrelay.api.refusals import RefusalSampler
+from smsrelay.guard import Guard
 from smsrelay.metrics import Metrics
 from smsrelay.providers import Provider
 from smsrelay.settings import Settings
 from smsrelay.store import SqlStore
+from smsrelay.store.receipt_batch import ReceiptBatcher
 from smsrelay.store.receipts import ReceiptStore
 
 
@@ -26,9 +28,13 @@ class ApiContext:
     publisher: Publisher
     providers: Mapping[str, Provider]
     metrics: Metrics
+    # Verified webhooks are committed in groups (store/receipt_batch.py).
+    batcher: ReceiptBatcher
     refusals: RefusalSampler = field(default_factory=RefusalSampler)
     # Consumers of sms.send as the broker last said (None: unknown); None: not checked.
     send_consumers: Callable[[], int | None] | None = None
+    # The pumping guard, for conversions and its blocks (None: off, or no shared state).
+    guard: Guard | None = None
 
 
 def context_of(app: FastAPI) -> ApiContext:
@@ -37,6 +43,9 @@ def context_of(app: FastAPI) -> ApiContext:
     return ctx
 
 
-def get_context(request: Request) -> ApiContext:
-    """FastAPI dependency: the context of the app serving ``request``."""
+async def get_context(request: Request) -> ApiContext:
+    """FastAPI dependency: the context of the app serving ``request``.
+
+    ``async``: FastAPI runs a plain ``def`` dependency in a thread, a hop per request.
+    """
     return context_of(request.app)

@@ -31,10 +31,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from opentelemetry import trace
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from smsrelay import telemetry
 from smsrelay.api.body import read_body
-from smsrelay.api.broker import BrokerUnavailable
 from smsrelay.api.context import ApiContext, get_context
 from smsrelay.api.errors import documented, error_response
 from smsrelay.api.refusals import kind_of
@@ -42,7 +43,6 @@ from smsrelay.errors import MalformedReceipt, OversizedReceipt, ReceiptError
 from smsrelay.logging import get_logger
 from smsrelay.models import Receipt
 from smsrelay.providers import Provider, Webhook
-from smsrelay.store.base import PendingEvent
 
 log = get_logger(__name__)
 
@@ -81,6 +81,46 @@ async def receive_receipts_as_query(
     return await _webhook(provider, request, ctx)
 
 
+class ReceiptsFastPath:
+    """ASGI: ``/v1/receipts/{provider}`` straight to its handler, past FastAPI's routing.
+
+    Receipts come as fast as sends; FastAPI's routing and dependency solving cost more
+    per receipt than the receipt itself (bench/README.md, "Receipts"). The routes above
+    stay registered for the OpenAPI document and answer the same; this answers first.
+    Body limits (``BodyLimits``, outside it) still apply; their refusals raise
+    ``HTTPException``, answered here as the app's handler would.
+    """
+
+    def __init__(self, app: ASGIApp, context: ApiContext) -> None:
+        self.app = app
+        self.context = context
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        provider = _receipt_provider(scope)
+        if provider is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            answer = await _webhook(provider, Request(scope, receive), self.context)
+        except HTTPException as exc:
+            answer = error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+        await answer(scope, receive, send)
+
+
+_PREFIX = "/v1/receipts/"
+
+
+def _receipt_provider(scope: Scope) -> str | None:
+    """The ``{provider}`` of a receipts request, or None for any other request."""
+    if scope["type"] != "http" or scope["method"] not in ("POST", "GET"):
+        return None
+    path: str = scope["path"]
+    if not path.startswith(_PREFIX):
+        return None
+    provider = path[len(_PREFIX) :]
+    return provider if provider and "/" not in provider else None
+
+
 async def _webhook(provider: str, request: Request, ctx: ApiContext) -> Response:
     with telemetry.serving(request.method, "/v1/receipts/{provider}", request.headers):
         telemetry.note({"smsrelay.provider": provider})
@@ -112,10 +152,10 @@ async def _take(provider: str, request: Request, ctx: ApiContext) -> Response:
 async def _receive(ctx: ApiContext, adapter: Provider, webhook: Webhook, now: datetime) -> Response:
     try:
         batch, digest = verified(adapter, webhook, now)
-        accepted = await ctx.receipts.accept(adapter.name, digest, batch, now)
+        # Committed; its events are published by the batcher (see store/receipt_batch.py).
+        accepted = await ctx.batcher.accept(adapter.name, digest, batch, now)
     except ReceiptError as exc:
         return await _refuse(ctx, adapter.name, exc, now)
-    await publish_pending(ctx, accepted.events)
     await _link_sends(ctx, adapter.name, accepted.kept)
     for receipt in accepted.kept:
         ctx.metrics.receipts.labels(adapter.name, receipt.status.value).inc()
@@ -164,25 +204,6 @@ def verified(adapter: Provider, webhook: Webhook, now: datetime) -> tuple[list[R
 
 # What reading a hostile webhook may raise (ValueError covers UnicodeError, JSON errors).
 _UNREADABLE = (ValueError, KeyError, TypeError, RecursionError)
-
-
-async def publish_pending(ctx: ApiContext, pending: Sequence[PendingEvent]) -> None:
-    """Publish committed events, then drop them from the outbox.
-
-    A broker that fails leaves the rest in the outbox for ``drain_outbox``: the receipt
-    is kept either way, so the provider is answered 204 and need not retry.
-    """
-    done: list[int] = []
-    try:
-        for item in pending:
-            await ctx.publisher.publish_event(item.event)
-            done.append(item.key)
-    except BrokerUnavailable as exc:
-        log.warning("events_deferred", waiting=len(pending) - len(done), error=str(exc))
-    try:
-        await ctx.receipts.published(done)
-    except Exception as exc:  # published, still listed: the drain publishes them again
-        log.warning("outbox_not_cleared", published=len(done), error=type(exc).__name__)
 
 
 async def drain_outbox(ctx: ApiContext, older_than: datetime | None = None) -> int:

@@ -45,6 +45,8 @@ async def run_api(settings: Settings, *, with_worker: bool = False) -> None:
         runtime.providers,
         runtime.metrics,
         send_consumers=stats.consumers,
+        # Conversions reach the workers' guard only through Redis (or in this process).
+        pumping_guard=runtime.pumping_guard() if settings.redis_url or with_worker else None,
     )
     limits = settings.api_limits
     config = uvicorn.Config(

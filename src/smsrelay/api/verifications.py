@@ -83,7 +83,10 @@ def _service(ctx: ApiContext) -> VerificationService:
         if not isinstance(answer, Accepted):
             raise _NotSent(answer)
 
-    return VerificationService(VerificationStore(ctx.store), ctx.settings, send)
+    converted = ctx.guard.converted if ctx.guard is not None else None
+    return VerificationService(
+        VerificationStore(ctx.store), ctx.settings, send, converted=converted
+    )
 
 
 def _refused(exc: Refused) -> JSONResponse:

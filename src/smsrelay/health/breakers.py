@@ -33,6 +33,7 @@ what a breaker wants (a hung provider shows in every worker within a few sends).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -104,12 +105,22 @@ class CircuitBreakers:
         self.delivery = delivery
         self._max_keys = max_keys
         self._breakers: dict[tuple[str, str], _Breaker] = {}
+        self._on_open: list[Callable[[str, str, str], None]] = []
         self._gauge = Gauge(
             "smsrelay_breaker_state",
             "Circuit breaker per provider and country: 0 closed, 1 half-open, 2 open",
             ["provider", "country"],
             registry=registry,
         ) if registry is not None else None  # fmt: skip
+
+    def listen(self, on_open: Callable[[str, str, str], None]) -> None:
+        """Call ``on_open(provider, country, reason)`` each time a breaker opens."""
+        self._on_open.append(on_open)
+
+    def baseline(self, provider: str, country: str) -> float | None:
+        """The key's own delivery baseline (None until delivery was judged)."""
+        b = self._breakers.get((provider, country))
+        return b.baseline if b is not None else None
 
     def status(self, provider: str, country: str, now: float) -> BreakerStatus:
         """The breaker's state at ``now`` (an open one past its cool-down reads half-open)."""
@@ -209,6 +220,8 @@ class CircuitBreakers:
         b.failures = b.timeouts = 0
         b.probes = []
         log.warning("breaker_open", provider=provider, country=country, reason=reason)
+        for listener in self._on_open:
+            listener(provider, country, reason)
 
     def _close(self, provider: str, country: str, b: _Breaker, now: float) -> None:
         self._set(provider, country, b, BreakerState.CLOSED, None, now)

@@ -33,6 +33,7 @@ __all__ = [
     "DeliveryHealth",
     "HealthSnapshot",
     "SendOutcome",
+    "quantile",
 ]
 
 # Upper edges (seconds) of the receipt-latency histogram; the last bucket is open.
@@ -180,8 +181,8 @@ class DeliveryHealth:
             undelivered=t.undelivered,
             delivery_rate=(t.delivered + self._alpha) / (n + self._alpha + self._beta),
             observed_rate=t.delivered / n if n else None,
-            latency_p50=_quantile(t.latency, 0.50),
-            latency_p95=_quantile(t.latency, 0.95),
+            latency_p50=quantile(t.latency, 0.50),
+            latency_p95=quantile(t.latency, 0.95),
             window_seconds=self.window,
         )
 
@@ -220,7 +221,7 @@ def _add(total: _Bucket, b: _Bucket) -> None:
         total.latency[i] += count
 
 
-def _quantile(histogram: list[int], q: float) -> float | None:
+def quantile(histogram: list[int], q: float) -> float | None:
     """The upper edge of the bucket holding the q-quantile (the open bucket: its lower edge)."""
     n = sum(histogram)
     if not n:

@@ -38,6 +38,8 @@ log = get_logger(__name__)
 
 # How long a receipt kept without its message is looked at again.
 WAITING_SECONDS = 600.0
+# Receipts waiting for their message, at most (the oldest are given up first).
+MAX_WAITING = 5000
 # Rows read per query; a poll reads pages until one is short.
 PAGE = 2000
 
@@ -99,12 +101,15 @@ class ReceiptFeed:
         interval: float,
         deadline: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_polled: Callable[[], None] | None = None,
     ) -> None:
         self.source = source
         self.sink = sink
         self.interval = interval
         self.deadline = deadline
         self.clock = clock
+        # Called after each poll in the background (the alerts' check).
+        self.on_polled = on_polled
         self.cursor: int | None = None
         self._waiting: dict[int, float] = {}  # receipt key → when first seen unlinked
         self._answering: set[str] = set()  # providers whose final receipts were seen
@@ -154,6 +159,8 @@ class ReceiptFeed:
 
     def _feed(self, receipt: FinalReceipt) -> int:
         if receipt.country is None:
+            if receipt.key not in self._waiting and len(self._waiting) >= MAX_WAITING:
+                del self._waiting[next(iter(self._waiting))]
             self._waiting.setdefault(receipt.key, self.clock())
             return 0
         self._waiting.pop(receipt.key, None)
@@ -188,5 +195,7 @@ class ReceiptFeed:
             else:
                 if fed:
                     log.debug("health_receipts_fed", count=fed)
+                if self.on_polled is not None:
+                    self.on_polled()
                 self.polls += 1
             await asyncio.sleep(self.interval)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["BreakerSettings", "HealthSettings", "WindowSettings"]
+__all__ = ["AlertSettings", "BreakerSettings", "HealthSettings", "WindowSettings"]
 
 
 class WindowSettings(BaseModel):
@@ -56,6 +56,25 @@ class BreakerSettings(BaseModel):
     delivery_cool_down: float = Field(default=120.0, gt=0)
 
 
+class AlertSettings(BaseModel):
+    """``health.alerts``: when a departure from a key's own baseline is an alert."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Publish alerts to sms.alerts (the metric and the log line are always written).
+    publish: bool = True
+    # The recent window compared with the baseline (seconds), and the receipts it needs.
+    window: float = Field(default=300.0, gt=0, le=86400)
+    min_samples: int = Field(default=20, ge=1)
+    # delivery_drop: the recent rate is this far below the baseline (0.3: 96 % -> < 67 %).
+    drop: float = Field(default=0.3, gt=0, le=1)
+    # latency_rise: recent p50 at least `latency_rise` x its baseline and `min_latency` s.
+    latency_rise: float = Field(default=2.0, gt=1)
+    min_latency: float = Field(default=5.0, ge=0)
+    # One alert per type x provider x country per cool-down (seconds).
+    cool_down: float = Field(default=900.0, gt=0)
+
+
 class HealthSettings(BaseModel):
     """``health``: ``window``, ``breakers`` and how a worker reads receipts from the store."""
 
@@ -63,9 +82,14 @@ class HealthSettings(BaseModel):
 
     window: WindowSettings = WindowSettings()
     breakers: BreakerSettings = BreakerSettings()
+    alerts: AlertSettings = AlertSettings()
     # Receipts are applied by the API and by other workers: every worker reads those
     # applied since its last look from the store, this often (seconds).
     receipt_poll_interval: float = Field(default=2.0, gt=0, le=300)
     # A send still without a final receipt this many seconds later counts as not
     # delivered, for providers that have sent receipts (null: never; see README).
     receipt_deadline: float | None = Field(default=None, gt=0, le=7 * 86400)
+    # The delivery report's Prometheus series: recomputed from the store this often, for
+    # at most this many provider x country keys (the rest summed into "other").
+    report_interval: float = Field(default=60.0, gt=0, le=3600)
+    metrics_max_keys: int = Field(default=50, ge=1, le=1000)

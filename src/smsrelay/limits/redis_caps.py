@@ -15,6 +15,10 @@ and written for every message: a cap is then overshot by the messages in flight 
 ``cap_sync_seconds: 0`` reads and writes Redis for every message. What a worker spent
 and had not added yet is lost if it is killed (at most one sync interval's spending).
 
+Past ``cap_sync_seconds`` and far from every cap, a sender decides from the old reading
+while one new read runs behind it (up to ``STALE_INTERVALS`` intervals old; then, and
+near a cap, the sender waits for the read).
+
 Redis unreachable: one warning per outage, ``smsrelay_limits_fallback{limit="caps"}``,
 and for ``retry_seconds`` each worker allows itself ``1 / expected_workers`` of what each
 cap had left when it last read it (of the whole cap if it never read it), counting its own
@@ -55,6 +59,8 @@ return 1
 _TTL = {"day": 3 * 86400, "month": 35 * 86400}
 NEAR_SHARE = 0.05
 NEAR_INTERVALS = 4
+# A reading this many sync intervals old is still used while a new one is read.
+STALE_INTERVALS = 5
 
 
 class RedisSpendCaps:
@@ -90,6 +96,9 @@ class RedisSpendCaps:
         self._local: dict[str, tuple[int, int]] = {}
         self._synced_at = monotonic()
         self._reading = asyncio.Lock()
+        self._refreshing: asyncio.Task[None] | None = None
+        # (provider, country) -> (the UTC day, its caps, their keys).
+        self._known: dict[tuple[str, str], tuple[tuple[int, int, int], list[Cap], list[str]]] = {}
         # Round trips to Redis: a test compares them with the sends.
         self.calls = 0
 
@@ -112,13 +121,16 @@ class RedisSpendCaps:
 
     async def allows(self, provider: str, country: str, amount: Decimal) -> CapDecision:
         """See ``SpendCaps.allows``."""
-        caps = list(applicable(self.settings, provider, country, self._clock()))
+        caps, keys = self._applicable(provider, country)
         if not caps:
             return CapDecision(allowed=True)
-        keys = [self._key(cap) for cap in caps]
         if not self.degraded:
             try:
-                if not self._fresh(caps, keys):
+                if self._fresh(caps, keys):
+                    pass
+                elif self._usable(caps, keys):
+                    self._refresh(keys)  # decide now; the next sends see the new reading
+                else:
                     async with self._reading:
                         if not self._fresh(caps, keys):  # another sender read them meanwhile
                             await self._read(keys)
@@ -129,11 +141,10 @@ class RedisSpendCaps:
 
     async def spend(self, provider: str, country: str, amount: Decimal) -> None:
         """See ``SpendCaps.spend``."""
-        caps = list(applicable(self.settings, provider, country, self._clock()))
+        caps, keys = self._applicable(provider, country)
         value = micros(amount)
         if not caps or value <= 0:
             return
-        keys = [self._key(cap) for cap in caps]
         for cap, key in zip(caps, keys, strict=True):
             self._local[key] = (self._local.get(key, (0, 0))[0] + value, _TTL[cap.period])
         if self.degraded:
@@ -148,6 +159,8 @@ class RedisSpendCaps:
 
     async def close(self) -> None:
         """Add what was spent here to Redis (if it answers), then close the connection pool."""
+        if self._refreshing is not None:
+            await asyncio.gather(self._refreshing, return_exceptions=True)
         if self._local and not self.degraded:
             try:
                 await self._sync()
@@ -156,6 +169,45 @@ class RedisSpendCaps:
                     "spend_caps_unsynced", problem=type(exc).__name__, keys=len(self._local)
                 )
         await self._client.aclose()
+
+    def _applicable(self, provider: str, country: str) -> tuple[list[Cap], list[str]]:
+        """The caps of a send and their keys, worked out once per day (the hot path)."""
+        now = self._clock().astimezone(UTC)
+        day = (now.year, now.month, now.day)
+        known = self._known.get((provider, country))
+        if known is not None and known[0] == day:
+            return known[1], known[2]
+        caps = list(applicable(self.settings, provider, country, now))
+        keys = [self._key(cap) for cap in caps]
+        if len(self._known) >= 10_000:  # countries come from requests: bound them
+            self._known.clear()
+        self._known[(provider, country)] = (day, caps, keys)
+        return caps, keys
+
+    def _usable(self, caps: list[Cap], keys: list[str]) -> bool:
+        """Old but not too old, and no cap near: decide from it while a new one is read.
+
+        Senders do not wait for that read: 500 of them queueing on it would reach the
+        store one by one afterwards, and its group commit would write them in smaller
+        batches (more CPU per message).
+        """
+        sync = self.limits.cap_sync_seconds
+        now = self._monotonic()
+        limit = STALE_INTERVALS * sync
+        if sync <= 0 or any(now - self._read_at.get(k, -limit) >= limit for k in keys):
+            return False
+        return not self._near(caps, keys)
+
+    def _refresh(self, keys: list[str]) -> None:
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.create_task(self._read_behind(keys))
+
+    async def _read_behind(self, keys: list[str]) -> None:
+        try:
+            async with self._reading:
+                await self._read(keys)
+        except (RedisError, OSError) as exc:
+            self._down(exc)
 
     def _fresh(self, caps: list[Cap], keys: list[str]) -> bool:
         """May the counters as last read decide (not too old, no cap near)?"""
@@ -176,10 +228,12 @@ class RedisSpendCaps:
         """
         reach = NEAR_INTERVALS * self.limits.cap_sync_seconds
         elapsed = max(self._monotonic() - self._synced_at, 0.001)
-        for cap, key, spent in zip(caps, keys, self._spent(keys), strict=True):
-            own = self._local.get(key, (0, 0))[0] / elapsed * self.limits.expected_workers
+        for cap, key in zip(caps, keys, strict=True):
+            local = self._local.get(key)
+            mine = local[0] if local is not None else 0
+            own = mine / elapsed * self.limits.expected_workers
             margin = max(cap.limit * NEAR_SHARE, max(self._rate.get(key, 0.0), own) * reach)
-            if cap.limit - spent <= margin:
+            if cap.limit - self._last_seen.get(key, 0) - mine <= margin:
                 return True
         return False
 

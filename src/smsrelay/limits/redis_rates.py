@@ -5,7 +5,11 @@ Lua script call: refill the shared bucket from Redis's own clock, grant up to ``
 tokens), spends them locally, and drops what it has not spent after ``lease_seconds``, so
 tokens are spent at most that late and the aggregate stays within the bucket's rate. A
 batch is ``per_second * lease_seconds`` tokens (at least 1, at most the burst): at
-200/s and 0.1 s, one round trip per 20 messages.
+200/s and 0.1 s, one round trip per 20 messages. Tokens a lease leaves unspent go back
+to the bucket with the next lease (never above its capacity): a worker well below the
+limit must not drain the bucket with batches it lets expire, or workers would wait
+under a limit they do not reach. The bucket holds no more than if they had never been
+leased, so the rate still holds.
 
 When the bucket is short, the script still leases a whole batch if the caller's ``wait``
 covers its refill: the bucket goes below zero and the worker sleeps until it is paid for.
@@ -40,7 +44,8 @@ __all__ = ["LEASE_SCRIPT", "RedisRateLimiter"]
 
 log = get_logger(__name__)
 
-# KEYS: bucket hash, pause key. ARGV: per_second, capacity, batch, the caller's wait (ms).
+# KEYS: bucket hash, pause key. ARGV: per_second, capacity, batch, the caller's wait (ms),
+# tokens the caller's last lease left unspent (given back, up to the capacity).
 # A batch is reserved even if the bucket holds less: tokens go below zero and the caller
 # waits until they are paid for, so each call leases a whole batch and workers queue
 # first come first served. If a batch does not fit in the wait, one token is tried.
@@ -64,6 +69,7 @@ if tokens == nil or stamp == nil then
   stamp = now
 end
 if now > stamp then tokens = math.min(capacity, tokens + (now - stamp) * rate / 1000000) end
+tokens = math.min(capacity, tokens + tonumber(ARGV[5] or 0))
 local granted = 0
 for _, n in ipairs({want, 1}) do
   if granted == 0 and (n - tokens) * 1000 / rate <= wait then granted = n end
@@ -83,6 +89,7 @@ class _Lease:
     starts: float = 0.0  # a batch reserved ahead is spendable from then
     expires: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    unspent: int = 0  # left when a lease expired, given back with the next
 
 
 class RedisRateLimiter:
@@ -190,7 +197,8 @@ class RedisRateLimiter:
         if lease.tokens > 0 and lease.starts <= now < lease.expires:
             lease.tokens -= 1
             return True
-        if now >= lease.expires:
+        if now >= lease.expires and lease.tokens:
+            lease.unspent += lease.tokens
             lease.tokens = 0
         return False
 
@@ -212,9 +220,19 @@ class RedisRateLimiter:
         # The caller's whole `wait`, not what is left of it: the batch serves the senders
         # queued behind this one too, whatever this one's own deadline.
         wait_ms = max(0, int(wait * 1000))
-        args: list[str | int] = [repr(rule.per_second), rule.capacity, self._batch(rule), wait_ms]
+        if lease.tokens and now >= lease.expires:
+            lease.unspent, lease.tokens = lease.unspent + lease.tokens, 0
+        unspent = lease.unspent
+        args: list[str | int] = [
+            repr(rule.per_second),
+            rule.capacity,
+            self._batch(rule),
+            wait_ms,
+            unspent,
+        ]
         self.leases += 1
         granted, delay_ms = (int(x) for x in await self._script(keys=keys, args=args))
+        lease.unspent -= unspent
         if self._failing:
             self._failing = False
             log.info("rate_limit_shared_again")

@@ -21,7 +21,7 @@ from smsrelay.errors import InvalidRequest
 from smsrelay.logging import get_logger
 from smsrelay.models import SendRequest, validate_request
 from smsrelay.otp import verify
-from smsrelay.otp.verify import Verification
+from smsrelay.otp.verify import CheckResult, Verification
 from smsrelay.phone import mask
 from smsrelay.settings import Settings
 from smsrelay.store.verifications import Checked, NewCode, VerificationStore
@@ -99,16 +99,26 @@ class Started:
 
 # Records and publishes one request; raises Refused when it cannot.
 Send = Callable[[SendRequest], Awaitable[None]]
+# Tells the pumping guard a message's code was used (smsrelay.guard.Guard.converted).
+Converted = Callable[[str], Awaitable[bool]]
 
 
 class VerificationService:
     """Start, check, feedback: the rules of smsrelay-owned verifications."""
 
-    def __init__(self, store: VerificationStore, settings: Settings, send: Send) -> None:
+    def __init__(
+        self,
+        store: VerificationStore,
+        settings: Settings,
+        send: Send,
+        *,
+        converted: Converted | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.rules = settings.verification
         self.send = send
+        self.converted = converted
 
     def _key(self) -> bytes:
         key = self.settings.verification_key()
@@ -194,6 +204,8 @@ class VerificationService:
         if checked.already_approved:
             raise Refused(RefusalKind.ALREADY_APPROVED, "this verification was already approved")
         log.info("verification_checked", id=verification_id, result=checked.result.value)
+        if checked.result is CheckResult.APPROVED:
+            await self._converted(checked.message_id)
         return checked
 
     async def feedback(self, message_id: str, source: str) -> None:
@@ -204,6 +216,16 @@ class VerificationService:
             raise _unavailable(exc) from None
         if not known:
             raise Refused(RefusalKind.NOT_FOUND, f"no message with id {message_id!r}")
+        await self._converted(message_id)
+
+    async def _converted(self, message_id: str) -> None:
+        """Tell the guard; feedback is recorded already, so a guard failure only logs."""
+        if self.converted is None:
+            return
+        try:
+            await self.converted(message_id)
+        except Exception as exc:  # the store has the conversion; the guard learns less
+            log.warning("guard_conversion_lost", id=message_id, error=type(exc).__name__)
 
 
 def _unavailable(exc: Exception) -> Refused:

@@ -36,6 +36,10 @@ HEALTH_TIMES = frozenset(
         "delivery_cool_down",
         "receipt_poll_interval",
         "receipt_deadline",
+        "report_interval",
+        # alerts: its recent window, cool-down and latency floor
+        "window",
+        "min_latency",
     }
 )
 _REGIONS = frozenset(phonenumbers.SUPPORTED_REGIONS)

@@ -124,15 +124,26 @@ class MessageRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ReceiptDelay:
+    """How long after the provider took the send came the receipt that settled it."""
+
+    provider: str
+    country: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class PendingEvent:
     """A status event committed to the outbox and not yet known to be published.
 
     Publish ``event``, then hand ``key`` to ``Store.events_published``; until then a
-    drain of the outbox publishes it (at least once).
+    drain of the outbox publishes it (at least once). ``delay`` is set when receipts
+    just settled the message (``smsrelay_send_to_receipt_seconds``), never by a drain.
     """
 
     key: int
     event: StatusEvent
+    delay: ReceiptDelay | None = None
 
 
 class Store(Protocol):

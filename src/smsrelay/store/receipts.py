@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -34,10 +34,11 @@ from smsrelay.receipts import (
     apply_pending_receipts,
     identity,
     next_state,
+    observe_delays,
     receipt_error,
     resolve,
 )
-from smsrelay.store.base import PendingEvent
+from smsrelay.store.base import PendingEvent, ReceiptDelay
 from smsrelay.store.retention import RECEIPTS_PURGE_LOCK, delete_in_batches, purge_lock
 from smsrelay.store.schema import (
     attempts,
@@ -49,6 +50,7 @@ from smsrelay.store.schema import (
 )
 
 if TYPE_CHECKING:
+    from smsrelay.metrics import Metrics
     from smsrelay.store.sql import SqlStore
 
 # ``apply_pending_receipts`` lived here; the worker still imports it from here.
@@ -80,11 +82,22 @@ class Accepted:
 
 
 class ReceiptStore:
-    """Receipts, refusals, replay digests and the outbox over a ``SqlStore``'s engine."""
+    """Receipts, refusals, replay digests and the outbox over a ``SqlStore``'s engine.
 
-    def __init__(self, store: SqlStore, replay_window: timedelta = timedelta(days=30)) -> None:
+    With ``metrics``, every settling that commits is observed in
+    ``smsrelay_send_to_receipt_seconds``; without, the caller observes the returned
+    events' ``delay`` (``smsrelay.receipts.observe_delays``).
+    """
+
+    def __init__(
+        self,
+        store: SqlStore,
+        replay_window: timedelta = timedelta(days=30),
+        metrics: Metrics | None = None,
+    ) -> None:
         self.store = store
         self.replay_window = replay_window
+        self.metrics = metrics
 
     async def accept(
         self, provider: str, digest: str, batch: Sequence[Receipt], now: datetime
@@ -115,7 +128,13 @@ class ReceiptStore:
                 event = await _settle(conn, message, provider, now)
                 if event is not None:
                     events.append(event)
+        self.observe(events)
         return Accepted(kept, events)
+
+    def observe(self, committed: Sequence[PendingEvent]) -> None:
+        """Count committed settlings in ``smsrelay_send_to_receipt_seconds`` (with metrics)."""
+        if self.metrics is not None:
+            observe_delays(self.metrics, committed)
 
     @asynccontextmanager
     async def accepting(
@@ -168,7 +187,8 @@ class ReceiptStore:
                 return []
             await _link(conn, message_id, provider, {provider_message_id})
             event = await _settle(conn, message, provider, now or datetime.now(UTC))
-            return [event] if event else []
+        self.observe([event] if event else [])
+        return [event] if event else []
 
     @asynccontextmanager
     async def matching(
@@ -391,21 +411,31 @@ async def _settle(
 ) -> PendingEvent | None:
     """Apply the rules' decision to the message; its event, written to the outbox."""
     history = await _history(conn, message.id)
+    decided = decide(message, provider, now, history)
+    if decided is None:
+        return None
+    values, event = decided
+    await conn.execute(update(messages).where(messages.c.id == message.id).values(**values))
+    result = await conn.execute(insert(event_outbox).values(outbox_row(event, now)))
+    delay = await _delay(conn, message, provider, history)
+    return PendingEvent(int(result.inserted_primary_key[0]), event, delay)  # type: ignore[index]
+
+
+def decide(
+    message: Row[Any], provider: str, now: datetime, history: Sequence[ReceiptRecord]
+) -> tuple[dict[str, Any], StatusEvent] | None:
+    """The rules' decision for a message and its history: the message's new values and event."""
     state = next_state(State(message.state), history)
     if state is None:
         return None
     status = resolve(history)
     error = receipt_error(provider, history, status) if status else None
-    await conn.execute(
-        update(messages)
-        .where(messages.c.id == message.id)
-        .values(
-            state=state.value,
-            updated_at=now,
-            error_code=error.code if error else None,
-            error_message=error.message if error else None,
-        )
-    )
+    values = {
+        "state": state.value,
+        "updated_at": now,
+        "error_code": error.code if error else None,
+        "error_message": error.message if error else None,
+    }
     parts = max((r.parts for r in history if r.parts), default=None)
     event = StatusEvent(
         id=message.id,
@@ -419,10 +449,41 @@ async def _settle(
         at=now,
         possible_duplicate=bool(message.possible_duplicate),
     )
-    result = await conn.execute(
-        insert(event_outbox).values(event=event.model_dump_json(), created_at=now)
+    return values, event
+
+
+def outbox_row(event: StatusEvent, now: datetime) -> dict[str, Any]:
+    """The outbox row of a committed event."""
+    return {"event": event.model_dump_json(), "created_at": now}
+
+
+async def _delay(
+    conn: AsyncConnection, message: Row[Any], provider: str, history: Sequence[ReceiptRecord]
+) -> ReceiptDelay | None:
+    """From the provider's answer to the send (its latest sent attempt) to the last
+    report received; 0 for receipts that overtook the send's record or a skewed clock."""
+    sent_at = await conn.execute(
+        select(func.coalesce(attempts.c.finished_at, attempts.c.started_at))
+        .where(
+            attempts.c.message_id == message.id,
+            attempts.c.provider == provider,
+            attempts.c.outcome == "sent",
+        )
+        .order_by(attempts.c.number.desc())
+        .limit(1)
     )
-    return PendingEvent(int(result.inserted_primary_key[0]), event)  # type: ignore[index]
+    return receipt_delay(message, provider, sent_at.scalar(), history)
+
+
+def receipt_delay(
+    message: Row[Any], provider: str, sent: datetime | None, history: Sequence[ReceiptRecord]
+) -> ReceiptDelay | None:
+    """The send → receipt delay of a settled message, from its sent time and its history."""
+    reports = [r.received_at for r in history if r.status is not ReceiptStatus.PENDING]
+    if sent is None or not reports:
+        return None
+    seconds = (max(reports) - _aware(sent)).total_seconds()
+    return ReceiptDelay(provider, message.country, max(0.0, seconds))
 
 
 def _row(

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, event, false, insert, or_, select, text, update
+from sqlalchemy import and_, delete, event, false, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
@@ -232,14 +232,21 @@ async def waiting_receipts(conn: AsyncConnection, sent: dict[str, tuple[str, str
     """Which of the just-sent messages (id → provider, provider message id) have receipts.
 
     Receipts can overtake the worker; the API keeps them unmatched until the send is
-    recorded. One query for a whole batch of sends.
+    recorded. One query for a whole batch of sends. Each branch of the OR must match an
+    index on its own (``ix_receipts_message_id``; ``ix_receipts_provider_message_id`` on
+    provider *and* provider message id): a provider message id alone matches none, and
+    the database scans every receipt kept on every flush (58 ms at 500,000 receipts).
     """
     by_pmid = {pmid: (mid, provider) for mid, (provider, pmid) in sent.items()}
+    providers = sorted({provider for provider, _ in sent.values()})
     rows = await conn.execute(
         select(receipts.c.message_id, receipts.c.provider, receipts.c.provider_message_id).where(
             or_(
                 receipts.c.message_id.in_(list(sent)),
-                receipts.c.provider_message_id.in_(list(by_pmid)),
+                and_(
+                    receipts.c.provider.in_(providers),
+                    receipts.c.provider_message_id.in_(list(by_pmid)),
+                ),
             )
         )
     )
