@@ -26,6 +26,7 @@ from smsrelay.cli_prices import prices_app
 from smsrelay.cli_report import report_app
 from smsrelay.cli_route import route_app
 from smsrelay.cli_runner import ConfigOption, fail, load_settings, run
+from smsrelay.cli_simulate import simulate
 from smsrelay.errors import ConfigError
 from smsrelay.phone import mask
 from smsrelay.resend import Outcome
@@ -42,6 +43,7 @@ app.add_typer(report_app, name="report")
 app.command("health")(health_command)
 topology_app = typer.Typer(help="The broker's exchanges and queues.", no_args_is_help=True)
 app.add_typer(topology_app, name="topology")
+app.command()(simulate)
 
 
 def _version(value: bool) -> None:

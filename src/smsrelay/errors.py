@@ -4,6 +4,7 @@
 
     SmsRelayError
     ├─ ConfigError                 start-up refuses; the message names the key
+    │  └─ ScenarioError            `smsrelay simulate` refuses the scenario file, naming the key
     ├─ InvalidRequest              dead-letter with the reason; `rejected` event; HTTP 422
     ├─ ProviderError(provider, code)
     │  ├─ TransientProviderError   next provider in the route, then a delayed retry
@@ -55,6 +56,17 @@ class ConfigError(SmsRelayError):
         super().__init__(f"config {key}: {problem}")
         self.key = key
         self.problem = problem
+
+
+class ScenarioError(ConfigError):
+    """A market scenario (``smsrelay simulate``) is unusable; ``key`` names the entry."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(key, problem)
+        self.args = (f"scenario {key}: {problem}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class InvalidRequest(SmsRelayError):

@@ -9,6 +9,7 @@ publishes the state changes and counts them in ``smsrelay_receipts``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -30,7 +31,8 @@ class StoreReceiptSink:
         """Store ``receipts`` and publish the changes; ``StaleReceipt`` when seen before."""
         now = datetime.now(UTC)
         async with self.receipts.accepting(provider, digest, receipts, now) as changes:
-            for event in changes:
-                await self.events.publish(event)
+            # One event per message, published together: one after the other, a batch
+            # of receipts waits a confirm round trip per message.
+            await asyncio.gather(*(self.events.publish(event) for event in changes))
         for receipt in receipts:
             self.metrics.receipts.labels(provider, receipt.status.value).inc()
