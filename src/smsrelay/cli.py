@@ -60,7 +60,7 @@ def worker(config_path: Path | None = ConfigOption) -> None:
     from smsrelay.runtime import run_worker
 
     settings = load_settings(config_path)
-    run(run_worker(settings), settings)
+    run(run_worker(settings), settings, fast_loop=True)
 
 
 @app.command()
