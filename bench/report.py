@@ -14,8 +14,16 @@ from pathlib import Path
 from typing import Any
 
 SMSRELAY = "smsrelay-sqlite"
+SMSRELAY_PG = "smsrelay-pg"
 LIMIT = "limit"
 PEERS = ("celery-prefork", "celery-threads", "celery-gevent")
+
+# Issue 10's targets, each a ratio to a pipeline measured in the same run.
+CPU_FACTOR = 1.8  # worker CPU per message in the drain ≤ 1.8x the bare pipeline's
+RATE_FACTOR = 0.55  # drain rate ≥ 0.55x the bare pipeline's
+PEER_FACTOR = 2.0  # drain rate ≥ 2x Celery's best pool, at every latency
+P50_SLACK_MS = 5.0  # at 50% of its own drain rate: p50 ≤ the bare pipeline's p50 + 5 ms
+P99_SLACK_MS = 15.0  # and p99 ≤ the bare pipeline's p99 + 15 ms
 
 METRICS: list[tuple[str, str]] = [
     ("drain", "msgs_per_s"),
@@ -132,24 +140,35 @@ def targets(summary: dict[str, Any], latencies: list[int]) -> list[dict[str, Any
     def at_most(v: float, t: float) -> bool:
         return v <= t
 
-    for latency, factor_peer in ((0, 3.0), (200, 5.0)):
-        mine = _median(summary, SMSRELAY, latency, "drain.msgs_per_s")
-        limit = _median(summary, LIMIT, latency, "drain.msgs_per_s")
-        add(
-            f"smsrelay drain ≥ 0.8x limit at {latency} ms",
-            mine,
-            round(0.8 * limit, 1) if limit else None,
-            at_least,
-            f"smsrelay {_fmt(mine)} msg/s, limit {_fmt(limit)} msg/s",
-        )
-        peer, peer_rate = best_peer(summary, latency)
-        add(
-            f"smsrelay ≥ {factor_peer:g}x the peer's best pool at {latency} ms",
-            mine,
-            round(factor_peer * peer_rate, 1) if peer_rate else None,
-            at_least,
-            f"smsrelay {_fmt(mine)} msg/s, {peer} {_fmt(peer_rate)} msg/s",
-        )
+    for name in (SMSRELAY, SMSRELAY_PG):
+        for latency in latencies:
+            mine_cpu = _median(summary, name, latency, "drain.cpu_us_per_msg")
+            limit_cpu = _median(summary, LIMIT, latency, "drain.cpu_us_per_msg")
+            add(
+                f"{name} CPU/msg ≤ {CPU_FACTOR:g}x limit's at {latency} ms",
+                mine_cpu,
+                round(CPU_FACTOR * limit_cpu, 1) if limit_cpu else None,
+                at_most,
+                f"{name} {_fmt(mine_cpu)} µs/msg, limit {_fmt(limit_cpu)} µs/msg"
+                + (f" ({mine_cpu / limit_cpu:.2f}x)" if mine_cpu and limit_cpu else ""),
+            )
+            mine = _median(summary, name, latency, "drain.msgs_per_s")
+            limit = _median(summary, LIMIT, latency, "drain.msgs_per_s")
+            add(
+                f"{name} drain ≥ {RATE_FACTOR:g}x limit at {latency} ms",
+                mine,
+                round(RATE_FACTOR * limit, 1) if limit else None,
+                at_least,
+                f"{name} {_fmt(mine)} msg/s, limit {_fmt(limit)} msg/s",
+            )
+            peer, peer_rate = best_peer(summary, latency)
+            add(
+                f"{name} ≥ {PEER_FACTOR:g}x the peer's best pool at {latency} ms",
+                mine,
+                round(PEER_FACTOR * peer_rate, 1) if peer_rate else None,
+                at_least,
+                f"{name} {_fmt(mine)} msg/s, {peer} {_fmt(peer_rate)} msg/s",
+            )
     in_flight = _median(summary, SMSRELAY, 200, "drain.max_in_flight")
     add(
         "smsrelay holds ≥ 1,000 sends in flight at 200 ms",
@@ -159,16 +178,18 @@ def targets(summary: dict[str, Any], latencies: list[int]) -> list[dict[str, Any
         "most requests the fake provider held at once in the 200 ms drain (prefetch 1,200); "
         f"held on average: {_fmt(_median(summary, SMSRELAY, 200, 'drain.mean_in_flight'))}",
     )
-    for latency in latencies:
-        mine = _median(summary, SMSRELAY, latency, "steady.p99_ms")
-        limit = _median(summary, LIMIT, latency, "steady.p99_ms")
-        add(
-            f"p99 at 50% load ≤ limit's p99 + 10 ms at {latency} ms",
-            mine,
-            round(limit + 10, 1) if limit is not None else None,
-            at_most,
-            f"smsrelay p99 {_fmt(mine)} ms, limit p99 {_fmt(limit)} ms",
-        )
+    for name in (SMSRELAY, SMSRELAY_PG):
+        for latency in latencies:
+            for pct, slack in (("p50", P50_SLACK_MS), ("p99", P99_SLACK_MS)):
+                mine = _median(summary, name, latency, f"steady.{pct}_ms")
+                limit = _median(summary, LIMIT, latency, f"steady.{pct}_ms")
+                add(
+                    f"{name} {pct} at 50% load ≤ limit's {pct} + {slack:g} ms at {latency} ms",
+                    mine,
+                    round(limit + slack, 1) if limit is not None else None,
+                    at_most,
+                    f"{name} {pct} {_fmt(mine, 1)} ms, limit {pct} {_fmt(limit, 1)} ms",
+                )
     rss = _median(summary, SMSRELAY, 200, "drain.peak_rss_mb")
     add(
         "peak RSS ≤ 150 MB, one worker, 1,000 in flight",

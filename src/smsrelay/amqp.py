@@ -24,9 +24,11 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
+from pamqp.commands import Basic
 
 from smsrelay import brokers, publish_time, telemetry
 from smsrelay import topology as t
+from smsrelay.acks import AckBatcher
 from smsrelay.dispatch import DeadLetter, Dispatcher, Done, Outcome, Retry
 from smsrelay.errors import ConfigError
 from smsrelay.logging import get_logger
@@ -93,15 +95,14 @@ class AmqpEvents:
         self.publisher = publisher
 
     async def publish(self, event: StatusEvent) -> None:
-        message = aio_pika.Message(
-            event.model_dump_json().encode(),
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=event.id,
-        )
         # Not mandatory: with no subscriber bound, the broker drops the event instead
-        # of returning it to us frame by frame.
-        await self.publisher.publish(message, event.routing_key, mandatory=False)
+        # of returning it to us frame by frame. Straight to aiormq (publish_body): an
+        # aio-pika message and its drain wait per event cost ~40 % of the publish.
+        await self.publisher.publish_body(
+            event.model_dump_json().encode(),
+            event.routing_key,
+            Basic.Properties(content_type="application/json", delivery_mode=2, message_id=event.id),
+        )
 
 
 class EventsConnection:
@@ -230,6 +231,7 @@ class Worker:
         self._otp_queue: AbstractQueue | None = None
         self._otp_consumer_tag: str | None = None
         self._gate = LaneGate()
+        self._acks = AckBatcher()
         self._dlx: brokers.ConfirmedPublisher | None = None
         self._retry: brokers.ConfirmedPublisher | None = None
 
@@ -282,12 +284,23 @@ class Worker:
                 await channel.close()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._received(message)
         # Each delivery runs as its own task so that `prefetch` sends are in flight at once.
         # Its publish time is read now: without one, the wait counts from its arrival.
         self._spawn(self._bulk(message, _published_at(message)))
 
     async def _on_otp(self, message: AbstractIncomingMessage) -> None:
+        self._received(message)
         self._spawn(self._otp(message, _published_at(message)))
+
+    def _received(self, message: AbstractIncomingMessage) -> None:
+        # Before anything awaits: deliveries register in the order the broker tagged them.
+        if message.delivery_tag is not None:
+            self._acks.received(message.channel, message.delivery_tag)
+
+    def _settled(self, message: AbstractIncomingMessage) -> None:
+        if message.delivery_tag is not None:
+            self._acks.settled(message.channel, message.delivery_tag)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -327,15 +340,19 @@ class Worker:
             ) as outcome:
                 await self._carry_out(outcome, message)
         except asyncio.CancelledError:
+            self._settled(message)
             await _settle(message.nack(requeue=True))
             raise
         except Exception:
             # Store or broker trouble: give the message back; dedupe makes a rerun safe.
             log.exception("delivery_failed", message_id=message.message_id)
             await asyncio.sleep(PAUSE_AFTER_FAILURE)
+            self._settled(message)
             await _settle(message.nack(requeue=True))
             return
-        await _settle(message.ack())
+        if message.delivery_tag is not None:
+            # With this turn's other acks, in as few frames as possible (smsrelay.acks).
+            self._acks.ack(message.channel, message.delivery_tag)
 
     async def _carry_out(self, outcome: Outcome, message: AbstractIncomingMessage) -> None:
         if isinstance(outcome, DeadLetter):

@@ -79,7 +79,7 @@ def worker(
 
     settings = load_settings(config_path)
     if processes == 1:
-        run(run_worker(settings), settings)
+        run(run_worker(settings), settings, fast_loop=True)
         return
     code = run(run_supervisor(settings, processes, config_path), settings)
     if code:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,16 +32,32 @@ def load_settings(path: Path | None) -> config.Settings:
     return settings
 
 
-def run(coro: Coroutine[Any, Any, T], settings: config.Settings | None) -> T:
-    """Run a command's coroutine; a failure a person can fix becomes one line and exit 2."""
+def run(
+    coro: Coroutine[Any, Any, T], settings: config.Settings | None, *, fast_loop: bool = False
+) -> T:
+    """Run a command's coroutine; a failure a person can fix becomes one line and exit 2.
+
+    ``fast_loop``: on uvloop when it is installed (the worker: its event loop is its
+    bottleneck), else on asyncio's own loop.
+    """
     try:
-        return asyncio.run(coro)
+        with asyncio.Runner(loop_factory=_fast_loop_factory() if fast_loop else None) as runner:
+            return runner.run(coro)
     except Exception as exc:
         message = explain(exc, settings)
         if message is None:
             raise
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(EXIT_CODE) from None
+
+
+def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when it can be imported (not on Windows): ~20 % less CPU per message."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

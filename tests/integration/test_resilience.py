@@ -119,7 +119,7 @@ async def test_broker_restart_mid_stream_loses_nothing(
 ) -> None:
     """`rabbitmqctl stop_app`/`start_app` mid-stream: the worker reconnects by itself and sends everything."""
     # Slower sends than the other tests: stopping the app takes a moment of its own.
-    worker = WorkerProcess(tmp_path, private_broker.url, sqlite_url, latency_ms=400)
+    worker = WorkerProcess(tmp_path, private_broker.url, sqlite_url, latency_ms=800)
     reqs = _requests(f"restart-{uuid.uuid4().hex[:6]}")
     worker.start()
     try:
