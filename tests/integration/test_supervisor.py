@@ -18,7 +18,10 @@ from tests.integration.test_resilience import COUNT, _requests, _wait_all_final
 @pytest.fixture
 def workers(tmp_path: Path, amqp_url: str, sqlite_url: str) -> WorkerProcess:
     """A supervisor of two worker processes on the test's vhost and SQLite file."""
-    proc = WorkerProcess(tmp_path, amqp_url, sqlite_url, args=("--processes", "2"))
+    # Slow sends: the stream must outlast the time a loaded machine takes to deliver a signal.
+    proc = WorkerProcess(
+        tmp_path, amqp_url, sqlite_url, latency_ms=400, args=("--processes", "2")
+    )
     yield proc  # type: ignore[misc]
     proc.stop()
 
