@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -32,8 +33,10 @@ async def any_store(database_url: str) -> AsyncIterator[SqlStore]:
         await store.close()
 
 
-async def sent(store: SqlStore, attempt: int = 1, message_id: str = "m-1") -> None:
-    """``message_id`` sent through Plivo as ``UUID`` by attempt ``attempt`` (earlier ones failed)."""
+async def sent(
+    store: SqlStore, attempt: int = 1, message_id: str = "m-1", pmid: str = UUID
+) -> None:
+    """``message_id`` sent through Plivo as ``pmid`` by attempt ``attempt`` (earlier ones failed)."""
     await store.claim(validate_request({"id": message_id, "to": "+14155550123", "body": "hi"}))
     for number in range(1, attempt):
         key = await store.start_attempt(message_id, number, "plivo")
@@ -44,7 +47,7 @@ async def sent(store: SqlStore, attempt: int = 1, message_id: str = "m-1") -> No
         message_id,
         State.SENT,
         provider="plivo",
-        provider_message_id=UUID,
+        provider_message_id=pmid,
         segments=2,
         closing_attempt=key,
     )
@@ -69,7 +72,9 @@ async def billed(store: SqlStore, message_id: str = "m-1") -> list[tuple[int, st
 def plivo_settings(database_url: str) -> Settings:
     """The API's test settings with a Plivo instance whose callbacks verify."""
     plivo = {"type": "plivo", "auth_id": AUTH_ID, "auth_token": AUTH_TOKEN, "sender": "+1415"}
-    return api_settings(database_url, providers={"simulator": {"type": "simulator"}, "plivo": plivo})
+    return api_settings(
+        database_url, providers={"simulator": {"type": "simulator"}, "plivo": plivo}
+    )
 
 
 async def post(client: Any, nonce: str, **params: str) -> int:
@@ -120,7 +125,9 @@ async def test_malformed_amount_is_no_cost_and_no_error(
     assert await billed(any_store) == [(1, "sent", None, None)]
 
 
-async def test_one_by_one_path_records_the_cost_once(any_store: SqlStore, database_url: str) -> None:
+async def test_one_by_one_path_records_the_cost_once(
+    any_store: SqlStore, database_url: str
+) -> None:
     """``ReceiptStore.accept`` (the path the batch falls back to) fills the cost the same way."""
     from smsrelay.store.receipts import ReceiptStore
 
@@ -141,3 +148,46 @@ async def test_one_by_one_path_records_the_cost_once(any_store: SqlStore, databa
     await store.accept("plivo", "d2", [receipt(ReceiptStatus.PENDING, "0.0200")], now)
     await store.accept("plivo", "d3", [receipt(ReceiptStatus.DELIVERED, "0.0300")], now)
     assert await billed(any_store) == [(1, "sent", "0.0100", "USD")]
+
+
+async def test_one_flush_bills_each_message_with_its_first_cost(
+    any_store: SqlStore, database_url: str
+) -> None:
+    """Webhooks for three messages in one flush (two for m-0, in two rounds): one set-based
+    update per round, each message's first reported cost and none added up."""
+    for n in range(3):
+        await sent(any_store, message_id=f"m-{n}", pmid=f"uuid-{n}")
+    reports = [
+        ("uuid-0", ReceiptStatus.PENDING, "0.0100", "USD"),
+        ("uuid-1", ReceiptStatus.DELIVERED, "0.0200", "EUR"),
+        ("uuid-0", ReceiptStatus.DELIVERED, "0.0400", "USD"),
+        ("uuid-2", ReceiptStatus.DELIVERED, "oops", "dollars"),
+    ]
+    async with running_api(plivo_settings(database_url), any_store, MemoryPublisher()) as api:
+        batcher = api.app.state.smsrelay.batcher
+        flushes = batcher.flushes
+        now = datetime.now(UTC)
+        # Each accept() queues its webhook before its first await: one flush takes them all.
+        await asyncio.gather(
+            *(
+                batcher.accept(
+                    "plivo",
+                    f"digest-{n}",
+                    [
+                        Receipt(
+                            provider_message_id=pmid,
+                            status=status,
+                            provider_status=status.value,
+                            cost=cost,
+                            currency=currency,
+                        )
+                    ],
+                    now,
+                )
+                for n, (pmid, status, cost, currency) in enumerate(reports)
+            )
+        )
+        assert batcher.flushes == flushes + 1
+    assert await billed(any_store, "m-0") == [(1, "sent", "0.0100", "USD")]
+    assert await billed(any_store, "m-1") == [(1, "sent", "0.0200", "EUR")]
+    assert await billed(any_store, "m-2") == [(1, "sent", None, None)]
