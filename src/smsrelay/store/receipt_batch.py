@@ -12,7 +12,8 @@ one transaction with one statement per step for the whole batch:
    refused as replayed, the new ones inserted;
 2. the messages the receipts name, locked (by provider message id, then through the
    attempt that carried it, then by our id);
-3. which receipts are kept already ("once"), the new ones inserted, waiting ones linked;
+3. which receipts are kept already ("once"), the new ones inserted, waiting ones linked,
+   the costs they state written to their sent attempts (``store.receipt_costs``);
 4. each touched message's history read back and its state settled; events to the outbox.
 
 The rules are ``smsrelay.receipts``'s, applied in the order the webhooks arrived: a
