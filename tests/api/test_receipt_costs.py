@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from smsrelay.store import SqlStore, upgrade
 from smsrelay.store.schema import attempts
 from tests.api.support import MemoryPublisher, api_settings, auth, running_api
 from tests.fakes.plivo import AUTH_ID, AUTH_TOKEN, callback, signed_callback
+from tests.routing.test_explain import config, smsrelay
 
 UUID = "db3ce55a-7f1d-11e1-8ea7-1231380bc196"
 PATH = "/v1/receipts/plivo?smsrelay_id=m-1"
@@ -86,7 +89,7 @@ async def post(client: Any, nonce: str, **params: str) -> int:
 
 
 async def test_plivo_receipt_cost_is_the_attempts_actual_cost_and_reported(
-    any_store: SqlStore, database_url: str
+    any_store: SqlStore, database_url: str, tmp_path: Path
 ) -> None:
     """A priced Plivo callback fills the sent attempt's actual cost (not the failed one's);
     the costs report shows it; the same report again, or a later one, changes nothing."""
@@ -113,6 +116,12 @@ async def test_plivo_receipt_cost_is_the_attempts_actual_cost_and_reported(
         [line] = answer.json()
         assert (line["provider"], line["currency"], line["actual_cost"]) == ("plivo", "USD", 0.01)
         assert line["delivered"] == 0  # part 1 of 2 only
+    # smsrelay report costs reads the same attempts.
+    path = config(tmp_path, database_url)
+    result = smsrelay("report", "costs", "--by", "provider", "--format", "json", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    [printed] = json.loads(result.stdout)
+    assert (printed["provider"], printed["actual_cost"]) == ("plivo", 0.01)
 
 
 async def test_malformed_amount_is_no_cost_and_no_error(
