@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -298,6 +299,32 @@ class Receipt(BaseModel):
     part: int | None = None
     parts: int | None = None
     at: datetime | None = None
+    # What the provider says the whole message cost, where its report tells (Plivo's
+    # ``TotalAmount``, Infobip's ``price``, Telnyx's ``cost``…). Not trusted further
+    # than its shape: anything but a plain non-negative amount or a three-letter code
+    # is no cost at all (None), never an error.
+    cost: Decimal | None = None
+    currency: str | None = None
+
+    @field_validator("cost", mode="before")
+    @classmethod
+    def _plain_amount(cls, value: object) -> Decimal | None:
+        if isinstance(value, Decimal) and value.is_finite() and value >= 0:
+            text = str(value)
+        elif isinstance(value, str):
+            text = value
+        else:
+            return None
+        return Decimal(text) if _RECEIPT_COST.fullmatch(text) else None
+
+    @field_validator("currency", mode="before")
+    @classmethod
+    def _currency_code(cls, value: object) -> str | None:
+        return value if isinstance(value, str) and _RECEIPT_CURRENCY.fullmatch(value) else None
+
+
+_RECEIPT_COST = re.compile(r"[0-9]{1,12}(\.[0-9]{1,10})?")
+_RECEIPT_CURRENCY = re.compile(r"[A-Z]{3}")
 
 
 class EventError(BaseModel):

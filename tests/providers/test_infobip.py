@@ -15,6 +15,7 @@ import json
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -517,3 +518,42 @@ async def test_duplicate_message_id_counts_as_sent(
     fake.fail(OTHER, 200, "REJECTED_DUPLICATE_MESSAGE_ID")
     result = await infobip.send(message(OTHER))
     assert result.provider_message_id == "m-1"
+
+
+def test_infobip_example_report_carries_its_price(provider: InfobipProvider) -> None:
+    """The spec's example prices one SMS at 0.01 EUR: the receipt's cost and currency."""
+    first, _ = provider.parse_receipts(report_webhook(example_report()))
+    assert (first.cost, first.currency) == (Decimal("0.01"), "EUR")
+
+
+def test_report_cost_is_the_price_per_sms_times_the_sms_count(provider: InfobipProvider) -> None:
+    """pricePerMessage is "Price per one SMS": a three-SMS message costs three times it."""
+    body = _report(
+        _status("DELIVERED", "DELIVERED_TO_HANDSET"),
+        messageCount=3,
+        price={"pricePerMessage": 0.0125, "currency": "usd"},
+    )
+    (receipt,) = provider.parse_receipts(report_webhook(body))
+    assert (receipt.cost, receipt.currency) == (Decimal("0.0375"), "USD")
+
+
+@pytest.mark.parametrize(
+    "price",
+    [
+        "0.01",
+        {"pricePerMessage": "lots", "currency": "EUR"},
+        {"pricePerMessage": -0.5, "currency": "EURO"},
+        {"pricePerMessage": [1], "currency": 7},
+        {"pricePerMessage": 1e300, "currency": "EUR"},
+        {"pricePerMessage": True, "currency": "EUR"},
+    ],
+)
+def test_report_with_a_malformed_price_has_no_cost(provider: InfobipProvider, price: Any) -> None:
+    """A price that is not an object with a plain amount gives no cost; bad codes no currency."""
+    body = _report(_status("DELIVERED", "DELIVERED_TO_HANDSET"), price=price)
+    (receipt,) = provider.parse_receipts(report_webhook(body))
+    assert receipt.status is ReceiptStatus.DELIVERED
+    if isinstance(price, dict) and price["pricePerMessage"] == -0.5:
+        assert (receipt.cost, receipt.currency) == (Decimal("0.5"), None)  # sign dropped
+    else:
+        assert receipt.cost is None

@@ -7,6 +7,7 @@ import base64
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -407,3 +408,19 @@ def test_multipart_callback_reports_the_parent_uuid_and_units(provider: PlivoPro
     params = callback("part-2", ParentMessageUUID="parent-1", Units="3")
     (receipt,) = provider.parse_receipts(signed_callback(params, "n"))
     assert (receipt.provider_message_id, receipt.part, receipt.parts) == ("parent-1", None, 3)
+
+
+def test_sdk_vector_callback_reports_the_whole_message_cost(provider: PlivoProvider) -> None:
+    """TotalAmount (Units x TotalRate: 2 x 0.0050) is the receipt's cost, in US dollars."""
+    vector = fixture("signature_vectors.json")["vectors"][0]
+    webhook = signed_callback(vector["form"], "n")
+    (receipt,) = provider.parse_receipts(webhook)
+    assert (receipt.cost, receipt.currency) == (Decimal("0.0100"), "USD")
+
+
+@pytest.mark.parametrize("amount", ["", "free", "1e3", "0.01.2", "9" * 20, "NaN"])
+def test_callback_with_a_malformed_amount_has_no_cost(provider: PlivoProvider, amount: str) -> None:
+    """A TotalAmount that is not a plain amount is no cost (None), the receipt still parses."""
+    (receipt,) = provider.parse_receipts(signed_callback(callback("u", TotalAmount=amount), "n"))
+    assert receipt.cost is None
+    assert receipt.status is ReceiptStatus.DELIVERED

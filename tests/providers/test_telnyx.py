@@ -18,6 +18,7 @@ import functools
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -554,3 +555,23 @@ def test_replay_key_is_the_signed_payload_not_the_signature_text(
     respelled["telnyx-signature-ed25519"] = respelled["telnyx-signature-ed25519"].rstrip("=")
     assert provider.replay_key(replace(webhook, headers=respelled)) == provider.replay_key(webhook)
     assert provider.replay_key(webhook).endswith(b"|" + webhook.body)
+
+
+def test_finalized_event_reports_the_message_cost(provider: TelnyxProvider) -> None:
+    """payload.cost (the spec's example: 0.0051 USD) is the receipt's cost and currency."""
+    body = _event(cost={"amount": "0.0051", "currency": "USD"})
+    (receipt,) = provider.parse_receipts(signed_event(body, KEY))
+    assert (receipt.cost, receipt.currency) == (Decimal("0.0051"), "USD")
+
+
+@pytest.mark.parametrize(
+    "cost", [None, "0.0051", {"amount": "x", "currency": "USD"}, {"amount": 5, "currency": 5}]
+)
+def test_event_with_a_malformed_cost_has_no_cost(provider: TelnyxProvider, cost: Any) -> None:
+    """A null cost (not rated yet) or a malformed one gives no cost; the receipt still parses."""
+    (receipt,) = provider.parse_receipts(signed_event(_event(cost=cost), KEY))
+    assert receipt.status is ReceiptStatus.DELIVERED
+    if isinstance(cost, dict) and cost["amount"] == 5:
+        assert (receipt.cost, receipt.currency) == (Decimal(5), None)
+    else:
+        assert receipt.cost is None

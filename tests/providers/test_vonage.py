@@ -6,6 +6,7 @@ import copy
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -445,3 +446,19 @@ def test_webhook_without_a_dlr_yields_no_receipt(provider: VonageProvider) -> No
         "POST", "https://relay.example.com/r", {"content-type": "application/json"}, body
     )
     assert provider.parse_receipts(webhook) == []
+
+
+def test_receipt_reports_its_price(provider: VonageProvider) -> None:
+    """The DLR's price (the spec's example, 0.03330000) is the receipt's cost; Vonage
+    names no currency (the account's), as in the send answer."""
+    webhook = signed_receipt(dlr("0A01"), NOW.timestamp())
+    (receipt,) = provider.parse_receipts(webhook)
+    assert (receipt.cost, receipt.currency) == (Decimal("0.03330000"), None)
+
+
+@pytest.mark.parametrize("price", ["", "cheap", "-", "1e-3", "9" * 20])
+def test_receipt_with_a_malformed_price_has_no_cost(provider: VonageProvider, price: str) -> None:
+    """A price that is not a plain amount is no cost (None); the receipt still parses."""
+    webhook = signed_receipt(dlr("0A01", price=price), NOW.timestamp())
+    (receipt,) = provider.parse_receipts(webhook)
+    assert (receipt.cost, receipt.status) == (None, ReceiptStatus.DELIVERED)

@@ -68,12 +68,15 @@ weigh up to 1 MB. A report's ``results[]`` normalise by
 handset has not confirmed), PENDING/ACCEPTED → pending, UNDELIVERABLE and EXPIRED →
 undelivered, REJECTED → failed. ``error.id`` is kept for failures and ``messageCount`` as
 the part count; ``doneAt`` is read leniently (Infobip writes ``+0100`` without a colon).
+``price.pricePerMessage`` (per SMS, says the spec) times ``messageCount`` is the receipt's
+cost, in ``price.currency``.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, ClassVar, Literal, NoReturn
 
 from pydantic import Field, SecretStr, model_validator
@@ -304,15 +307,28 @@ def _receipt(result: dict[str, Any]) -> Receipt:
     error = result.get("error")
     error_id = error.get("id") if isinstance(error, dict) and status in _FAILED else None
     message_id = str_or_none(result.get("messageId"))
+    parts = json_int(result.get("messageCount") or result.get("smsCount"))
+    found = result.get("price")
+    price: dict[str, Any] = found if isinstance(found, dict) else {}
     return Receipt(
         provider_message_id=message_id,
         message_id=message_id,
         status=status,
         provider_status=name,
         error_code=str_or_none(error_id),
-        parts=json_int(result.get("messageCount") or result.get("smsCount")),
+        parts=parts,
         at=_lenient_datetime(result.get("doneAt")),
+        cost=_message_cost(money(price.get("pricePerMessage")), parts),
+        currency=currency_code(price.get("currency")),
     )
+
+
+def _message_cost(per_part: Decimal | None, parts: int | None) -> Decimal | None:
+    # The spec's Price.pricePerMessage is "Price per one SMS"; the report's
+    # messageCount is how many SMS the message took.
+    if per_part is None:
+        return None
+    return per_part * parts if parts is not None and 0 < parts <= 255 else per_part
 
 
 def _receipt_status(status: dict[str, Any]) -> ReceiptStatus:

@@ -28,7 +28,9 @@ Callbacks arrive as POST form data (or a GET query) with ``MessageUUID``, ``Stat
 (queued, sent, delivered, undelivered, failed, rejected), ``ErrorCode`` (Plivo's
 delivery error codes, kept as the receipt's error code: 10 invalid message, 20 network
 error, 30 spam detected, 40 invalid source number, 50 invalid destination number,
-900 insufficient credit, …; "000" means none), ``Units`` and ``PartInfo``, and the
+900 insufficient credit, …; "000" means none), ``Units`` and ``PartInfo``,
+``TotalRate`` and ``TotalAmount`` (the charge per unit and for the whole message, in US
+dollars: kept as the receipt's cost), and the
 ``ParentMessageUUID`` that every part of a long message shares with the uuid the send
 returned. They are signed with ``X-Plivo-Signature-V3``: base64 HMAC-SHA256, keyed with
 the auth token, of the URL (its query sorted), then for a POST ``?`` or ``.`` and the
@@ -68,6 +70,7 @@ from smsrelay.providers.base import (
     Webhook,
     basic_auth,
     json_object,
+    money,
     scrub,
     secret,
 )
@@ -204,6 +207,10 @@ class PlivoProvider(HttpProvider):
             part=part,
             parts=parts,
             at=_first_time(params),
+            # TotalAmount is the whole message's charge (Units x TotalRate), repeated in
+            # every part's callback; Plivo bills in US dollars and names no currency.
+            cost=money(params.get("TotalAmount")),
+            currency="USD",
         )
         return [receipt]
 

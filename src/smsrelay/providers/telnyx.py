@@ -112,10 +112,12 @@ from smsrelay.providers.base import (
     HttpProvider,
     ProviderSettings,
     Webhook,
+    currency_code,
     dicts,
     iso_datetime,
     json_int,
     json_object,
+    money,
     scrub,
     secret,
     str_or_none,
@@ -320,6 +322,9 @@ def _receipt(payload: dict[str, Any], to: dict[str, Any], at: datetime | None) -
     status = RECEIPT_STATUSES.get(provider_status, ReceiptStatus.PENDING)
     errors = dicts(payload.get("errors"))
     code = errors[0].get("code") if errors and status in _FAILED else None
+    # ``cost`` (amount and ISO 4217 currency) is the whole message's, once rated.
+    found = payload.get("cost")
+    cost: dict[str, Any] = found if isinstance(found, dict) else {}
     return Receipt(
         provider_message_id=str_or_none(payload.get("id")),
         status=status,
@@ -327,6 +332,8 @@ def _receipt(payload: dict[str, Any], to: dict[str, Any], at: datetime | None) -
         error_code=str_or_none(code),
         parts=json_int(payload.get("parts")),
         at=at,
+        cost=money(cost.get("amount")),
+        currency=currency_code(cost.get("currency")),
     )
 
 

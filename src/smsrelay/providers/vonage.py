@@ -266,6 +266,10 @@ class VonageProvider(HttpProvider):
             provider_status=status,
             error_code=_error_code(params.get("err-code")),
             at=_scts(params.get("scts")),
+            # The price of this part, in the account's currency, which Vonage does not
+            # name (as in the send answer). A multipart message's parts each report
+            # their own: the first one kept is taken (see the README's "Prices").
+            cost=money(params.get("price")),
         )
         return [receipt]
 

@@ -12,7 +12,8 @@ one transaction with one statement per step for the whole batch:
    refused as replayed, the new ones inserted;
 2. the messages the receipts name, locked (by provider message id, then through the
    attempt that carried it, then by our id);
-3. which receipts are kept already ("once"), the new ones inserted, waiting ones linked;
+3. which receipts are kept already ("once"), the new ones inserted, waiting ones linked,
+   the costs they state written to their sent attempts (``store.receipt_costs``);
 4. each touched message's history read back and its state settled; events to the outbox.
 
 The rules are ``smsrelay.receipts``'s, applied in the order the webhooks arrived: a
@@ -44,6 +45,7 @@ from smsrelay.logging import get_logger
 from smsrelay.models import Receipt, StatusEvent
 from smsrelay.receipts import identity
 from smsrelay.store.base import PendingEvent
+from smsrelay.store.receipt_costs import cost_rows, record_costs
 from smsrelay.store.receipts import (
     Accepted,
     ReceiptStore,
@@ -306,6 +308,7 @@ async def _apply_round(
     rows: list[dict[str, Any]] = []
     links: list[dict[str, Any]] = []
     owners: dict[str, tuple[int, Row[Any]]] = {}
+    billed: list[tuple[str, str, Receipt]] = []
     kept_of: dict[int, list[Receipt]] = {}
     for i in indexes:
         item = items[i]
@@ -323,6 +326,7 @@ async def _apply_round(
             rows.append(_row(item.provider, receipt, message, item.now))
             if message is not None:
                 owners.setdefault(message.id, (i, message))
+                billed.append((message.id, item.provider, receipt))
                 if (item.provider, receipt.provider_message_id) in orphans:
                     links.append(
                         {"m": message.id, "p": item.provider, "x": receipt.provider_message_id}
@@ -332,6 +336,7 @@ async def _apply_round(
         await conn.execute(insert(receipts), rows)
     if links:
         await _link_many(conn, links)
+    await record_costs(conn, cost_rows(billed))
     events = await _settle_many(conn, items, owners)
     for i in indexes:
         results[i] = Accepted(kept_of[i], events.get(i, []))

@@ -39,6 +39,7 @@ from smsrelay.receipts import (
     resolve,
 )
 from smsrelay.store.base import PendingEvent, ReceiptDelay
+from smsrelay.store.receipt_costs import cost_rows, record_costs
 from smsrelay.store.retention import RECEIPTS_PURGE_LOCK, delete_in_batches, purge_lock
 from smsrelay.store.schema import (
     attempts,
@@ -111,6 +112,7 @@ class ReceiptStore:
             await self._remember(conn, provider, digest, now)
             found: dict[str, tuple[Row[Any], set[str]]] = {}
             kept: list[Receipt] = []
+            billed: list[tuple[str, str, Receipt]] = []
             seen: set[Hashable] = set()
             for receipt in batch:
                 message = await _find_message(conn, provider, receipt)
@@ -122,6 +124,8 @@ class ReceiptStore:
                 if message is not None:
                     _, ids = found.setdefault(message.id, (message, set()))
                     ids.update(filter(None, [receipt.provider_message_id]))
+                    billed.append((message.id, provider, receipt))
+            await record_costs(conn, cost_rows(billed))
             events = []
             for message, ids in found.values():
                 await _link(conn, message.id, provider, ids)
