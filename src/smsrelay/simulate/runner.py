@@ -165,6 +165,12 @@ async def run_scenario(
             finally:
                 events.cancel()
                 converting.cancel()
+            failed = (
+                converting.exception() if converting.done() and not converting.cancelled() else None
+            )
+            if failed is not None:
+                # The guard learnt less than the scenario says: the figures would mislead.
+                raise failed
         finally:
             closing = asyncio.get_running_loop().time()
             await alerts.close()
