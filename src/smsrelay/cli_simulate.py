@@ -29,6 +29,12 @@ def simulate(
         None, "--database-url", help="Store for the run (a fresh SQLite file in --out)."
     ),
     chart: bool = typer.Option(True, "--chart/--no-chart", help="Draw chart.png (needs [sim])."),
+    guard_mode: str | None = typer.Option(
+        None,
+        "--guard-mode",
+        help="Override the scenario's guard.mode (off, monitor, enforce): the same attack, "
+        "monitored.",
+    ),
     config_path: Path | None = ConfigOption,
 ) -> None:
     """Run a simulated market: real worker and broker, simulated providers; print the economics."""
@@ -45,6 +51,9 @@ def simulate(
     except ScenarioError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if guard_mode is not None and guard_mode not in {"off", "monitor", "enforce"}:
+        typer.echo(f"error: --guard-mode: {guard_mode!r} is not off, monitor or enforce", err=True)
+        raise typer.Exit(2)
     out_dir = out or Path(f"simulation-{scenario.name}")
     url = database_url or default_database(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -54,6 +63,7 @@ def simulate(
             amqp_url=settings.amqp_url,
             database_url=url,
             progress=lambda line: typer.echo(f"  {line}", err=True),
+            guard_mode=guard_mode,
         ),
         settings,
     )
@@ -101,7 +111,50 @@ def summary(report: dict[str, Any]) -> str:
         f"targets   within 3 % of optimum: {t['within_3pct_of_optimum']}; 30 % below baseline: "
         f"{t['30pct_below_baseline']}; moved within 120 s: {t['moved_within_120s']}"
     )
+    lines.extend(_alert_lines(report))
+    lines.extend(_attack_lines(report.get("attack")))
     return "\n".join(lines)
+
+
+def _alert_lines(report: dict[str, Any]) -> list[str]:
+    lines = []
+    for a in report.get("alerts", []):
+        figures = ", ".join(f"{k} {v}" for k, v in (a["figures"] or {}).items())
+        lines.append(
+            f"alert t={a['t_s']:g} s {a['type']} {a['provider']} {a['country']}: {figures};"
+            f" action {a['action']} {a['routed_to'] or ''}".rstrip()
+        )
+    for r in report.get("recovery", []):
+        lines.append(
+            f"recovery {r['country']} from t={r['since_s']:g} s ({r['basis']}):"
+            f" delivered {_p0(r['delivery_rate'])} of {r['messages']} via {r['providers']}"
+            f" (target >= 95 %: {r['target_met']})"
+        )
+    return lines
+
+
+def _attack_lines(attack: dict[str, Any] | None) -> list[str]:
+    if attack is None:
+        return []
+    lines = [
+        f"guard     mode {attack['mode']}: {attack['legit_otps']} legitimate OTPs,"
+        f" {attack['legit_refused']} refused ({attack['legit_refused_share']:.3%});"
+        f" rejected in store {attack['rejected_in_store']}"
+    ]
+    for prefix, row in attack["prefixes"].items():
+        lines.append(
+            f"  pumped {prefix} ({row['country']}): {row['requested']} requested,"
+            f" {row['allowed_before_first_refusal']} before the first refusal,"
+            f" {row['refused']} refused, {row['sent']} sent; cost refused"
+            f" {row['cost_refused']:.2f}; {row['rules']}"
+        )
+    t = attack["targets"]
+    lines.append(
+        f"  cost saved {attack['cost_saved']:.2f} (would save {attack['cost_would_save']:.2f});"
+        f" each prefix within 100: {t['each_prefix_refused_within_100']};"
+        f" legit <= 0.5 %: {t['legit_refused_at_most_0.5pct']}"
+    )
+    return lines
 
 
 def _v(value: float | None) -> str:

@@ -209,6 +209,11 @@ class Runtime:
         # The country's route (or "*"): where an alert says the traffic can go.
         return RouteTable(self.settings.routes).match("", country).route.providers
 
+    def use_guard(self, guard: Guard | None) -> None:
+        """Use ``guard`` instead of building one from settings (before the worker starts)."""
+        self.guard = guard
+        self._guard_built = True
+
     def pumping_guard(self) -> Guard | None:
         """The guard of ``guard.mode``, built at the first call."""
         if not self._guard_built:

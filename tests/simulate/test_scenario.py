@@ -197,3 +197,98 @@ def test_alert_durations_are_scaled_too() -> None:
     health = parse_scenario(data).health_settings()
     assert (health.alerts.window, health.alerts.cool_down) == (30, 90)
     assert health.alerts.min_samples == 20
+
+
+def attack_scenario() -> dict[str, Any]:
+    data = minimal()
+    data["traffic"]["GB"].update(kind="otp", conversion=0.8, numbers=500, spread=6)
+    data["providers"]["a"]["countries"]["LV"] = {"price": 0.38}
+    data["guard"] = {"mode": "enforce", "window": 600}
+    data["attack"] = {"start": 10, "prefixes": [{"prefix": "+3712940", "country": "LV"}]}
+    return data
+
+
+def test_an_attack_scenario_is_accepted_and_its_guard_times_scaled() -> None:
+    """OTP traffic with conversion, an attack section, guard settings over the defaults
+    with every duration divided by time_scale (the guard's clock is the wall clock)."""
+    data = attack_scenario()
+    data["time_scale"] = 4
+    scenario = parse_scenario(data)
+    guard = scenario.guard_settings()
+    assert guard.mode == "enforce"
+    assert guard.window == 150  # 600 / 4
+    assert guard.number.window == 150  # default 600 / 4
+    assert guard.conversion.grace == 15 and guard.conversion.cooldown == 225
+    assert guard.prefix.floor == 50  # counts are not durations
+    assert scenario.attack is not None and scenario.attack.prefixes[0].burst == 40
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda d: d["traffic"]["GB"].update(kind="transactional"),
+            "scenario traffic.GB.conversion: only kind: otp traffic converts",
+        ),
+        (
+            lambda d: d["traffic"]["GB"].update(kind="sms"),
+            "scenario traffic.GB.kind: Input should be",
+        ),
+        (
+            lambda d: d["traffic"]["GB"].update(spread=9),
+            "scenario traffic.GB.spread: Input should be less than or equal to 8",
+        ),
+        (
+            lambda d: d["guard"].update(mode="off"),
+            "scenario attack: needs guard.mode monitor or enforce",
+        ),
+        (
+            lambda d: d["guard"].update(windw=60),
+            "scenario guard.windw: not a guard setting",
+        ),
+        (
+            lambda d: d["guard"].update(number={"limit": 0}),
+            "scenario guard.number.limit: Input should be greater than or equal to 1",
+        ),
+        (
+            lambda d: d["attack"]["prefixes"][0].update(country="SO"),
+            "scenario attack.prefixes.0.country: no provider in the route offers it",
+        ),
+        (
+            lambda d: d["attack"]["prefixes"][0].update(prefix="3712940"),
+            "scenario attack.prefixes.0.prefix: String should match pattern",
+        ),
+        (
+            lambda d: d["attack"].update(start=100),
+            "scenario attack: start < end <= duration",
+        ),
+        (
+            lambda d: d["attack"].update(prefixes=[]),
+            "scenario attack.prefixes: List should have at least 1 item",
+        ),
+    ],
+)
+def test_bad_otp_and_attack_entries_are_refused_naming_the_key(change: Any, expected: str) -> None:
+    data = attack_scenario()
+    change(data)
+    assert refused(data).startswith(expected)
+
+
+def test_a_prefix_with_no_valid_number_is_refused_when_scheduled() -> None:
+    """The numbers under a pumped prefix must be the country's: else a clear error."""
+    from smsrelay.simulate.traffic import schedule
+
+    data = attack_scenario()
+    data["attack"]["prefixes"][0]["prefix"] = "+3719999"
+    with pytest.raises(ScenarioError, match=r"no valid LV number starts with \+3719999"):
+        schedule(parse_scenario(data))
+
+
+def test_otp_traffic_spreads_over_many_prefixes_and_the_attack_is_scheduled() -> None:
+    from smsrelay.simulate.traffic import schedule
+
+    arrivals = schedule(parse_scenario(attack_scenario()))
+    legit = {a.to[:-4] for a in arrivals if a.pumped is None}
+    pumped = [a for a in arrivals if a.pumped is not None]
+    assert len(legit) > 20
+    assert pumped and all(a.to.startswith("+3712940") and a.t >= 10 for a in pumped)

@@ -75,6 +75,18 @@ def _panel(
                 fontsize=8,
                 color="red",
             )
+    for alert in report.get("alerts", []):
+        if alert["country"] == country:
+            # Each alert a subscriber of sms.alerts got, at its simulated time.
+            ax.axvline(alert["t_s"], color="purple", linestyle=":", linewidth=1)
+            ax.annotate(
+                f"alert {alert['type']} {alert['provider']}",
+                (alert["t_s"], 0.05),
+                xycoords=("data", "axes fraction"),
+                fontsize=7,
+                color="purple",
+                rotation=90,
+            )
     ax.set_ylim(0, 1.0)
     ax.set_ylabel(country)
     ax.legend(loc="lower left", fontsize=7, ncol=4)

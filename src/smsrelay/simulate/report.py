@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from smsrelay import segments
+from smsrelay.simulate.guarded import Screened
 from smsrelay.simulate.market import Period, period_at
 from smsrelay.simulate.optimum import Expectation, benchmarks, best_order, observed_rate
 from smsrelay.simulate.scenario import Event, Scenario
@@ -32,6 +33,21 @@ MIN_WINDOW_MESSAGES = 5
 TARGET_VS_OPTIMUM = 0.03
 TARGET_VS_BASELINE = -0.30
 TARGET_MOVED_SECONDS = 120.0
+# Issue 9: after a silent collapse, the country's OTPs sent after the alert (or, with no
+# alert, after REACTION_SECONDS) are delivered at this rate or better.
+TARGET_RECOVERED = 0.95
+REACTION_SECONDS = 120.0
+# Issue 9: each pumped prefix refused within this many sends; legitimate OTPs refused.
+TARGET_PUMPED_SENDS = 100
+TARGET_LEGIT_REFUSED = 0.005
+
+
+@dataclass(frozen=True)
+class Captured:
+    """An alert as a subscriber of ``sms.alerts`` got it, at ``t`` simulated seconds."""
+
+    t: float
+    body: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -80,8 +96,19 @@ def build_report(
     messages: Sequence[RunMessage],
     attempts: Sequence[RunAttempt],
     start: datetime,
+    *,
+    alerts: Sequence[Captured] = (),
+    screened: Sequence[Screened] = (),
+    pumped: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The whole report as a JSON-ready mapping."""
+    """The whole report as a JSON-ready mapping.
+
+    ``pumped``: message id → attacked prefix. Those messages are the attack's: they are
+    left out of the market figures and reported under ``attack``.
+    """
+    pumped = pumped or {}
+    everything = messages
+    messages = [m for m in messages if m.id not in pumped]
     sent = messages_of(messages, attempts, start, scenario.time_scale)
     parts = {c: segments.count(t.body) for c, t in scenario.traffic.items()}
     traffic = Counter((s.country, period_at(periods, s.t)) for s in sent)
@@ -110,6 +137,144 @@ def build_report(
         "series": series(scenario, sent),
         "events": events,
         "targets": _targets(figures, events),
+        "alerts": [_alert(a) for a in alerts],
+        "recovery": [r for e in scenario.events if (r := recovery(e, periods, sent, alerts))],
+        "attack": attack_report(scenario, everything, screened, pumped)
+        if scenario.attack is not None
+        else None,
+    }
+
+
+def _alert(captured: Captured) -> dict[str, Any]:
+    body = captured.body
+    return {
+        "t_s": round(captured.t, 2),
+        **{
+            k: body.get(k)
+            for k in ("type", "provider", "country", "figures", "action", "routed_to", "reason")
+        },
+    }
+
+
+def recovery(
+    event: Event, periods: list[Period], sent: Sequence[Sent], alerts: Sequence[Captured]
+) -> dict[str, Any] | None:
+    """After a delivery collapse: the country's delivery rate from the first alert that
+    routed traffic away (else the first alert, else ``REACTION_SECONDS`` after the event).
+    """
+    index = period_at(periods, event.at)
+    kind = change_kind(periods[max(0, index - 1)], periods[index], event)
+    if kind != "delivery":
+        return None
+    mine = [
+        a
+        for a in alerts
+        if a.t >= event.at
+        and a.body.get("provider") == event.provider
+        and a.body.get("country") == event.country
+    ]
+    routed = [a for a in mine if a.body.get("action") == "routed_away"]
+    if routed:
+        since, basis = routed[0].t, f"{routed[0].body.get('type')} alert, routed away"
+    elif mine:
+        since, basis = mine[0].t, f"{mine[0].body.get('type')} alert"
+    else:
+        since, basis = event.at + REACTION_SECONDS, f"no alert: {REACTION_SECONDS:g} s after"
+    after = [s for s in sent if s.country == event.country and s.t >= since]
+    rate = sum(s.delivered for s in after) / len(after) if after else None
+    return {
+        "event": event.title,
+        "country": event.country,
+        "first_alert_s": round(mine[0].t - event.at, 2) if mine else None,
+        "since_s": round(since, 2),
+        "basis": basis,
+        "messages": len(after),
+        "delivered": sum(s.delivered for s in after),
+        "delivery_rate": _round(rate, 4),
+        "providers": dict(Counter(s.provider or "none" for s in after).most_common()),
+        "target_met": rate is not None and rate >= TARGET_RECOVERED,
+    }
+
+
+def attack_report(
+    scenario: Scenario,
+    messages: Sequence[RunMessage],
+    screened: Sequence[Screened],
+    pumped: Mapping[str, str],
+) -> dict[str, Any]:
+    """What the guard did to the attack and to legitimate OTPs.
+
+    Decisions are the guard's, in the order it screened (``monitor``: what it would have
+    refused, nothing is); "sent" is the store's (a provider took the message).
+    """
+    state = {m.id: m.state for m in messages}
+    mode = scenario.guard_settings().mode
+    prefixes: dict[str, dict[str, Any]] = {
+        p.prefix: {
+            "country": p.country,
+            "requested": 0,
+            "allowed_before_first_refusal": None,
+            "allowed": 0,
+            "refused": 0,
+            "sent": 0,
+            "cost_requested": 0.0,
+            "cost_refused": 0.0,
+            "rules": Counter[str](),
+        }
+        for p in scenario.attack.prefixes  # type: ignore[union-attr]
+    }
+    legit = legit_refused = 0
+    legit_rules: Counter[str] = Counter()
+    decided: dict[str, str] = {}
+    for s in screened:
+        decided[s.message_id] = s.rule or "allow"
+        target = pumped.get(s.message_id)
+        if target is None:
+            legit += 1
+            if s.rule is not None:
+                legit_refused += 1
+                legit_rules[s.rule] += 1
+            continue
+        row = prefixes[target]
+        row["requested"] += 1
+        row["cost_requested"] += s.cost_micros / 1e6
+        if s.rule is None:
+            row["allowed"] += 1
+        else:
+            if row["allowed_before_first_refusal"] is None:
+                row["allowed_before_first_refusal"] = row["allowed"]
+            row["refused"] += 1
+            row["cost_refused"] += s.cost_micros / 1e6
+            row["rules"][s.rule] += 1
+    for message_id, target in pumped.items():
+        if state.get(message_id) in {"sent", "delivered", "undelivered"}:
+            prefixes[target]["sent"] += 1
+    for row in prefixes.values():
+        row["rules"] = dict(row["rules"].most_common())
+        row["cost_requested"] = round(row["cost_requested"], 6)
+        row["cost_refused"] = round(row["cost_refused"], 6)
+    worst = [r["allowed_before_first_refusal"] for r in prefixes.values()]
+    share = legit_refused / legit if legit else 0.0
+    cost = sum(r["cost_refused"] for r in prefixes.values())
+    return {
+        "mode": mode,
+        "screened": len(screened),
+        "legit_otps": legit,
+        "legit_refused": legit_refused,
+        "legit_refused_share": round(share, 5),
+        "legit_rules": dict(legit_rules.most_common()),
+        "prefixes": prefixes,
+        # Refused (or in monitor: would-be-refused) pumped OTPs at their estimated cost.
+        "cost_saved": round(cost, 6) if mode == "enforce" else 0.0,
+        "cost_would_save": round(cost, 6),
+        "rejected_in_store": sum(m.state == "rejected" for m in messages),
+        "decisions": decided,
+        "targets": {
+            "each_prefix_refused_within_100": all(
+                w is not None and w <= TARGET_PUMPED_SENDS for w in worst
+            ),
+            "legit_refused_at_most_0.5pct": share <= TARGET_LEGIT_REFUSED,
+        },
     }
 
 

@@ -13,6 +13,8 @@ rates are multiplied by it. Reports convert back to simulated seconds.
 from __future__ import annotations
 
 import asyncio
+import json
+import random
 import shutil
 import subprocess
 import uuid
@@ -22,20 +24,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+from smsrelay import brokers, topology, urls
 from smsrelay import settings as config
-from smsrelay import urls
 from smsrelay.client import AsyncClient
 from smsrelay.demo import send_queue_consumers
 from smsrelay.errors import ConfigError
-from smsrelay.models import SendRequest
+from smsrelay.guard.guard import GuardMetrics
+from smsrelay.models import Kind, SendRequest
 from smsrelay.providers.simulator import Behaviour, SimulatorProvider
 from smsrelay.runtime import Runtime
+from smsrelay.simulate.guarded import RecordingGuard, Screened
 from smsrelay.simulate.market import Period, timeline
-from smsrelay.simulate.report import build_report
-from smsrelay.simulate.scenario import Scenario
+from smsrelay.simulate.report import Captured, build_report
+from smsrelay.simulate.scenario import Scenario, parse_scenario
 from smsrelay.simulate.traffic import Arrival, schedule
 from smsrelay.store import SqlStore
 from smsrelay.store.runs import RunStore
+from smsrelay.store.verifications import VerificationStore
 
 # The worker's delayed retries, in simulated seconds (scaled like everything else).
 RETRY_DELAYS = (5.0, 30.0, 120.0)
@@ -43,6 +51,9 @@ RETRY_DELAYS = (5.0, 30.0, 120.0)
 SETTLE_SECONDS = 120.0
 # Publishes awaiting their confirm at once.
 PUBLISHING = 200
+_OTP_BODY = "Your example.com code is 482913. It expires in 10 minutes."
+# Wall seconds between the runner's looks for newly delivered OTPs to report as used.
+CONVERSION_POLL = 1.0
 
 Progress = Callable[[str], None]
 
@@ -96,6 +107,9 @@ def worker_settings(scenario: Scenario, amqp_url: str, database_url: str) -> con
         prices={"providers": prices},
         routes={"*": route},
         health=scenario.health_settings().model_dump(),
+        guard=scenario.guard_settings().model_dump(mode="json"),
+        # The guard's state is the run's own (in process): nothing shared with Redis.
+        redis_url=None,
         retry={"max_attempts": 5, "delays": [d / scale for d in RETRY_DELAYS]},
         log_level="warning",
     )
@@ -107,14 +121,29 @@ async def run_scenario(
     amqp_url: str,
     database_url: str,
     progress: Progress = lambda _: None,
+    guard_mode: str | None = None,
 ) -> RunResult:
-    """Run ``scenario`` to the end and build its report from the store."""
+    """Run ``scenario`` to the end and build its report from the store.
+
+    ``guard_mode`` overrides the scenario's ``guard.mode`` (the same attack, monitored).
+    """
+    if guard_mode is not None:
+        # Validated again: the attack needs a guard that is not off.
+        scenario = parse_scenario(
+            {**scenario.model_dump(mode="json"), "guard": {**scenario.guard, "mode": guard_mode}}
+        )
     async with own_vhost(amqp_url) as url:
         settings = worker_settings(scenario, url, database_url)
         periods = timeline(scenario)
         runtime = await Runtime.build(settings)
+        guard = None
+        if settings.guard.mode != "off":
+            guard = RecordingGuard(settings.guard, GuardMetrics(runtime.metrics.registry))
+            runtime.use_guard(guard)
         prefix = f"sim-{uuid.uuid4().hex[:8]}-"
+        alerts = AlertTap(url)
         try:
+            await alerts.start()
             await runtime.start_worker()
             simulators = _simulators(runtime)
             arrivals = schedule(scenario)
@@ -125,20 +154,120 @@ async def run_scenario(
             # One origin for traffic, events and the report's clock.
             t0, start = asyncio.get_running_loop().time(), datetime.now(UTC)
             events = asyncio.create_task(_play_events(scenario, periods, simulators, progress, t0))
+            users = _Users(scenario, arrivals, prefix, runtime, guard)
+            converting = asyncio.create_task(users.run())
             try:
                 await _publish(scenario, arrivals, url, prefix, t0)
                 progress(f"published in {_since(t0):.1f} s of wall time")
                 await events
+                await _settle(runtime.store, prefix, len(arrivals), simulators)
+                progress(f"settled after {_since(t0):.1f} s of wall time")
             finally:
                 events.cancel()
-            await _settle(runtime.store, prefix, len(arrivals), simulators)
-            progress(f"settled after {_since(t0):.1f} s of wall time")
+                converting.cancel()
+            failed = (
+                converting.exception() if converting.done() and not converting.cancelled() else None
+            )
+            if failed is not None:
+                # The guard learnt less than the scenario says: the figures would mislead.
+                raise failed
         finally:
             closing = asyncio.get_running_loop().time()
+            await alerts.close()
             await runtime.close()
             progress(f"worker stopped in {_since(closing):.1f} s")
-        report = await _report(scenario, periods, database_url, prefix, start)
+        captured = [
+            Captured((wall - t0) * scenario.time_scale, body) for wall, body in alerts.received
+        ]
+        screened = guard.screened if guard is not None else []
+        report = await _report(
+            scenario, periods, database_url, prefix, start, captured, screened, arrivals
+        )
+        report["conversions_reported"] = users.reported
     return RunResult(report, url, database_url)
+
+
+class AlertTap:
+    """A queue of the run's own bound to ``sms.alerts`` (every type): what a subscriber
+    would get, with the wall time each alert arrived."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.received: list[tuple[float, dict[str, Any]]] = []
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+
+    async def start(self) -> None:
+        """Declare the exchange, bind an exclusive queue and consume it."""
+        self._connection = await brokers.connect(self.url)
+        channel = await self._connection.channel()
+        exchange = await topology.declare_alerts_exchange(channel)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(exchange, routing_key=f"{topology.ALERT_KEY_PREFIX}#")
+        await queue.consume(self._on_alert)
+
+    async def _on_alert(self, message: AbstractIncomingMessage) -> None:
+        async with message.process():
+            try:
+                body = json.loads(message.body)
+            except ValueError:
+                return  # not ours to judge: the run's report lists alerts it can read
+            if isinstance(body, dict):
+                self.received.append((asyncio.get_running_loop().time(), body))
+
+    async def close(self) -> None:
+        """Close the connection (the queue goes with it)."""
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+
+class _Users:
+    """The people who got the codes: a share of delivered OTPs is used, and each use is
+    reported as the feedback endpoint does (a conversions row, then the guard)."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        arrivals: list[Arrival],
+        prefix: str,
+        runtime: Runtime,
+        guard: RecordingGuard | None,
+    ) -> None:
+        self.prefix = prefix
+        self.runtime = runtime
+        self.guard = guard
+        self.seed = scenario.seed
+        self.reported = 0
+        self.rates: dict[str, float] = {}
+        attack = scenario.attack
+        for n, arrival in enumerate(arrivals):
+            if arrival.pumped is not None and attack is not None:
+                self.rates[f"{prefix}{n:06d}"] = attack.conversion
+            else:
+                rate = scenario.traffic[arrival.country].conversion
+                if rate is not None:
+                    self.rates[f"{prefix}{n:06d}"] = rate
+        self._seen: set[str] = set()
+
+    async def run(self) -> None:
+        """Until cancelled: report the newly delivered codes that are used."""
+        if not self.rates:
+            return
+        runs = RunStore(self.runtime.store)
+        conversions = VerificationStore(self.runtime.store)
+        while True:
+            await asyncio.sleep(CONVERSION_POLL)
+            for message in await runs.messages(self.prefix):
+                if message.state != "delivered" or message.id in self._seen:
+                    continue
+                self._seen.add(message.id)
+                rate = self.rates.get(message.id)
+                if rate is None or random.Random(f"{self.seed}:{message.id}").random() >= rate:
+                    continue
+                await conversions.record_conversion(message.id, "simulate", datetime.now(UTC))
+                if self.guard is not None:
+                    await self.guard.converted(message.id)
+                self.reported += 1
 
 
 def _since(t0: float) -> float:
@@ -174,10 +303,16 @@ async def _publish(
             wait = t0 + arrival.t / scenario.time_scale - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            traffic = scenario.traffic[arrival.country]
-            request = SendRequest(
-                id=f"{prefix}{n:06d}", to=arrival.to, body=traffic.body, kind=traffic.kind
-            )
+            if arrival.pumped is not None:
+                # Pumping asks for codes like a login form would: an OTP of the same body.
+                request = SendRequest(
+                    id=f"{prefix}{n:06d}", to=arrival.to, body=_OTP_BODY, kind=Kind.OTP
+                )
+            else:
+                traffic = scenario.traffic[arrival.country]
+                request = SendRequest(
+                    id=f"{prefix}{n:06d}", to=arrival.to, body=traffic.body, kind=traffic.kind
+                )
             await room.acquire()
             task = asyncio.create_task(one(client, request))
             pending.add(task)
@@ -222,7 +357,14 @@ async def _settle(
 
 
 async def _report(
-    scenario: Scenario, periods: list[Period], database_url: str, prefix: str, start: datetime
+    scenario: Scenario,
+    periods: list[Period],
+    database_url: str,
+    prefix: str,
+    start: datetime,
+    alerts: list[Captured],
+    screened: list[Screened],
+    arrivals: list[Arrival],
 ) -> dict[str, Any]:
     store = SqlStore.from_url(database_url)
     try:
@@ -230,7 +372,17 @@ async def _report(
         messages, attempts = await runs.messages(prefix), await runs.attempts(prefix)
     finally:
         await store.close()
-    return build_report(scenario, periods, messages, attempts, start)
+    pumped = {f"{prefix}{n:06d}": a.pumped for n, a in enumerate(arrivals) if a.pumped is not None}
+    return build_report(
+        scenario,
+        periods,
+        messages,
+        attempts,
+        start,
+        alerts=alerts,
+        screened=screened,
+        pumped=pumped,
+    )
 
 
 class own_vhost:  # noqa: N801 - used as a context manager, read as a phrase

@@ -16,12 +16,22 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from smsrelay.errors import ScenarioError
+from smsrelay.guard.settings import GuardSettings
 from smsrelay.health.settings import HealthSettings
 from smsrelay.models import Kind
 from smsrelay.providers.simulator import Behaviour
 from smsrelay.routing.table import StrategyName
 
-__all__ = ["Event", "ProviderSpec", "RouteSpec", "Scenario", "Traffic", "load_scenario"]
+__all__ = [
+    "Attack",
+    "Event",
+    "ProviderSpec",
+    "PumpedPrefix",
+    "RouteSpec",
+    "Scenario",
+    "Traffic",
+    "load_scenario",
+]
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_MESSAGES = 200_000
@@ -42,6 +52,10 @@ HEALTH_TIMES = frozenset(
         "min_latency",
     }
 )
+# Guard settings that are durations (``guard.window``, ``guard.number.window``, the
+# conversion rule's grace and cool-downs): scaled like health's. The guard's clock is the
+# wall clock, so an hour's window must pass in an hour / time_scale.
+GUARD_TIMES = frozenset({"window", "bucket", "grace", "cooldown", "max_cooldown", "memory"})
 _REGIONS = frozenset(phonenumbers.SUPPORTED_REGIONS)
 
 
@@ -66,6 +80,42 @@ class Traffic(_Strict):
         max_length=1600,
     )
     kind: Kind = Kind.TRANSACTIONAL
+    # Distinct numbers drawn for the country, and how many of their last digits vary: the
+    # guard's prefix is a number without its last ``guard.prefix_digits`` digits, so
+    # ``spread`` above them spreads the traffic over many prefixes.
+    numbers: int = Field(default=200, ge=1, le=20_000)
+    spread: int = Field(default=4, ge=1, le=8)
+    # ``kind: otp`` only: the share of delivered codes that are used; the runner reports
+    # each as conversion feedback (what the pumping guard learns from).
+    conversion: float | None = Field(default=None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Traffic:
+        if self.conversion is not None and self.kind is not Kind.OTP:
+            raise ValueError("conversion: only kind: otp traffic converts (set kind: otp)")
+        return self
+
+
+class PumpedPrefix(_Strict):
+    """A premium-rate prefix an attacker pumps: bursts of ``burst`` OTPs to random numbers
+    under ``prefix`` every ``pause`` simulated seconds (``burst: 1``: a steady trickle)."""
+
+    prefix: str = Field(pattern=r"^\+[1-9][0-9]{2,12}$")
+    country: str
+    burst: int = Field(default=40, ge=1, le=10_000)
+    pause: float = Field(default=60.0, gt=0)
+    # Seconds a burst takes (its OTPs spread evenly over them).
+    burst_seconds: float = Field(default=5.0, ge=0)
+
+
+class Attack(_Strict):
+    """SMS pumping mixed into the traffic from ``start`` to ``end`` (simulated seconds)."""
+
+    start: float = Field(default=0.0, ge=0)
+    end: float | None = Field(default=None, gt=0)
+    # The share of pumped codes that are "used" (reported as conversions): about none.
+    conversion: float = Field(default=0.0, ge=0, le=1)
+    prefixes: list[PumpedPrefix] = Field(min_length=1, max_length=20)
 
 
 class ProviderSpec(_Strict):
@@ -129,6 +179,9 @@ class Scenario(_Strict):
     route: RouteSpec = RouteSpec()
     baseline: str | None = None
     health: dict[str, Any] = Field(default_factory=dict)
+    # The worker's ``guard:`` settings (durations in simulated seconds, scaled).
+    guard: dict[str, Any] = Field(default_factory=dict)
+    attack: Attack | None = None
     events: list[Event] = Field(default_factory=list, max_length=200)
 
     @model_validator(mode="after")
@@ -142,12 +195,31 @@ class Scenario(_Strict):
         self._check_coverage()
         self._check_events()
         total = sum(t.rate for t in self.traffic.values()) * self.duration
+        if self.attack is not None:
+            total += sum(p.burst * self.duration / p.pause for p in self.attack.prefixes)
         if total > MAX_MESSAGES:
             raise ValueError(f"traffic: {total:.0f} messages in all; at most {MAX_MESSAGES}")
         if self.bucket > self.duration:
             raise ValueError("bucket: must not exceed duration")
         self.health_settings()
+        self._check_attack(self.guard_settings())
         return self
+
+    def _check_attack(self, guard: GuardSettings) -> None:
+        if self.attack is None:
+            return
+        if guard.mode == "off":
+            raise ValueError("attack: needs guard.mode monitor or enforce (the guard is off)")
+        end = self.attack.end if self.attack.end is not None else self.duration
+        if not self.attack.start < end <= self.duration:
+            raise ValueError("attack: start < end <= duration")
+        for n, pumped in enumerate(self.attack.prefixes):
+            where = f"attack.prefixes.{n}"
+            _check_country(pumped.country, where)
+            if not any(pumped.country in self.providers[p].countries for p in self.route_providers):
+                raise ValueError(f"{where}.country: no provider in the route offers it")
+            if len(pumped.prefix) < 1 + guard.prefix_digits:
+                raise ValueError(f"{where}.prefix: shorter than guard.prefix_digits")
 
     def _check_route(self) -> None:
         unknown = [p for p in self.route.providers or [] if p not in self.providers]
@@ -226,12 +298,32 @@ class Scenario(_Strict):
             key = ".".join(str(p) for p in first["loc"])
             raise ValueError(f"health.{key}: {first['msg']}") from None
 
+    def guard_settings(self) -> GuardSettings:
+        """``guard`` over the defaults, every duration divided by ``time_scale``."""
+        merged = GuardSettings().model_dump(mode="json")
+        for key, values in self.guard.items():
+            if key not in merged:
+                raise ValueError(f"guard.{key}: not a guard setting ({', '.join(merged)})")
+            if isinstance(merged[key], dict) and isinstance(values, dict):
+                merged[key].update(values)
+            else:
+                merged[key] = values
+        _scale_times(merged, self.time_scale, GUARD_TIMES)
+        try:
+            return GuardSettings.model_validate(merged)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            key = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"guard.{key}: {first['msg']}") from None
 
-def _scale_times(values: dict[str, Any], factor: float) -> None:
+
+def _scale_times(
+    values: dict[str, Any], factor: float, times: frozenset[str] = HEALTH_TIMES
+) -> None:
     for key, value in values.items():
         if isinstance(value, dict):
-            _scale_times(value, factor)
-        elif key in HEALTH_TIMES and isinstance(value, int | float):
+            _scale_times(value, factor, times)
+        elif key in times and isinstance(value, int | float):
             values[key] = value / factor
 
 
