@@ -10,6 +10,7 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from importlib.metadata import version
 
 from smsrelay import providers as registry
@@ -20,11 +21,12 @@ from smsrelay.economics.prices import PriceTable, StalePrices
 from smsrelay.guard import Guard, build_guard
 from smsrelay.health import HealthMonitor
 from smsrelay.health.alert_watch import AlertWatch
-from smsrelay.health.alerts import AlertQueue
+from smsrelay.health.alerts import AlertQueue, spend_cap_alert
 from smsrelay.health.receipt_feed import ReceiptFeed
 from smsrelay.health.report_metrics import DeliveryGauges, GaugeRefresher
 from smsrelay.health.view import MonitorView
 from smsrelay.limits.build import build_limit_gate
+from smsrelay.limits.caps import Cap
 from smsrelay.limits.gate import LimitGate
 from smsrelay.limits.metrics import LimitMetrics
 from smsrelay.logging import get_logger
@@ -81,6 +83,7 @@ class Runtime:
     receipt_feed: ReceiptFeed | None = None
     # Rate limits and spend caps around each attempt (also ``limits`` above).
     limit_gate: LimitGate | None = None
+    limit_metrics: LimitMetrics | None = None
     report_gauges: GaugeRefresher | None = None
     # Where alerts go (sms.alerts, a metric, a log line): an AlertSink other code may
     # fire through (spend caps), and what watches health for them.
@@ -117,13 +120,14 @@ class Runtime:
     def start_limits(self) -> LimitGate:
         """Rate limits and spend caps, shared through ``redis_url`` when set (once)."""
         if self.limit_gate is None:
+            self.limit_metrics = LimitMetrics(self.metrics.registry)
             rates = {name: p.rate_limit for name, p in self.settings.provider_settings().items()}
             self.limit_gate = build_limit_gate(
                 self.settings.redis_url,
                 rates,
                 self.settings.spend_caps,
                 self.settings.limits,
-                LimitMetrics(self.metrics.registry),
+                self.limit_metrics,
             )
             self.limits = self.limit_gate
         return self.limit_gate
@@ -205,6 +209,22 @@ class Runtime:
             self.alerts.start()
         return self.alerts
 
+    def _cap_alert(self, cap: Cap, spent: Decimal | None) -> None:
+        # A spend cap reached for the first time this period: sms.alerts, a metric, a line.
+        if self.alerts is None:
+            return
+        currency = self.settings.spend_caps.currency
+        self.alerts.publish(
+            spend_cap_alert(
+                cap.scope,
+                cap.name,
+                cap.period,
+                limit=cap.limit / 1_000_000,
+                spent=float(spent) if spent is not None else None,
+                currency=currency,
+            )
+        )
+
     def _route_providers(self, provider: str, country: str) -> list[str]:
         # The country's route (or "*"): where an alert says the traffic can go.
         return RouteTable(self.settings.routes).match("", country).route.providers
@@ -235,6 +255,9 @@ class Runtime:
         and the OTP lane ``sms.otp``."""
         await self.load_prices()
         await self.start_health()
+        self.start_limits()
+        if self.limit_metrics is not None:
+            self.limit_metrics.on_cap_reached = self._cap_alert
         await self.start_providers()
         # Before the worker, which parks deadlines through it from its first send.
         self.resend_deadlines = ResendDeadlines(self.settings.amqp_url, self.resend_checker)

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from tests.conftest import eventually, queue_settled
 from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioFake
+from tests.health.test_alerts import _alert_queue
 from tests.integration.harness import event_log, publish_raw, request
 from tests.integration.process import WorkerProcess
 
@@ -158,7 +159,7 @@ async def test_a_spend_cap_stops_its_provider_across_two_workers(
     procs = workers(tmp_path, amqp_url, sqlite_url, 2, conf)
     try:
         await start(procs)
-        async with event_log(amqp_url) as events:
+        async with event_log(amqp_url) as events, _alert_queue(amqp_url) as alerts:
             ids = await publish(amqp_url, 300)
             await eventually(lambda: len(records(tmp_path)) >= 300, seconds=60, interval=0.2)
             await queue_settled(amqp_url)
@@ -166,6 +167,9 @@ async def test_a_spend_cap_stops_its_provider_across_two_workers(
             await publish_raw(amqp_url, [request(mid, to="+14155550140") for mid in capped])
             await eventually(lambda: all(events.states(m) == ["failed"] for m in capped))
             codes = {events.of(m)[0]["error"]["code"] for m in capped}
+            # The first refusal by a's cap, in either worker, is an alert on sms.alerts.
+            await eventually(lambda: any(a["type"] == "spend_cap" for a in alerts))
+        cap_alerts = [a for a in alerts if a["type"] == "spend_cap"]
         reached = sum(metric(p, "smsrelay_spend_cap_reached_total") for p in procs)
         warned = sum(p.log_count("spend_cap_reached") for p in procs)
     finally:
@@ -180,6 +184,12 @@ async def test_a_spend_cap_stops_its_provider_across_two_workers(
         "sent-a-w1.jsonl",
     }
     assert codes == {"spend-cap-reached"}
+    # Once per worker at most (each warns once per cap and period), naming the cap.
+    assert 1 <= len(cap_alerts) <= 2, cap_alerts
+    assert {
+        (a["provider"], a["figures"]["limit"], a["figures"]["currency"]) for a in cap_alerts
+    } == {("a", 1.0, "USD")}
+    assert all(a["routing_key"] == "sms.alert.spend_cap" for a in cap_alerts)
     assert reached > 0 and warned >= 1
 
 

@@ -164,7 +164,7 @@ class LocalSpendCaps:
         spent = [self._spent.get(_key(cap), 0) for cap in caps]
         decision, refused = decide(self.settings, caps, spent, micros(amount))
         if refused is not None and self._metrics is not None:
-            self._metrics.refused(refused)
+            self._metrics.refused(refused, decision.spent)
         return decision
 
     async def spend(self, provider: str, country: str, amount: Decimal) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter
@@ -39,14 +41,19 @@ class LimitMetrics:
             registry=registry,
         )
         self._warned: set[Cap] = set()
+        # Told once per cap and period when a cap is first reached (the worker sends an
+        # alert on sms.alerts); the limits know nothing of where alerts go.
+        self.on_cap_reached: Callable[[Cap, Decimal | None], None] | None = None
 
     def waited(self, key: str, granted: bool) -> None:
         """Count one send that met the limit of ``key`` (labelled by its provider)."""
         self.waits.labels(key.partition("/")[0], "waited" if granted else "refused").inc()
 
-    def refused(self, cap: Cap) -> None:
-        """Count one refusal by a spend cap; warn once per cap and period."""
+    def refused(self, cap: Cap, spent: Decimal | None = None) -> None:
+        """Count one refusal by a spend cap; warn (and alert) once per cap and period."""
         self.caps_reached.labels(cap.scope, cap.name, cap.period).inc()
         if cap not in self._warned:
             self._warned = {c for c in self._warned if c.period_id == cap.period_id} | {cap}
             log.warning("spend_cap_reached", cap=cap.label, period=cap.period_id)
+            if self.on_cap_reached is not None:
+                self.on_cap_reached(cap, spent)

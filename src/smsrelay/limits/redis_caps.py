@@ -261,7 +261,7 @@ class RedisSpendCaps:
     def _decide(self, caps: list[Cap], spent: list[int], amount: int) -> CapDecision:
         decision, refused = decide(self.settings, caps, spent, amount)
         if refused is not None and self._metrics is not None:
-            self._metrics.refused(refused)
+            self._metrics.refused(refused, decision.spent)
         return decision
 
     def _decide_locally(self, caps: list[Cap], keys: list[str], amount: int) -> CapDecision:
