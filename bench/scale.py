@@ -2,9 +2,11 @@
 
 ``python -m bench.scale`` measures, for each broker target (the machine's node, then a
 throwaway 3-node cluster from ``scripts/rabbitmq-cluster.sh``), each worker count and each
-provider latency, the same drain and half-load steady phases as ``python -m bench``
-(``bench/run.py``) with the PostgreSQL store and events on, and adds what the plain
-benchmark does not: the CPU per message of every component (the workers, every broker
+provider latency, a burst of N messages published to the running workers (so that
+every worker is up before the first message: preloading first let the first worker
+drain most of the queue alone) and the half-load steady phase of ``python -m bench``
+(``bench/run.py``), PostgreSQL store and events on, and adds what the plain benchmark
+does not: the CPU per message of every component (the workers, every broker
 node, PostgreSQL's processes) and PostgreSQL's commits per message.
 
 From those it computes what a deployment needs per 1,000 SMS/s (worker cores, broker
@@ -25,6 +27,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,10 +38,10 @@ import asyncpg
 
 from bench import pipelines
 from bench.broker import AMQP_HOST, Publisher, rabbitmqctl
-from bench.pipelines import Context
+from bench.pipelines import Context, Pipeline
 from bench.pipelines.smsrelay_worker import PG_DSN, SmsrelayPipeline
 from bench.procs import Proc, Tree, broker_pid
-from bench.run import Bench, FakeProvider, Options, scratch
+from bench.run import Bench, CpuWindow, FakeProvider, Options, _check_alive, _stop_all, scratch
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "scripts" / "rabbitmq-cluster.sh"
@@ -175,32 +178,86 @@ class ScaleBench(Bench):
                 await publisher.close()
                 await pipeline.teardown()
 
-    async def _drain(
+    async def _cell(
+        self,
+        pipeline: Pipeline,
+        ctx: Context,
+        publisher: Publisher,
+        fake: FakeProvider,
+        run: int,
+        latency: int,
+    ) -> dict[str, Any]:
+        """Workers first, on an empty queue; then the N messages, published while the
+        CPU window is open: with several workers, preloading first let the first worker
+        up drain most of the queue before the last one started."""
+        prefetch = self.options.prefetch_for(latency)
+        tag = f"{pipeline.name}-r{run}-l{latency}"
+        self.broker = self.broker_tree()
+        cell: dict[str, Any] = {
+            "pipeline": pipeline.name,
+            "latency_ms": latency,
+            "run": run,
+            "prefetch": prefetch,
+        }
+        await fake.set_latency(latency)
+        await publisher.purge()
+        try:
+            procs = await asyncio.to_thread(pipeline.start, ctx, prefetch, tag)
+        except Exception as exc:  # a pipeline that cannot start is reported, not fatal
+            cell["error"] = str(exc)[:2000]
+            return cell
+        try:
+            cell["drain"] = await self._burst(procs, publisher, fake, tag + "-d", latency)
+            if cell["drain"]["msgs_per_s"]:
+                rate = cell["drain"]["msgs_per_s"] * 0.5
+                cell["steady"] = await self._steady(
+                    procs, publisher, fake, tag + "-s", latency, rate
+                )
+        except Exception as exc:
+            cell["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+        finally:
+            await asyncio.to_thread(_stop_all, procs)
+            for suffix in ("-d", "-s"):
+                await fake.forget(tag + suffix)
+        return cell
+
+    async def _burst(
         self, procs: list[Proc], publisher: Publisher, fake: FakeProvider, phase: str, latency: int
     ) -> dict[str, Any]:
+        """N messages published at once to running workers; every figure over all N."""
         database = self.pipeline._pg_name if self.pipeline else None
+        n = self.options.n
+        tree = Tree(p.pid for p in procs)
         pg = postgres_tree()
+        cpu = CpuWindow(tree, self.broker)
         pg_cpu0 = pg.cpu_seconds() if pg else 0.0
-        # Workers start one after another: the first may send before the window opens.
-        # Every figure per message is over the messages sent inside the window.
-        before = (await fake.stats(phase))["count"]
-        xid0 = await pg_xid()
-        result = await super()._drain(procs, publisher, fake, phase, latency)
-        xid1 = await pg_xid()
-        inside = result["delivered"] - before
-        result["sent_before_window"] = before
-        if inside <= 0:
-            return result
-        scale = result["delivered"] / inside
-        for key in ("cpu_us_per_msg", "broker_cpu_us_per_msg"):
-            if result.get(key) is not None:
-                result[key] = round(result[key] * scale, 1)
-        if pg is not None:
-            result["pg_cpu_us_per_msg"] = round((pg.cpu_seconds() - pg_cpu0) / inside * 1e6, 1)
-        if database:
-            # Transaction ids are handed out to writing transactions only: their count is
-            # the store's commits (less the one this query takes).
-            result["pg_commits_per_msg"] = round((xid1 - xid0 - 1) / inside, 3)
+        xid0 = await pg_xid() if database else 0
+        for seq in range(n):
+            await publisher._send(phase, seq)
+        deadline = time.monotonic() + 120 + 3 * latency / 1000 * n / 500
+        while True:
+            stats = await fake.stats(phase)
+            if stats["count"] >= n or time.monotonic() > deadline:
+                break
+            _check_alive(procs)
+            await asyncio.sleep(0.1)
+        count = stats["count"]
+        worker_us, broker_us = cpu.per_message_us(count)
+        span = (stats["last_ns"] - stats["first_ns"]) / 1e9
+        result: dict[str, Any] = {
+            "n": n,
+            "delivered": count,
+            "seconds": round(span, 3),
+            "msgs_per_s": round((count - 1) / span, 1) if span > 0 else None,
+            "cpu_us_per_msg": worker_us,
+            "broker_cpu_us_per_msg": broker_us,
+        }
+        if count and pg is not None:
+            result["pg_cpu_us_per_msg"] = round((pg.cpu_seconds() - pg_cpu0) / count * 1e6, 1)
+        if count and database:
+            # Transaction ids go to writing transactions only: the store's commits (less
+            # the one this query takes).
+            result["pg_commits_per_msg"] = round((await pg_xid() - xid0 - 1) / count, 3)
         return result
 
 
