@@ -84,7 +84,9 @@ async def test_an_attack_run_blocks_the_pumped_prefix_and_reports_it(sqlite_url:
 
 COLLAPSE: dict[str, Any] = {
     "name": "short-collapse",
-    "duration": 36,
+    # Long enough after the event for a loaded machine (a full parallel suite) to
+    # apply enough receipts for the breaker and the alert to judge.
+    "duration": 60,
     "time_scale": 3,
     "seed": 4,
     "bucket": 6,
@@ -99,11 +101,13 @@ COLLAPSE: dict[str, Any] = {
             "countries": {"GB": {"price": 0.03, "delivery_rate": 1.0, "receipt_delay": FAST}},
         },
     },
-    "route": {"strategy": "cost_per_delivered", "exploration": 0, "prior_samples": 5},
+    # Ordered: traffic stays on a until its breaker opens. Under cost_per_delivered the
+    # falling measured rate alone may move it first, and no breaker (no alert) is needed.
+    "route": {"strategy": "ordered", "providers": ["a", "b"]},
     "baseline": "b",
     "health": {
-        "breakers": {"min_samples": 10, "delivery_window": 6, "delivery_cool_down": 600},
-        "alerts": {"window": 6, "min_samples": 10},
+        "breakers": {"min_samples": 10, "delivery_window": 9, "delivery_cool_down": 600},
+        "alerts": {"window": 9, "min_samples": 10},
     },
     "events": [{"at": 12, "provider": "a", "country": "GB", "set": {"delivery_rate": 0.1}}],
 }
