@@ -50,9 +50,10 @@ from smsrelay.models import (
 from smsrelay.otp.geo import GeoRules
 from smsrelay.otp.resend_deadline import resend_after
 from smsrelay.providers import Provider
-from smsrelay.routing import Candidate, Plan, Router
+from smsrelay.routing import Plan, Router
 from smsrelay.settings import RetrySettings
 from smsrelay.store import AttemptBill, Claim, MessageRecord, Store
+from smsrelay.store.base import attempt_bill
 from smsrelay.store.receipts import apply_pending_receipts
 
 log = get_logger(__name__)
@@ -368,7 +369,7 @@ class Dispatcher:
     ) -> tuple[int, SendResult]:
         provider = self.providers[name]
         candidate = job.plan.candidate(name) if job.plan is not None else None
-        job.bill = _bill(candidate)
+        job.bill = attempt_bill(candidate)
         if key is None:
             key = await self.store.start_attempt(job.request.id, attempt, name)
         if (waited := publish_time.waited()) is not None:
@@ -388,7 +389,7 @@ class Dispatcher:
         self._record_send(name, job.request.country, None)
         self.metrics.send_latency.labels(name, job.request.country).observe(elapsed)
         self.metrics.sends.labels(name, job.request.country, "sent").inc()
-        job.bill = _bill(candidate, result)
+        job.bill = attempt_bill(candidate, result)
         self._count_cost(name, job.request.country, job.bill)
         if self.limits is not None and job.bill is not None:
             bill = job.bill
@@ -637,19 +638,6 @@ def _resumable(claim: Claim, redelivered: bool, retry_round: int) -> bool:
         return False
     # A scheduled retry, or a redelivery after a worker died before recording an outcome.
     return retry_round > 0 or redelivered
-
-
-def _bill(candidate: Candidate | None, result: SendResult | None = None) -> AttemptBill | None:
-    """What an attempt sends and costs: the plan's estimate, the provider's answer."""
-    if candidate is None:
-        return None
-    return AttemptBill(
-        encoded=candidate.encoded,
-        estimated_cost=candidate.estimated_cost,
-        currency=candidate.currency,
-        actual_cost=result.cost if result else None,
-        actual_currency=result.currency if result else None,
-    )
 
 
 def _moves_on(plan: Plan | None) -> bool:

@@ -66,7 +66,7 @@ from smsrelay.models import (
 from smsrelay.providers import Provider
 from smsrelay.receipts import EventSink
 from smsrelay.routing import Candidate, Plan, Router
-from smsrelay.store.base import AttemptBill, MessageRecord, PendingEvent
+from smsrelay.store.base import AttemptBill, MessageRecord, PendingEvent, attempt_bill
 from smsrelay.store.resends import RESENDABLE
 
 log = get_logger(__name__)
@@ -266,11 +266,11 @@ class DeadlineChecker:
             try:
                 result = await self._send(job, name, candidate)
             except ProviderError as exc:
-                await self._failed(job, key, name, exc, _bill(candidate))
+                await self._failed(job, key, name, exc, attempt_bill(candidate))
                 if isinstance(exc, RecipientRejected | UnconfirmedSend):
                     break  # the number itself is refused: no provider will do better
                 continue
-            return await self._record(job, key, name, result, _bill(candidate, result))
+            return await self._record(job, key, name, result, attempt_bill(candidate, result))
         return self._settled("failed" if taken else "no-provider")
 
     async def _may_send(self, request: SendRequest, name: str, candidate: Candidate | None) -> bool:
@@ -407,16 +407,3 @@ def _open(record: MessageRecord) -> bool:
 
 def _last_number(record: MessageRecord) -> int:
     return max((a.number for a in record.attempts), default=0)
-
-
-def _bill(candidate: Candidate | None, result: SendResult | None = None) -> AttemptBill | None:
-    """What a try sends and costs: the plan's estimate, the provider's answer."""
-    if candidate is None:
-        return None
-    return AttemptBill(
-        encoded=candidate.encoded,
-        estimated_cost=candidate.estimated_cost,
-        currency=candidate.currency,
-        actual_cost=result.cost if result else None,
-        actual_currency=result.currency if result else None,
-    )

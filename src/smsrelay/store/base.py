@@ -11,10 +11,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from smsrelay.encoding import Encoded
-from smsrelay.models import AttemptOutcome, EventError, SendRequest, State, StatusEvent
+from smsrelay.models import (
+    AttemptOutcome,
+    EventError,
+    SendRequest,
+    SendResult,
+    State,
+    StatusEvent,
+)
+
+if TYPE_CHECKING:
+    from smsrelay.routing.candidate import Candidate
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +91,21 @@ class AttemptRecord:
     currency: str | None = None
     actual_cost: Decimal | None = None
     actual_currency: str | None = None
+
+
+def attempt_bill(
+    candidate: Candidate | None, result: SendResult | None = None
+) -> AttemptBill | None:
+    """What an attempt (or a resend) sends and costs: the plan's estimate, the answer's."""
+    if candidate is None:
+        return None
+    return AttemptBill(
+        encoded=candidate.encoded,
+        estimated_cost=candidate.estimated_cost,
+        currency=candidate.currency,
+        actual_cost=result.cost if result else None,
+        actual_currency=result.currency if result else None,
+    )
 
 
 @dataclass(frozen=True, slots=True)
